@@ -1,0 +1,25 @@
+"""Where the shared data, ImageNet weights and shipped model live (overridable by environment variable)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED_ROOT = Path(os.environ.get("SKIN_SHARED_DIR", PROJECT_ROOT.parent / "shared"))
+
+#: HAM10000 folder (metadata CSV + image folders). Env: SKIN_DATA_DIR.
+DEFAULT_DATA_DIR = Path(os.environ.get("SKIN_DATA_DIR", SHARED_ROOT / "data" / "ham10000"))
+#: ImageNet MobileNetV2 weights without the classifier. Env: SKIN_BACKBONE_WEIGHTS.
+DEFAULT_BACKBONE_WEIGHTS = Path(
+    os.environ.get(
+        "SKIN_BACKBONE_WEIGHTS",
+        SHARED_ROOT / "weights" / "imagenet-mobilenetv2" / "mobilenet_v2_1.0_224_imagenet_notop.weights.h5",
+    )
+)
+#: The trained model bundle the app and CLIs serve. Env: SKIN_WEIGHTS_DIR.
+DEFAULT_WEIGHTS_DIR = Path(os.environ.get("SKIN_WEIGHTS_DIR", PROJECT_ROOT / "weights"))
+#: Folder of sample images offered in the app. Env: SKIN_SAMPLES_DIR.
+DEFAULT_SAMPLES_DIR = Path(os.environ.get("SKIN_SAMPLES_DIR", DEFAULT_DATA_DIR / "images_600x450"))
+#: Lesion boxes in images_200x150 pixel coordinates.
+DEFAULT_BBOXES_CSV = DEFAULT_DATA_DIR / "lesion_bboxes_200x150.csv"

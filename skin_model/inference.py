@@ -1,0 +1,93 @@
+"""Serving: the model bundle loaded once, calibrated predictions for RGB images."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from skin_model.calibration import apply_temperature
+from skin_model.config import DEFAULT_WEIGHTS_DIR
+from skin_model.imaging import scale_pixels, to_model_array
+from skin_model.labels import CLASSES, CODES, MALIGNANT_CODES
+from skin_model.model import ModelMetadata, load_bundle
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Calibrated class probabilities for one image, in ``labels.CODES`` order."""
+
+    probabilities: tuple[float, ...]
+    unsure_threshold: float
+
+    @property
+    def ranked(self) -> list[tuple[str, float]]:
+        """(code, probability) from most to least likely."""
+        return sorted(zip(CODES, self.probabilities), key=lambda cp: cp[1], reverse=True)
+
+    @property
+    def top_code(self) -> str:
+        return self.ranked[0][0]
+
+    @property
+    def top_probability(self) -> float:
+        return self.ranked[0][1]
+
+    @property
+    def top_name(self) -> str:
+        return CLASSES[CODES.index(self.top_code)].name
+
+    def top_k(self, k: int = 3) -> list[tuple[str, float]]:
+        return self.ranked[:k]
+
+    @property
+    def malignant_probability(self) -> float:
+        """Sum of the probabilities of the malignant classes (mel, bcc, akiec)."""
+        return float(sum(p for c, p in zip(CODES, self.probabilities) if c in MALIGNANT_CODES))
+
+    @property
+    def unsure(self) -> bool:
+        """True when the top probability is below the threshold stored with the model."""
+        return self.top_probability < self.unsure_threshold
+
+    def as_dict(self) -> dict[str, object]:
+        return {"top_class": self.top_code, "top_probability": self.top_probability,
+                "malignant_probability": self.malignant_probability, "unsure": self.unsure,
+                "probabilities": dict(zip(CODES, self.probabilities))}
+
+
+class Predictor:
+    """A loaded model bundle; ``predict`` is thread-safe and runs a compiled tf.function."""
+
+    def __init__(self, model, metadata: ModelMetadata) -> None:
+        import tensorflow as tf
+
+        self.model = model
+        self.metadata = metadata
+        self.input_size = metadata.input_size
+        spec = tf.TensorSpec((None, self.input_size, self.input_size, 3), tf.float32)
+        self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+
+    @classmethod
+    def from_dir(cls, weights_dir: Path = DEFAULT_WEIGHTS_DIR) -> "Predictor":
+        model, metadata = load_bundle(Path(weights_dir))
+        log.info("Loaded model %s from %s", metadata.version, weights_dir)
+        return cls(model, metadata)
+
+    def model_input(self, images: list[Image.Image]) -> np.ndarray:
+        """The float32 batch the model sees for these images (the shared preprocessing path)."""
+        return scale_pixels(np.stack([to_model_array(im, self.input_size) for im in images]).astype(np.float32))
+
+    def predict_probabilities(self, images: list[Image.Image]) -> np.ndarray:
+        """Calibrated (N, 7) probabilities."""
+        raw = self._forward(self.model_input(images)).numpy().astype(np.float64)
+        return apply_temperature(raw, self.metadata.temperature)
+
+    def predict(self, image: Image.Image) -> Prediction:
+        probs = self.predict_probabilities([image])[0]
+        return Prediction(tuple(float(p) for p in probs), self.metadata.unsure_threshold)

@@ -1,0 +1,158 @@
+"""The classifier (flat functional MobileNetV2 + head) and its bundle: ``model.keras`` plus ``metadata.json``.
+
+The head is built on ``backbone.output`` rather than by calling a nested backbone, so the model is one flat
+graph that tf-keras-vis can explain. Batch-norm layers are never trainable, which keeps them in inference
+mode (Keras 3 runs a non-trainable BatchNormalization with its moving statistics even when training).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from skin_model.labels import CLASSES, NUM_CLASSES
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+METADATA_FILE = "metadata.json"
+HEAD_LAYERS = ("head_pool", "head_dropout", "predictions")
+LAST_CONV_LAYER = "out_relu"  # MobileNetV2's last convolutional activation: Grad-CAM's target
+
+
+class ModelIntegrityError(RuntimeError):
+    """The model file does not match the sha256 recorded in its metadata, or the bundle is incomplete."""
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_classifier(input_size: int = 224, backbone_weights: str | Path | None = None,
+                     dropout: float = 0.3) -> keras.Model:
+    """MobileNetV2 backbone + global average pooling + dropout + Dense(7, softmax), as one flat graph.
+
+    ``backbone_weights``: a ``.weights.h5`` file for ``MobileNetV2(include_top=False)``, the string
+    ``"imagenet"`` (Keras' own download), or None for random initialisation (tests only).
+    """
+    from_file = backbone_weights not in (None, "imagenet")
+    backbone = keras.applications.MobileNetV2(
+        input_shape=(input_size, input_size, 3), include_top=False,
+        weights=None if from_file else backbone_weights)
+    if from_file:
+        backbone.load_weights(str(backbone_weights))
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(backbone.output)
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="predictions")(x)
+    model = keras.Model(backbone.input, outputs, name="skin_mobilenetv2")
+    set_trainable_backbone(model, None)
+    return model
+
+
+def set_trainable_backbone(model: keras.Model, first_layer: str | None) -> None:
+    """Freeze the backbone below ``first_layer`` (all of it if None, none of it if ``"all"``).
+
+    Head layers are always trainable; batch-norm layers never are (they stay in inference mode).
+    """
+    trainable = first_layer == "all"
+    for layer in model.layers:
+        if layer.name in HEAD_LAYERS:
+            layer.trainable = True
+            continue
+        if first_layer not in (None, "all") and layer.name.startswith(first_layer):
+            trainable = True
+        layer.trainable = trainable and not isinstance(layer, keras.layers.BatchNormalization)
+    if first_layer not in (None, "all") and not any(l.name.startswith(first_layer) for l in model.layers):
+        raise ValueError(f"No layer named {first_layer!r}* in the backbone")
+
+
+@dataclass
+class ModelMetadata:
+    """Everything that travels with the weights (MONAI-bundle style); the model card is read from it."""
+
+    version: str
+    created: str
+    classes: list[dict[str, Any]] = field(default_factory=lambda: [asdict(c) for c in CLASSES])
+    input_size: int = 224
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    network_data_format: dict[str, Any] = field(default_factory=dict)
+    temperature: float = 1.0
+    unsure_threshold: float = 0.5
+    training: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    backbone: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    model_file: str = MODEL_FILE
+    model_sha256: str = ""
+    intended_use: str = ("Education and research demonstration of dermoscopic lesion classification. "
+                         "Not a medical device; not for diagnosis.")
+    licence: str = "Model trained on HAM10000 (CC BY-NC-SA 4.0): non-commercial, share-alike."
+
+    def to_json(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def from_json(cls, path: Path) -> "ModelMetadata":
+        return cls(**json.loads(path.read_text()))
+
+
+def default_preprocessing(input_size: int) -> dict[str, Any]:
+    """Description of ``skin_model.imaging``'s path, recorded in the metadata."""
+    return {
+        "decode": "Pillow; EXIF orientation applied; any mode to 8-bit RGB (transparency on white)",
+        "crop": "centre square",
+        "resize": f"{input_size}x{input_size}, bicubic (PIL.ImageOps.fit)",
+        "scaling": "x / 127.5 - 1 (MobileNetV2)",
+    }
+
+
+def network_data_format(input_size: int) -> dict[str, Any]:
+    return {
+        "inputs": {"image": {"type": "image", "format": "RGB", "num_channels": 3,
+                             "spatial_shape": [input_size, input_size], "dtype": "float32",
+                             "value_range": [-1, 1]}},
+        "outputs": {"pred": {"type": "probabilities", "num_channels": NUM_CLASSES, "activation": "softmax",
+                             "channel_def": {str(i): c.code for i, c in enumerate(CLASSES)}}},
+    }
+
+
+def save_bundle(model: keras.Model, metadata: ModelMetadata, out_dir: Path) -> Path:
+    """Write ``model.keras`` (no optimizer state) and ``metadata.json`` with the model's sha256."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_path = out_dir / MODEL_FILE
+    # A fresh, uncompiled Model over the same layers: the .keras file carries no optimizer state.
+    keras.Model(model.inputs, model.outputs, name=model.name).save(model_path)
+    metadata.model_file = MODEL_FILE
+    metadata.model_sha256 = sha256_of(model_path)
+    metadata.to_json(out_dir / METADATA_FILE)
+    log.info("Saved model bundle to %s (sha256 %s)", out_dir, metadata.model_sha256[:12])
+    return model_path
+
+
+def load_bundle(weights_dir: Path) -> tuple[keras.Model, ModelMetadata]:
+    """Load ``model.keras`` in Keras safe mode after checking its sha256 against ``metadata.json``."""
+    meta_path = weights_dir / METADATA_FILE
+    if not meta_path.is_file():
+        raise ModelIntegrityError(f"No {METADATA_FILE} in {weights_dir}: train a model with `python train.py`")
+    metadata = ModelMetadata.from_json(meta_path)
+    model_path = weights_dir / metadata.model_file
+    if not model_path.is_file():
+        raise ModelIntegrityError(f"Model file {model_path} is missing")
+    actual = sha256_of(model_path)
+    if actual != metadata.model_sha256:
+        raise ModelIntegrityError(
+            f"{model_path} has sha256 {actual[:12]}..., metadata expects {metadata.model_sha256[:12]}...: "
+            "the weights were changed or corrupted")
+    model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+    return model, metadata

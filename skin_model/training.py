@@ -1,0 +1,101 @@
+"""Pieces of the training recipe used by ``train.py``: the balanced-accuracy metric, class weights,
+stage compilation, callbacks and batched prediction on in-memory images."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import ops
+from sklearn.utils.class_weight import compute_class_weight
+
+from skin_model.imaging import scale_pixels
+from skin_model.labels import NUM_CLASSES
+
+log = logging.getLogger(__name__)
+MONITOR = "val_balanced_accuracy"
+
+
+class BalancedAccuracy(keras.metrics.Metric):
+    """Mean per-class recall, accumulated over an epoch from a confusion matrix (ignores sample weights)."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES, name: str = "balanced_accuracy", **kwargs) -> None:
+        super().__init__(name=name, **kwargs)
+        self.num_classes = num_classes
+        self.matrix = self.add_variable(shape=(num_classes, num_classes), initializer="zeros",
+                                        name="confusion", dtype="float32")
+
+    def update_state(self, y_true, y_pred, sample_weight=None) -> None:
+        truth = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+        pred = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
+        counts = ops.bincount(truth * self.num_classes + pred, minlength=self.num_classes ** 2)
+        self.matrix.assign_add(ops.reshape(ops.cast(counts, "float32"), (self.num_classes, self.num_classes)))
+
+    def result(self):
+        support = ops.sum(self.matrix, axis=1)
+        recall = ops.diagonal(self.matrix) / ops.maximum(support, 1.0)
+        present = ops.cast(support > 0, "float32")
+        return ops.sum(recall * present) / ops.maximum(ops.sum(present), 1.0)
+
+    def reset_state(self) -> None:
+        self.matrix.assign(ops.zeros_like(self.matrix))
+
+
+def class_weights(labels: np.ndarray) -> dict[int, float]:
+    """'Balanced' class weights (n_samples / (n_classes * count)) for the classes present."""
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    return {int(c): float(w) for c, w in zip(present, weights)}
+
+
+def compile_stage(model: keras.Model, learning_rate, jit_compile: bool | str = "auto") -> None:
+    """AdamW + sparse categorical cross-entropy, reporting accuracy and balanced accuracy."""
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=1e-4),
+                  loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy", BalancedAccuracy()], jit_compile=jit_compile)
+
+
+def best_logged(csv_path: Path, monitor: str = MONITOR) -> float | None:
+    """Best value of ``monitor`` already in a CSVLogger file (to resume checkpointing without regressions)."""
+    if not csv_path.is_file():
+        return None
+    with open(csv_path) as fh:
+        values = [float(row[monitor]) for row in csv.DictReader(fh) if row.get(monitor)]
+    return max(values) if values else None
+
+
+def stage_callbacks(work_dir: Path, stage: str, patience: int | None) -> list[keras.callbacks.Callback]:
+    """Resume-safe callbacks: epoch backup, CSV history, best-on-validation checkpoint, early stopping."""
+    history_csv = work_dir / f"history_{stage}.csv"
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.BackupAndRestore(str(work_dir / f"backup_{stage}")),
+        keras.callbacks.CSVLogger(str(history_csv), append=True),
+        keras.callbacks.ModelCheckpoint(
+            str(work_dir / f"best_{stage}.weights.h5"), monitor=MONITOR, mode="max", save_best_only=True,
+            save_weights_only=True, initial_value_threshold=best_logged(history_csv), verbose=1),
+    ]
+    if patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=patience,
+                                                       verbose=1))
+    return callbacks
+
+
+def predict_arrays(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Softmax output of ``model`` for uint8 (N, S, S, 3) images, batch by batch."""
+    out = [model.predict_on_batch(scale_pixels(images[i:i + batch_size].astype(np.float32)))
+           for i in range(0, len(images), batch_size)]
+    return np.concatenate(out).astype(np.float64) if out else np.zeros((0, NUM_CLASSES))
+
+
+def read_history(work_dir: Path, stages: tuple[str, ...]) -> dict[str, list[dict[str, float]]]:
+    """The per-epoch CSV histories of each stage, as lists of rows."""
+    history = {}
+    for stage in stages:
+        path = work_dir / f"history_{stage}.csv"
+        if path.is_file():
+            with open(path) as fh:
+                history[stage] = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
+    return history

@@ -1,0 +1,55 @@
+"""Shared fixtures: paths into ../shared and a small, quickly built model bundle."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from skin_model.config import DEFAULT_BACKBONE_WEIGHTS, DEFAULT_DATA_DIR, DEFAULT_WEIGHTS_DIR  # noqa: E402
+
+TINY_SIZE = 96
+
+
+@pytest.fixture(scope="session")
+def ham_dir() -> Path:
+    """The real HAM10000 folder in ../shared (tests that need it are skipped without it)."""
+    if not (DEFAULT_DATA_DIR / "HAM10000_metadata.csv").is_file():
+        pytest.skip(f"HAM10000 not found at {DEFAULT_DATA_DIR}")
+    return DEFAULT_DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def backbone_weights() -> Path:
+    if not DEFAULT_BACKBONE_WEIGHTS.is_file():
+        pytest.skip(f"ImageNet weights not found at {DEFAULT_BACKBONE_WEIGHTS}")
+    return DEFAULT_BACKBONE_WEIGHTS
+
+
+@pytest.fixture(scope="session")
+def real_image_path(ham_dir: Path) -> Path:
+    """A real 600x450 HAM10000 original (a melanocytic naevus)."""
+    return ham_dir / "images_600x450" / "ISIC_0024306.jpg"
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, backbone_weights: Path) -> Path:
+    """An untrained-head model bundle at 96 px with the real ImageNet backbone (fast to build and run)."""
+    from skin_model.model import ModelMetadata, build_classifier, save_bundle
+
+    out = tmp_path_factory.mktemp("tiny_bundle")
+    model = build_classifier(TINY_SIZE, backbone_weights)
+    save_bundle(model, ModelMetadata(version="test", created="2026-01-01", input_size=TINY_SIZE,
+                                     temperature=1.3, unsure_threshold=0.5), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def shipped_bundle() -> Path:
+    """The trained model in weights/ (skipped when it has not been trained yet)."""
+    if not (DEFAULT_WEIGHTS_DIR / "metadata.json").is_file():
+        pytest.skip("No trained model in weights/ yet")
+    return DEFAULT_WEIGHTS_DIR
