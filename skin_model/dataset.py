@@ -196,6 +196,7 @@ def make_tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, tra
     generator.epoch = 0
     spec = (tf.TensorSpec((size, size, 3), tf.uint8), tf.TensorSpec((), tf.int32))
     ds = tf.data.Dataset.from_generator(generator, output_signature=spec)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(n))  # known length: progress bars, no warnings
     if training:
         ds = ds.map(lambda x, y: (augment(x, size, augment_config), y), num_parallel_calls=tf.data.AUTOTUNE)
     else:

@@ -52,10 +52,30 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
 
 
 def compile_stage(model: keras.Model, learning_rate, jit_compile: bool | str = "auto") -> None:
-    """AdamW + sparse categorical cross-entropy, reporting accuracy and balanced accuracy."""
-    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=1e-4),
+    """AdamW (gradient norm clipped at 1) + sparse categorical cross-entropy, reporting accuracy and
+    balanced accuracy."""
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=1e-4,
+                                                   clipnorm=1.0),
                   loss="sparse_categorical_crossentropy",
                   metrics=["accuracy", BalancedAccuracy()], jit_compile=jit_compile)
+
+
+def warmup_cosine(peak: float, total_steps: int, warmup_steps: int):
+    """Linear warm-up to ``peak`` then cosine decay to zero."""
+    return keras.optimizers.schedules.CosineDecay(0.0, max(total_steps - warmup_steps, 1), warmup_target=peak,
+                                                  warmup_steps=warmup_steps)
+
+
+class BatchLog(keras.callbacks.Callback):
+    """Logs running training metrics every ``every`` batches (a progress line that suits a log file)."""
+
+    def __init__(self, every: int = 50) -> None:
+        super().__init__()
+        self.every = every
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if logs and (batch + 1) % self.every == 0:
+            log.info("batch %d: %s", batch + 1, ", ".join(f"{k} {float(v):.4f}" for k, v in logs.items()))
 
 
 def best_logged(csv_path: Path, monitor: str = MONITOR) -> float | None:
@@ -71,6 +91,7 @@ def stage_callbacks(work_dir: Path, stage: str, patience: int | None) -> list[ke
     """Resume-safe callbacks: epoch backup, CSV history, best-on-validation checkpoint, early stopping."""
     history_csv = work_dir / f"history_{stage}.csv"
     callbacks: list[keras.callbacks.Callback] = [
+        BatchLog(),
         keras.callbacks.BackupAndRestore(str(work_dir / f"backup_{stage}")),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         keras.callbacks.ModelCheckpoint(
