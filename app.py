@@ -1,0 +1,55 @@
+"""Dermoscopy decision-support demo: `streamlit run app.py`.
+
+Navigation and the sidebar only; each page lives in ``pages/``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from skin_model import config
+
+APP_TITLE = "Skin lesion classifier (demo)"
+PAGES_DIR = Path(__file__).resolve().parent / "pages"
+PAGES = (  # (file, title, icon, default)
+    ("classify.py", "Classify", ":material/biotech:", True),
+    ("report.py", "Evaluation report", ":material/analytics:", False),
+    ("model_card.py", "About / model card", ":material/info:", False),
+)
+DISCLAIMER = (
+    "**Demo for education and research only. Not a medical device.** It must not be used to diagnose, "
+    "treat or rule out any condition; every lesion of concern needs assessment by a clinician."
+)
+
+
+def model_version() -> str:
+    """The served model's version from its metadata.json (without loading the model)."""
+    from skin_model.model import ModelMetadata
+
+    weights = Path(os.environ.get("SKIN_WEIGHTS_DIR") or config.DEFAULT_WEIGHTS_DIR)
+    try:
+        meta = ModelMetadata.from_json(weights / "metadata.json")
+    except (OSError, ValueError, TypeError, KeyError):
+        return "no model found"
+    return f"{meta.version} ({meta.input_size} px, created {meta.created[:10]})"
+
+
+def sidebar_ui() -> None:
+    with st.sidebar:
+        st.markdown(f"**Model version:** {model_version()}")
+        st.warning(DISCLAIMER, icon="⚠️")
+
+
+def main() -> None:
+    st.set_page_config(page_title=APP_TITLE, page_icon=":material/dermatology:", layout="wide")
+    pages = [st.Page(str(PAGES_DIR / file), title=title, icon=icon, default=default)
+             for file, title, icon, default in PAGES if (PAGES_DIR / file).is_file()]
+    navigation = st.navigation(pages)
+    sidebar_ui()
+    navigation.run()
+
+
+main()

@@ -1,0 +1,235 @@
+"""Classify: upload a dermatoscopic photo, see the calibrated prediction and where the model looked."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from skin_model import config
+from skin_model.charts import probability_bar_chart
+from skin_model.explain import METHODS, colorize
+from skin_model.imaging import MAX_FILE_BYTES, SUPPORTED_DESCRIPTION, InvalidImageError
+from skin_model.labels import CLASSES, CODES, MALIGNANT_CODES, by_code
+from skin_model.model import ModelIntegrityError
+from skin_model.service import Analysis, ClassifierService, Explanation
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------------- constants
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"]
+SAMPLE_SUFFIXES = {f".{t}" for t in UPLOAD_TYPES}
+NO_SAMPLE = "— none —"
+DEFAULT_OPACITY = 0.4
+LEGEND_WIDTH, LEGEND_HEIGHT = 320, 14
+#: Photos are sent to the browser as JPEG (explicitly: PNG encoding of a 600x450 photo costs ~100x more).
+IMAGE_FORMAT = "JPEG"
+MALIGNANT_LABEL = " + ".join(MALIGNANT_CODES)
+
+
+def weights_dir() -> Path:
+    """The bundle to serve: SKIN_WEIGHTS_DIR read at run time (so tests can repoint it), else the default."""
+    return Path(os.environ.get("SKIN_WEIGHTS_DIR") or config.DEFAULT_WEIGHTS_DIR)
+
+
+def samples_dir() -> Path:
+    """Folder of sample images: SKIN_SAMPLES_DIR read at run time, else the default."""
+    return Path(os.environ.get("SKIN_SAMPLES_DIR") or config.DEFAULT_SAMPLES_DIR)
+
+
+# ---------------------------------------------------------------------------------------------- loaders
+@st.cache_resource(show_spinner="Loading the model (once per server)…")
+def load_service(weights: str) -> ClassifierService:
+    """The model, its metadata and the Grad-CAM explainer, shared by every session in this process."""
+    service = ClassifierService.from_dir(Path(weights))
+    service.warm_up()
+    return service
+
+
+@st.cache_data(show_spinner=False)
+def list_samples(folder: str) -> list[str]:
+    path = Path(folder)
+    if not path.is_dir():
+        return []
+    return sorted(p.name for p in path.iterdir() if p.suffix.lower() in SAMPLE_SUFFIXES)
+
+
+@st.cache_data(show_spinner=False)
+def sample_references(metadata_csv: str) -> dict[str, tuple[str, str]]:
+    """image_id -> (dx, dx_type) from HAM10000_metadata.csv, to show the reference diagnosis of samples."""
+    path = Path(metadata_csv)
+    if not path.is_file():
+        return {}
+    table = pd.read_csv(path, usecols=["image_id", "dx", "dx_type"])
+    return {row.image_id: (row.dx, row.dx_type) for row in table.itertuples()}
+
+
+@st.cache_data(show_spinner=False)
+def legend_bar() -> np.ndarray:
+    return colorize(np.tile(np.linspace(0.0, 1.0, LEGEND_WIDTH, dtype=np.float32), (LEGEND_HEIGHT, 1)))
+
+
+# ---------------------------------------------------------------------------------------------- compute
+def analyse_cached(service: ClassifierService, name: str, data: bytes) -> Analysis:
+    """Analyse an upload once per session; slider moves and reruns reuse the result (memory only)."""
+    digest = hashlib.sha256(data).hexdigest()
+    cached: Analysis | None = st.session_state.get("analysis")
+    if cached is None or cached.digest != digest or cached.name != name:
+        cached = service.analyse(data, name=name)
+        st.session_state["analysis"] = cached
+        st.session_state["explanations"] = {}
+        st.session_state.pop("cam_class", None)  # a new image: explain its top class again by default
+    return cached
+
+
+def explain_cached(service: ClassifierService, analysis: Analysis, code: str, method: str) -> Explanation:
+    store: dict = st.session_state.setdefault("explanations", {})
+    key = (analysis.digest, code, method)
+    if key not in store:
+        store[key] = service.explain(analysis, code, method)
+    return store[key]
+
+
+# ---------------------------------------------------------------------------------------------- UI
+def input_ui() -> tuple[str, bytes, str | None] | None:
+    """The upload (or chosen sample): (name, bytes, sample image_id or None)."""
+    st.markdown(
+        "Upload a **dermatoscopic** photo of one skin lesion. The model classifies the centre square of "
+        "the image into the 7 HAM10000 diagnostic categories."
+    )
+    uploaded = st.file_uploader(
+        f"Dermatoscopic image ({SUPPORTED_DESCRIPTION}, up to {MAX_FILE_BYTES // 2**20} MB)",
+        type=UPLOAD_TYPES, key="upload",
+    )
+    folder = samples_dir()
+    samples = list_samples(str(folder))
+    choice = NO_SAMPLE
+    if samples:
+        choice = st.selectbox("…or try a sample image from HAM10000", [NO_SAMPLE, *samples], key="sample",
+                              help=f"Images from {folder}")
+    if uploaded is not None:
+        return uploaded.name, uploaded.getvalue(), None
+    if choice != NO_SAMPLE:
+        return choice, (folder / choice).read_bytes(), Path(choice).stem
+    return None
+
+
+def unsure_ui(analysis: Analysis) -> None:
+    p = analysis.prediction
+    st.warning(
+        f"**The model is unsure.** Its most likely class has a probability of only {p.top_probability:.0%} "
+        f"(below the {p.unsure_threshold:.0%} threshold set for this model). Do not rely on this result: "
+        "the lesion should be assessed by a clinician.",
+        icon="⚠️",
+    )
+
+
+def prediction_ui(analysis: Analysis, reference: tuple[str, str] | None) -> None:
+    p = analysis.prediction
+    top = by_code(p.top_code)
+    st.subheader("Most likely diagnosis")
+    st.markdown(f"### {top.name} (`{top.code}`)" + ("  \n:red[**malignant category**]" if top.malignant else ""))
+    st.markdown(f"Calibrated probability: **{p.top_probability:.1%}**")
+    if p.unsure:
+        unsure_ui(analysis)
+    st.markdown("**Differential (top 3)**")
+    st.markdown("\n".join(
+        f"{i}. {by_code(code).name} (`{code}`) — {prob:.1%}" + (" · malignant" if by_code(code).malignant else "")
+        for i, (code, prob) in enumerate(p.top_k(3), start=1)
+    ))
+    malignant, benign = st.columns(2)
+    malignant.metric(f"Malignant ({MALIGNANT_LABEL})", f"{p.malignant_probability:.1%}")
+    benign.metric("Benign (bkl, df, nv, vasc)", f"{1.0 - p.malignant_probability:.1%}")
+    if reference is not None:
+        dx, dx_type = reference
+        st.caption(f"Reference diagnosis of this HAM10000 sample: **{by_code(dx).name}** (`{dx}`, "
+                   f"confirmed by {dx_type}).")
+
+
+def probabilities_ui(analysis: Analysis) -> None:
+    p = analysis.prediction
+    st.plotly_chart(probability_bar_chart(p.probabilities, p.unsure_threshold), key="probabilities_chart")
+    table = pd.DataFrame({
+        "Code": list(CODES),
+        "Diagnosis": [c.name for c in CLASSES],
+        "Malignant": [c.malignant for c in CLASSES],
+        "Probability": list(p.probabilities),
+    }).sort_values("Probability", ascending=False)
+    with st.expander("All probabilities as a table"):
+        st.dataframe(table, hide_index=True, key="probabilities_table",
+                     column_config={"Probability": st.column_config.NumberColumn(format="percent")})
+
+
+def explanation_ui(service: ClassifierService, analysis: Analysis) -> None:
+    st.subheader("Where the model looked")
+    ranked = [code for code, _ in analysis.prediction.ranked]
+    probs = dict(analysis.prediction.ranked)
+    method_col, class_col, alpha_col = st.columns(3)
+    method = method_col.radio("Method", list(METHODS), format_func=METHODS.get, horizontal=True, key="cam_method")
+    code = class_col.selectbox("Explain the class", ranked, key="cam_class",
+                               format_func=lambda c: f"{by_code(c).name.split(' (')[0]} ({c}, {probs[c]:.0%})")
+    alpha = alpha_col.slider("Heatmap opacity", 0.0, 1.0, DEFAULT_OPACITY, 0.05, key="cam_alpha")
+    with st.spinner(f"Computing {METHODS[method]}…"):
+        explanation = explain_cached(service, analysis, code, method)
+    original, heat, blended = st.columns(3)
+    shown = dict(width="stretch", output_format=IMAGE_FORMAT)
+    original.image(explanation.view, caption="What the model saw (centre square)", **shown)
+    heat.image(explanation.heatmap_rgb, caption=f"{METHODS[method]} heatmap for {code}", **shown)
+    blended.image(explanation.overlay(alpha), caption=f"Overlay (opacity {alpha:.2f})", **shown)
+    st.image(legend_bar(), width=LEGEND_WIDTH)
+    st.caption("Colour scale: **blue = low attention**, **red = high attention**. The heatmap shows which "
+               "regions most raised the score of the selected class. It is not a lesion outline, and it can "
+               "point at artefacts such as hair, rulers, ink or vignetting.")
+
+
+def classify_page() -> None:
+    st.title("Classify a skin lesion")
+    try:
+        service = load_service(str(weights_dir()))
+    except ModelIntegrityError as exc:
+        st.error(f"**The model cannot be loaded.** {exc}\n\nThe model bundle must be in `{weights_dir()}` "
+                 "(set `SKIN_WEIGHTS_DIR` to use another folder). Classification is unavailable until it is "
+                 "restored.", icon="🚫")
+        return
+    except Exception as exc:  # a damaged .keras file, wrong format, ...
+        log.exception("Model loading failed")
+        st.error(f"**The model cannot be loaded** from `{weights_dir()}`: {type(exc).__name__}: {exc}", icon="🚫")
+        return
+
+    selected = input_ui()
+    if selected is None:
+        st.info("Upload an image to start.")
+        return
+    name, data, sample_id = selected
+    try:
+        analysis = analyse_cached(service, name, data)
+    except InvalidImageError as exc:
+        st.session_state.pop("analysis", None)
+        st.error(f"**{name}** cannot be used: {exc.reason}", icon="🚫")
+        return
+    except Exception:
+        log.exception("Analysis of %s failed", name)
+        st.error(f"**{name}** could not be analysed because of an internal error. Please try another image.")
+        return
+
+    image_col, result_col = st.columns([2, 3])
+    with image_col:
+        st.image(analysis.image, caption=f"{name} ({analysis.image.width}×{analysis.image.height} px, as uploaded)",
+                 width="stretch", output_format=IMAGE_FORMAT)
+    with result_col:
+        references = sample_references(str(config.DEFAULT_DATA_DIR / "HAM10000_metadata.csv")) if sample_id else {}
+        prediction_ui(analysis, references.get(sample_id))
+    probabilities_ui(analysis)
+    try:
+        explanation_ui(service, analysis)
+    except Exception:
+        log.exception("Grad-CAM failed for %s", name)
+        st.error("The heatmap could not be computed for this image; the prediction above is unaffected.")
+
+
+classify_page()

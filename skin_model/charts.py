@@ -1,0 +1,52 @@
+"""Plotly figures for the Classify page (no Streamlit here)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+
+from skin_model.labels import CLASSES, CODES
+
+#: Bar colours: malignant classes stand out in red, benign ones in blue.
+MALIGNANT_COLOUR = "#c0392b"
+BENIGN_COLOUR = "#2e86c1"
+
+
+def probability_bar_chart(probabilities: Sequence[float], unsure_threshold: float | None = None,
+                          height: int = 320) -> go.Figure:
+    """Horizontal bars of all class probabilities (CODES order in), most likely on top.
+
+    Malignant classes (mel, bcc, akiec) are red and marked "(malignant)"; benign classes are blue. When
+    ``unsure_threshold`` is given, a dotted line shows it.
+    """
+    if len(probabilities) != len(CODES):
+        raise ValueError(f"Expected {len(CODES)} probabilities, got {len(probabilities)}")
+    rows = sorted(zip(CLASSES, probabilities), key=lambda cp: cp[1])  # ascending: plotly draws bottom-up
+    labels = [f"{c.code} · {c.name.split(' (')[0]}" + (" (malignant)" if c.malignant else "") for c, _ in rows]
+    values = [float(p) for _, p in rows]
+    fig = go.Figure(
+        go.Bar(
+            x=values,
+            y=labels,
+            orientation="h",
+            marker_color=[MALIGNANT_COLOUR if c.malignant else BENIGN_COLOUR for c, _ in rows],
+            marker_pattern_shape=["/" if c.malignant else "" for c, _ in rows],
+            text=[f"{v:.1%}" for v in values],
+            textposition="outside",
+            customdata=[c.name for c, _ in rows],
+            hovertemplate="%{customdata}<br>probability %{x:.1%}<extra></extra>",
+            cliponaxis=False,
+        )
+    )
+    if unsure_threshold is not None:
+        fig.add_vline(x=unsure_threshold, line_dash="dot", line_color="grey",
+                      annotation_text=f"unsure below {unsure_threshold:.0%}", annotation_position="top")
+    fig.update_layout(
+        height=height,
+        margin=dict(l=10, r=40, t=30, b=30),
+        xaxis=dict(range=[0, 1.08], tickformat=".0%", title="Calibrated probability"),
+        yaxis=dict(title=None),
+        showlegend=False,
+    )
+    return fig

@@ -1,0 +1,229 @@
+"""The Classify page driven headlessly with Streamlit's AppTest, serving the tiny bundle."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from skin_model.labels import CODES, by_code
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+TIMEOUT = 120  # seconds: TensorFlow import, model load and Grad-CAM on a busy 2-core machine
+
+
+@pytest.fixture(scope="module")
+def image_bytes(real_image_path: Path) -> bytes:
+    return real_image_path.read_bytes()
+
+
+@pytest.fixture()
+def app(monkeypatch, tiny_bundle: Path, tmp_path: Path) -> AppTest:
+    monkeypatch.setenv("SKIN_WEIGHTS_DIR", str(tiny_bundle))
+    monkeypatch.setenv("SKIN_SAMPLES_DIR", str(tmp_path / "no-samples"))  # sample picker hidden
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def upload(at: AppTest, name: str, data: bytes, mime: str = "image/jpeg") -> AppTest:
+    at.file_uploader(key="upload").set_value((name, data, mime)).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def displayed_probabilities(at: AppTest) -> dict[str, float]:
+    assert len(at.dataframe) == 1
+    table = at.dataframe[0].value
+    return dict(zip(table["Code"], table["Probability"].astype(float)))
+
+
+def images_with_caption(at: AppTest, word: str) -> list:
+    return [img for img in at.get("image") if any(word in (c or "") for c in img.captions)]
+
+
+def test_sidebar_shows_version_and_disclaimer(app):
+    sidebar_text = " ".join(str(getattr(el, "value", "")) for el in app.sidebar)
+    assert "test (96 px" in sidebar_text, "model version from metadata.json"
+    assert "not a medical device" in sidebar_text.lower()
+    assert "education and research" in sidebar_text.lower()
+
+
+def test_upload_shows_calibrated_prediction_and_gradcam(app, image_bytes, tiny_bundle, real_image_path):
+    from skin_model.imaging import load_image
+    from skin_model.inference import Predictor
+
+    upload(app, real_image_path.name, image_bytes)
+    assert not app.error, [e.value for e in app.error]
+    probs = displayed_probabilities(app)
+    assert set(probs) == set(CODES)
+    assert sum(probs.values()) == pytest.approx(1.0, abs=0.01)
+    top = max(probs, key=probs.get)
+    markdown = "\n".join(m.value for m in app.markdown)
+    assert f"{by_code(top).name} (`{top}`)" in markdown
+    assert f"{probs[top]:.1%}" in markdown
+    # The page shows what the library computes for the same file.
+    expected = Predictor.from_dir(tiny_bundle).predict(load_image(real_image_path))
+    assert expected.top_code == top
+    np.testing.assert_allclose([probs[c] for c in CODES], expected.probabilities, atol=1e-5)
+    # Malignant roll-up is the sum of mel, bcc and akiec.
+    metrics = {m.label: m.value for m in app.metric}
+    malignant = next(v for k, v in metrics.items() if k.startswith("Malignant"))
+    assert malignant == f"{probs['mel'] + probs['bcc'] + probs['akiec']:.1%}"
+    # Top-3 differential in order.
+    differential = next(m.value for m in app.markdown if m.value.startswith("1. "))
+    ranked = sorted(probs, key=probs.get, reverse=True)[:3]
+    assert [re.search(r"\(`(\w+)`\)", line).group(1) for line in differential.splitlines()] == ranked
+    # Grad-CAM: the original, the heatmap (for the top class by default) and the overlay.
+    assert images_with_caption(app, f"Grad-CAM heatmap for {top}")
+    overlay = images_with_caption(app, "Overlay")
+    assert overlay and overlay[0].value[0], "the overlay image has a URL"
+    assert app.selectbox(key="cam_class").value == top
+
+
+def test_gradcam_controls(app, image_bytes, real_image_path):
+    upload(app, real_image_path.name, image_bytes)
+    app.radio(key="cam_method").set_value("gradcam++").run()
+    other = app.selectbox(key="cam_class").options[-1]
+    code = re.search(r"\((\w+),", other).group(1)
+    app.selectbox(key="cam_class").set_value(code).run()
+    app.slider(key="cam_alpha").set_value(0.8).run()
+    assert not app.exception and not app.error
+    assert images_with_caption(app, f"Grad-CAM++ heatmap for {code}")
+    assert images_with_caption(app, "Overlay (opacity 0.80)")
+
+
+def test_bad_file_shows_error_then_good_upload_works(app, image_bytes, real_image_path):
+    upload(app, "referral.jpg", b"%PDF-1.4 not an image", "image/jpeg")
+    errors = [e.value for e in app.error]
+    assert len(errors) == 1 and "referral.jpg" in errors[0] and "not a recognised image" in errors[0]
+    assert not images_with_caption(app, "Overlay")
+    upload(app, "empty.png", b"", "image/png")
+    assert "empty" in app.error[0].value
+    upload(app, real_image_path.name, image_bytes)
+    assert not app.error
+    assert sum(displayed_probabilities(app).values()) == pytest.approx(1.0, abs=0.01)
+    assert images_with_caption(app, "Overlay")
+
+
+def _bundle_with_threshold(src: Path, dst: Path, threshold: float) -> Path:
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "metadata.json").read_text())
+    meta["unsure_threshold"] = threshold
+    (dst / "metadata.json").write_text(json.dumps(meta))
+    return dst
+
+
+@pytest.mark.parametrize("threshold, unsure", [(0.999, True), (0.0, False)])
+def test_unsure_warning_follows_the_model_threshold(monkeypatch, tiny_bundle, tmp_path, image_bytes,
+                                                    real_image_path, threshold, unsure):
+    bundle = _bundle_with_threshold(tiny_bundle, tmp_path / "bundle", threshold)
+    monkeypatch.setenv("SKIN_WEIGHTS_DIR", str(bundle))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    upload(at, real_image_path.name, image_bytes)
+    warnings = [w.value for w in at.warning if "unsure" in w.value]
+    assert bool(warnings) is unsure
+    if unsure:
+        assert "assessed by a clinician" in warnings[0]
+
+
+def test_missing_bundle_shows_a_clear_message(monkeypatch, tmp_path):
+    monkeypatch.setenv("SKIN_WEIGHTS_DIR", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert "cannot be loaded" in at.error[0].value and "metadata.json" in at.error[0].value
+    assert len(at.file_uploader) == 0
+
+
+def test_tampered_bundle_fails_the_sha256_check(monkeypatch, tiny_bundle, tmp_path):
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    with (bundle / "model.keras").open("ab") as handle:
+        handle.write(b"tampered")
+    monkeypatch.setenv("SKIN_WEIGHTS_DIR", str(bundle))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert "cannot be loaded" in at.error[0].value and "sha256" in at.error[0].value
+
+
+def test_sample_picker_lists_images_and_classifies_one(monkeypatch, tiny_bundle, ham_dir):
+    monkeypatch.setenv("SKIN_WEIGHTS_DIR", str(tiny_bundle))
+    monkeypatch.setenv("SKIN_SAMPLES_DIR", str(ham_dir / "images_600x450"))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    picker = at.selectbox(key="sample")
+    assert "ISIC_0024306.jpg" in picker.options
+    picker.set_value("ISIC_0024306.jpg").run()
+    assert not at.exception and not at.error
+    assert sum(displayed_probabilities(at).values()) == pytest.approx(1.0, abs=0.01)
+    assert any("Reference diagnosis" in c.value and "`nv`" in c.value for c in at.caption)
+
+
+def test_sample_picker_hidden_without_a_folder(app):
+    assert not [s for s in app.selectbox if s.key == "sample"]
+
+
+# ---------------------------------------------------------------------------------------------- service
+@pytest.fixture(scope="module")
+def service(tiny_bundle):
+    from skin_model.service import ClassifierService
+
+    return ClassifierService.from_dir(tiny_bundle)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+def test_fast_gradcam_equals_tf_keras_vis_on_the_full_model(service, image_bytes, method):
+    """The compiled-backbone split in explain.Explainer gives tf-keras-vis's own full-model map."""
+    from skin_model.explain import Explainer
+
+    analysis = service.analyse(image_bytes, name="x.jpg")
+    reference = Explainer(service.predictor.model, split=False)
+    for code in ("mel", "nv"):
+        fast = service.explain(analysis, code, method).heatmap
+        slow = reference.heatmap(analysis.model_input, CODES.index(code), method)
+        assert fast.shape == slow.shape == (96, 96)
+        assert fast.std() > 0.01, "a non-trivial map"
+        np.testing.assert_allclose(fast, slow, atol=1e-4)
+
+
+def test_service_is_consistent_across_threads(service, image_bytes):
+    from concurrent.futures import ThreadPoolExecutor
+
+    analysis = service.analyse(image_bytes, name="x.jpg")
+    expected = {code: service.explain(analysis, code).heatmap for code in ("mel", "nv", "bcc")}
+
+    def work(code: str):
+        return code, service.analyse(image_bytes).prediction, service.explain(analysis, code).heatmap
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(work, ["mel", "nv", "bcc"] * 4))
+    for code, prediction, heatmap in results:
+        assert prediction.probabilities == pytest.approx(analysis.prediction.probabilities, abs=1e-6)
+        np.testing.assert_allclose(heatmap, expected[code], atol=1e-6)
+
+
+def test_uploads_are_not_written_to_disk(service, image_bytes, tmp_path, monkeypatch):
+    """Analysing and explaining an upload creates no file (checked in an empty working directory)."""
+    monkeypatch.chdir(tmp_path)
+    before = set(Path("/tmp").iterdir())
+    analysis = service.analyse(image_bytes, name="private.jpg")
+    service.explain(analysis, analysis.prediction.top_code).overlay(0.5)
+    assert list(tmp_path.iterdir()) == []
+    assert not [p for p in set(Path("/tmp").iterdir()) - before if "private" in p.name]
+
+
+def test_new_upload_explains_its_own_top_class(app, image_bytes, real_image_path, ham_dir):
+    upload(app, real_image_path.name, image_bytes)
+    least_likely = app.selectbox(key="cam_class").options[-1]
+    code = re.search(r"\((\w+),", least_likely).group(1)
+    app.selectbox(key="cam_class").set_value(code).run()
+    assert app.selectbox(key="cam_class").value == code
+    other = sorted((ham_dir / "images_600x450").glob("*.jpg"))[5]
+    upload(app, other.name, other.read_bytes())
+    probs = displayed_probabilities(app)
+    top = max(probs, key=probs.get)
+    assert app.selectbox(key="cam_class").value == top
+    assert images_with_caption(app, f"heatmap for {top}")

@@ -1,0 +1,82 @@
+"""The batch command line, run as a real subprocess on HAM10000 images with the tiny bundle."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from skin_model.labels import CODES
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "skin_model.predict", *args], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def real_images(ham_dir: Path) -> list[Path]:
+    return sorted((ham_dir / "images_600x450").glob("*.jpg"))[:3]
+
+
+@pytest.fixture(scope="module")
+def bad_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("bad") / "corrupt.jpg"
+    path.write_bytes(b"this is not a JPEG at all")
+    return path
+
+
+def test_json_batch_reports_bad_file_and_continues(tiny_bundle, real_images, bad_file):
+    files = [real_images[0], bad_file, *real_images[1:]]
+    result = run_cli(*map(str, files), "--json", "--weights", str(tiny_bundle))
+    assert result.returncode == 1, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert [row["file"] for row in rows] == [str(f) for f in files], "one line per file, in order"
+    bad = rows[1]
+    assert bad["ok"] is False and "not a recognised image" in bad["error"]
+    good = [r for r in rows if r["ok"]]
+    assert len(good) == len(real_images)
+    for row in good:
+        probs = row["probabilities"]
+        assert list(probs) == list(CODES)
+        assert sum(probs.values()) == pytest.approx(1.0, abs=1e-6)
+        assert row["top_class"] == max(probs, key=probs.get)
+        assert row["top_probability"] == pytest.approx(max(probs.values()))
+    assert "1 of 4 file(s) failed" in result.stderr
+
+
+def test_cli_matches_the_library(tiny_bundle, real_images):
+    from skin_model.imaging import load_image
+    from skin_model.inference import Predictor
+
+    result = run_cli(str(real_images[0]), "--json", "--weights", str(tiny_bundle))
+    assert result.returncode == 0, result.stderr
+    cli_probs = json.loads(result.stdout)["probabilities"]
+    expected = Predictor.from_dir(tiny_bundle).predict(load_image(real_images[0])).probabilities
+    np.testing.assert_allclose([cli_probs[c] for c in CODES], expected, atol=1e-5)
+
+
+def test_text_output_names_each_file(tiny_bundle, real_images, bad_file, tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    result = run_cli(str(real_images[0]), str(empty), str(bad_file), "--weights", str(tiny_bundle))
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"{real_images[0]}: ") and "%" in lines[0]
+    assert any(line.startswith(f"{empty}: ERROR") and "empty" in line for line in lines)
+    assert any(line.startswith(f"{bad_file}: ERROR") for line in lines)
+    assert "2 of 3 file(s) failed" in result.stderr
+
+
+def test_missing_model_fails_clearly(tmp_path, real_images):
+    result = run_cli(str(real_images[0]), "--weights", str(tmp_path))
+    assert result.returncode == 2
+    assert "cannot load the model" in result.stderr and "Traceback" not in result.stderr
