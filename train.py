@@ -33,7 +33,8 @@ import numpy as np
 from skin_model import __version__
 from skin_model.calibration import apply_temperature, fit_temperature
 from skin_model.config import DEFAULT_BACKBONE_WEIGHTS, DEFAULT_DATA_DIR, DEFAULT_WEIGHTS_DIR
-from skin_model.dataset import SPLITS, load_arrays, load_catalogue, make_tf_dataset, split_by_lesion, subsample
+from skin_model.dataset import (SPLITS, find_metadata, load_arrays, load_catalogue, make_tf_dataset, split_by_lesion,
+                                subsample)
 from skin_model.labels import CODES
 from skin_model.metrics import choose_unsure_threshold, evaluate_probabilities
 from skin_model.model import (ModelMetadata, build_classifier, default_preprocessing, network_data_format,
@@ -111,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     log.info("Class weights: %s", {CODES[k]: round(v, 2) for k, v in weights.items()})
     steps_per_epoch = math.ceil(len(images["train"]) / args.batch_size)
     verbose = 1 if sys.stdout.isatty() else 2
-    jit = True if gpu else False
+    jit = gpu  # XLA on a GPU
+    fit_options = {"validation_data": val_ds, "class_weight": weights, "verbose": verbose,
+                   "shuffle": False}  # the tf.data pipeline shuffles
 
     model = build_classifier(args.image_size, args.backbone_weights)
 
@@ -123,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         set_trainable_backbone(model, None)
         compile_stage(model, args.head_lr, jit)
-        model.fit(train_ds, validation_data=val_ds, epochs=args.head_epochs, class_weight=weights,
-                  callbacks=stage_callbacks(work_dir, "head", patience=None), verbose=verbose)
+        model.fit(train_ds, epochs=args.head_epochs, callbacks=stage_callbacks(work_dir, "head", patience=None),
+                  **fit_options)
         model.save_weights(head_done)
 
     # 4. Fine-tune the top of the backbone ------------------------------------------------------------
@@ -133,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     schedule = warmup_cosine(args.finetune_lr, args.finetune_epochs * steps_per_epoch, steps_per_epoch // 2)
     compile_stage(model, schedule, jit)
     if args.finetune_epochs > 0:
-        model.fit(train_ds, validation_data=val_ds, epochs=args.finetune_epochs, class_weight=weights,
-                  callbacks=stage_callbacks(work_dir, "finetune", args.patience), verbose=verbose)
+        model.fit(train_ds, epochs=args.finetune_epochs,
+                  callbacks=stage_callbacks(work_dir, "finetune", args.patience), **fit_options)
     if best_finetune.exists():
         model.load_weights(best_finetune)
     set_trainable_backbone(model, None)
@@ -175,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                   "epochs_run": {k: len(v) for k, v in history.items()}},
         data={"source": "HAM10000 (Tschandl et al. 2018, doi:10.1038/sdata.2018.161), CC BY-NC-SA 4.0",
               "data_dir": str(args.data_dir), "split_seed": args.seed, "split_file": "split.csv",
+              "metadata_sha256": sha256_of(find_metadata(args.data_dir)),
+              "split_sha256": sha256_of(out_dir / "split.csv"),
               "counts": {s: parts[s]["dx"].value_counts().reindex(CODES, fill_value=0).astype(int).to_dict()
                          for s in SPLITS},
               "lesions": {s: int(parts[s]["lesion_id"].nunique()) for s in SPLITS},

@@ -23,7 +23,7 @@ from skin_model.labels import CODES, class_index
 log = logging.getLogger(__name__)
 
 METADATA_NAME = "HAM10000_metadata.csv"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # HAM10000 copies; evaluate.py passes every uploadable format
 SPLITS = ("train", "val", "test")
 
 
@@ -36,11 +36,11 @@ def _names_preview(names: list[str], limit: int = 10) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def find_image_files(data_dir: Path) -> dict[str, Path]:
-    """Map image_id to the highest-resolution file for it anywhere under ``data_dir``."""
+def find_image_files(data_dir: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> dict[str, Path]:
+    """Map image_id (file stem) to the highest-resolution file for it anywhere under ``data_dir``."""
     candidates: dict[str, list[Path]] = {}
-    for path in data_dir.rglob("*"):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+    for path in sorted(data_dir.rglob("*")):
+        if path.suffix.lower() in suffixes and path.is_file():
             candidates.setdefault(path.stem, []).append(path)
     best: dict[str, Path] = {}
     for image_id, paths in candidates.items():
@@ -61,7 +61,7 @@ def load_catalogue(data_dir: Path, metadata_csv: Path | None = None) -> pd.DataF
 
     Raises DatasetError if the metadata is missing or any image_id has no file.
     """
-    metadata_csv = metadata_csv or _find_metadata(data_dir)
+    metadata_csv = metadata_csv or find_metadata(data_dir)
     frame = pd.read_csv(metadata_csv)
     missing_cols = {"lesion_id", "image_id", "dx"} - set(frame.columns)
     if missing_cols:
@@ -80,7 +80,8 @@ def load_catalogue(data_dir: Path, metadata_csv: Path | None = None) -> pd.DataF
     return frame
 
 
-def _find_metadata(data_dir: Path) -> Path:
+def find_metadata(data_dir: Path) -> Path:
+    """The first HAM10000_metadata.csv anywhere under ``data_dir``."""
     found = sorted(data_dir.rglob(METADATA_NAME))
     if not found:
         raise DatasetError(f"No {METADATA_NAME} found under {data_dir}")

@@ -25,6 +25,8 @@ MIN_SIDE = 32
 #: Container formats accepted, as Pillow names them (MPO is the JPEG variant many phones write).
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF"})
 #: How images are described to users.
+#: File name endings of the supported formats (uploads, evaluation folders).
+FILE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 SUPPORTED_DESCRIPTION = "JPEG, PNG, WebP, BMP or TIFF"
 
 ImageSource = Union[bytes, bytearray, memoryview, str, Path]
@@ -78,17 +80,15 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
             ) from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise InvalidImageError(_bomb_message(), name) from None
+        except (OSError, SyntaxError):  # e.g. a JPEG cut short inside its header
+            raise InvalidImageError(_truncated_message(), name) from None
         _check_container(image, name)
         try:
             image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise InvalidImageError(_bomb_message(), name) from None
         except (OSError, SyntaxError, ValueError) as exc:
-            raise InvalidImageError(
-                "The image file is truncated or corrupt and cannot be read completely. "
-                "Please export or copy the photo again.",
-                name,
-            ) from exc
+            raise InvalidImageError(_truncated_message(), name) from exc
     image = ImageOps.exif_transpose(image)
     rgb = to_rgb(image)
     if min(rgb.size) < MIN_SIDE:
@@ -98,6 +98,11 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
             name,
         )
     return rgb
+
+
+def _truncated_message() -> str:
+    return ("The image file is truncated or corrupt and cannot be read completely. "
+            "Please export or copy the photo again.")
 
 
 def _bomb_message() -> str:

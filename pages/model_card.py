@@ -1,0 +1,210 @@
+"""About / model card: what the served model is for, what it was trained on and how, and its limits.
+
+Every model-specific fact is read from the bundle's metadata.json (SKIN_WEIGHTS_DIR at run time)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from skin_model import config
+from skin_model.model import METADATA_FILE, ModelMetadata, sha256_of
+
+NOT_RECORDED = "not recorded in metadata.json"
+TRAINING_KEYS = (  # (metadata.training key, label), in reading order
+    ("image_size", "Input size (px)"), ("head_epochs", "Head epochs (frozen backbone)"),
+    ("finetune_epochs", "Maximum fine-tuning epochs"), ("epochs_run", "Epochs actually run"),
+    ("fine_tune_from", "Fine-tuned from layer"), ("head_lr", "Head learning rate"),
+    ("finetune_lr", "Peak fine-tuning learning rate"), ("patience", "Early-stopping patience"),
+    ("batch_size", "Batch size"), ("seed", "Seed"), ("device", "Device"), ("max_images", "Image limit (0 = all)"),
+)
+METRIC_LABELS = {"balanced_accuracy": "Balanced accuracy", "accuracy": "Accuracy", "macro_auc": "Macro AUC",
+                 "ece": "ECE", "melanoma_sensitivity": "Melanoma sensitivity",
+                 "melanoma_specificity": "Melanoma specificity"}
+
+
+def weights_dir() -> Path:
+    """SKIN_WEIGHTS_DIR read at run time (tests repoint it), else the default bundle folder."""
+    return Path(os.environ.get("SKIN_WEIGHTS_DIR") or config.DEFAULT_WEIGHTS_DIR)
+
+
+@st.cache_data(show_spinner=False)
+def cached_metadata(path: str, mtime: float) -> ModelMetadata:
+    return ModelMetadata.from_json(Path(path))
+
+
+@st.cache_data(show_spinner="Checking the weights file…")
+def cached_sha256(path: str, mtime: float) -> str:
+    return sha256_of(Path(path))
+
+
+def load_metadata(path: Path) -> ModelMetadata | None:
+    """The metadata, or None after showing an error that names the file and the problem."""
+    if not path.is_file():
+        st.error(f"**No model card available:** `{path}` does not exist. Train a model with `python train.py` "
+                 "or set SKIN_WEIGHTS_DIR to a model bundle folder.", icon="🚫")
+        return None
+    try:
+        return cached_metadata(str(path), path.stat().st_mtime)
+    except json.JSONDecodeError as exc:
+        problem = f"not valid JSON ({exc.msg} at line {exc.lineno})"
+    except TypeError as exc:
+        problem = f"its fields do not match the model metadata format ({exc})"
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = f"cannot be read ({exc})"
+    st.error(f"**The model card cannot be shown:** `{path}` is {problem}.", icon="🚫")
+    return None
+
+
+def copy_resolution(folder: str) -> int | None:
+    """Side in pixels of the centre square of images in a folder named like images_200x150 or images_crop224."""
+    if match := re.search(r"(\d+)x(\d+)", folder):
+        return min(int(match.group(1)), int(match.group(2)))
+    if match := re.search(r"crop(\d+)", folder):
+        return int(match.group(1))
+    return None
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {format_value(v)}" for k, v in value.items())
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------------------- sections
+def identity_ui(meta: ModelMetadata, weights: Path) -> None:
+    st.markdown(f"**Version:** `{meta.version}` · **created:** {meta.created} · **input:** "
+                f"{meta.input_size}×{meta.input_size} px")
+    model_path = weights / meta.model_file
+    st.markdown(f"**Weights sha256** (`{meta.model_file}`): `{meta.model_sha256 or NOT_RECORDED}`")
+    if model_path.is_file() and meta.model_sha256:
+        actual = cached_sha256(str(model_path), model_path.stat().st_mtime)
+        if actual == meta.model_sha256:
+            st.caption(f"The file in `{weights}` matches this sha256.")
+        else:
+            st.error(f"`{model_path}` has sha256 `{actual}`, not the one recorded: the weights were changed.")
+
+
+def intended_use_ui(meta: ModelMetadata) -> None:
+    st.header("Intended use")
+    st.markdown(meta.intended_use)
+    st.warning("For education and research only. It is **not a medical device** and must not be used to "
+               "diagnose, treat or rule out any condition.", icon="⚠️")
+
+
+def data_ui(meta: ModelMetadata) -> None:
+    st.header("Training data and licence")
+    st.markdown(f"**Data:** {meta.data.get('source', NOT_RECORDED)}  \n**Licence:** {meta.licence}")
+    counts = meta.data.get("counts")
+    if counts:
+        table = pd.DataFrame(counts)
+        table.loc["total"] = table.sum()
+        lesions = meta.data.get("lesions", {})
+        if lesions:
+            table.loc["lesions"] = pd.Series(lesions)
+        st.markdown(f"Images per class and split (split by lesion, seed {meta.data.get('split_seed', '?')}):")
+        st.dataframe(table, key="card_counts")
+
+
+def classes_ui(meta: ModelMetadata) -> None:
+    st.header("Classes")
+    table = pd.DataFrame(meta.classes).rename(columns={"code": "Code", "name": "Diagnosis", "malignant": "Malignant"})
+    st.dataframe(table, hide_index=True, key="card_classes")
+
+
+def preprocessing_ui(meta: ModelMetadata) -> None:
+    st.header("Preprocessing")
+    if not meta.preprocessing:
+        st.info(f"Preprocessing {NOT_RECORDED}.")
+        return
+    st.markdown("\n".join(f"- **{step}:** {how}" for step, how in meta.preprocessing.items()))
+
+
+def training_ui(meta: ModelMetadata) -> None:
+    st.header("Training recipe")
+    training = meta.training
+    if not training:
+        st.info(f"Training recipe {NOT_RECORDED}.")
+    else:
+        rows = [(label, format_value(training[key])) for key, label in TRAINING_KEYS if key in training]
+        if training.get("class_weights"):
+            rows.append(("Class weights (balanced)", format_value(
+                {k: round(v, 2) for k, v in training["class_weights"].items()})))
+        st.dataframe(pd.DataFrame(rows, columns=["Setting", "Value"]), hide_index=True, key="card_training")
+    backbone = meta.backbone
+    st.markdown(f"**Backbone:** {backbone.get('architecture', NOT_RECORDED)}, ImageNet weights "
+                f"`{backbone.get('source', '?')}` (sha256 `{backbone.get('sha256') or '?'}`).  \n"
+                f"**Calibration:** softmax temperature {meta.temperature:.3f} (fitted on validation). "
+                f"**\"Unsure\" threshold:** top probability below {meta.unsure_threshold:.0%}.")
+
+
+def metrics_ui(meta: ModelMetadata) -> None:
+    st.header("Metrics")
+    if not meta.metrics:
+        st.info(f"Metrics {NOT_RECORDED}. See the Evaluation report page.")
+        return
+    table = pd.DataFrame(meta.metrics).T.rename(columns=METRIC_LABELS)
+    table.index.name = "split"
+    st.dataframe(table, key="card_metrics", column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                                            for c in table.columns})
+    st.caption("Test = held-out lesions never used for any choice; validation = used for checkpoint selection "
+               "and calibration, so optimistic. Details on the Evaluation report page.")
+
+
+def limits_ui(meta: ModelMetadata) -> None:
+    st.header("Known limits")
+    copies = meta.data.get("image_copies") or {}
+    if copies:
+        parts = []
+        for folder, count in copies.items():
+            side = copy_resolution(folder)
+            if side is None:
+                detail = "resolution unknown"
+            else:
+                detail = f"centre square {side} px" + (", upsampled to the input size" if side < meta.input_size
+                                                       else "")
+            parts.append(f"{count:,} from `{folder}` ({detail})")
+        resolution = (f"Most training images are reduced public copies rather than the 600×450 originals: "
+                      f"{'; '.join(parts)}. Detail finer than these copies was never seen in training.")
+    else:
+        resolution = f"Resolution of the training copies {NOT_RECORDED}."
+    st.markdown("\n".join([
+        "- **Dermoscopic images only.** Trained on dermatoscope photographs; clinical (non-dermoscopic) "
+        "photos, histology or whole-body images are outside its scope and were never evaluated.",
+        f"- **Image resolution.** {resolution}",
+        "- **Skin types under-represented.** HAM10000 comes from two practices (Vienna, Austria and "
+        "Queensland, Australia) whose patients are mostly fair-skinned and of European descent; performance on "
+        "darker skin types is unknown.",
+        "- **No patient context.** Age, sex and body site are not inputs, although clinicians use them.",
+        "- **Seven classes only.** Any other lesion (e.g. invasive squamous cell carcinoma, "
+        "Merkel cell carcinoma, non-lesion images) is forced into one of the seven classes.",
+        "- **One data set.** Trained and tested on HAM10000 only; the metrics above say nothing about other "
+        "clinics or cameras (use `python -m skin_model.evaluate` on such data before relying on it).",
+    ]))
+
+
+def model_card_page() -> None:
+    st.title("About this model")
+    weights = weights_dir()
+    meta = load_metadata(weights / METADATA_FILE)
+    if meta is None:
+        return
+    identity_ui(meta, weights)
+    intended_use_ui(meta)
+    data_ui(meta)
+    classes_ui(meta)
+    preprocessing_ui(meta)
+    training_ui(meta)
+    metrics_ui(meta)
+    limits_ui(meta)
+
+
+model_card_page()

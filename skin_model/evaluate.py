@@ -1,0 +1,289 @@
+"""Evaluate the model bundle on any labelled image folder:
+``python -m skin_model.evaluate --images DIR --labels CSV [--weights DIR] [--out FILE] [--name NAME]``.
+
+The labels CSV is either ``image_id,dx`` (HAM10000_metadata.csv works as it is; other columns are ignored)
+or the ISIC challenge one-hot format ``image,MEL,NV,BCC,AKIEC,BKL,DF,VASC``. Each image is found by its id
+(any supported extension, anywhere under DIR). Images listed but missing, and files that cannot be read,
+are reported by name and left out; images in the folder but not in the CSV are ignored. Predictions go
+through ``Predictor`` (calibrated, the serving preprocessing), metrics through
+``metrics.evaluate_probabilities``; the report is printed and written as JSON. Exit status: 0 ok, 2 for a
+usage or data error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from skin_model.config import DEFAULT_WEIGHTS_DIR
+from skin_model.dataset import find_image_files
+from skin_model.imaging import FILE_SUFFIXES
+from skin_model.labels import CLASSES, CODES, class_index
+from skin_model.metrics import EvaluationReport, evaluate_probabilities
+
+log = logging.getLogger("skin_model.evaluate")  # not __main__ under `python -m`
+
+#: File name endings searched for images (the formats ``imaging.load_image`` accepts).
+DX_COLUMNS = ("image_id", "dx")
+ONE_HOT_ID = "image"
+EXPECTED_HEADERS = ("`image_id,dx` (HAM10000 metadata; extra columns ignored) or "
+                    "`image,MEL,NV,BCC,AKIEC,BKL,DF,VASC` (ISIC one-hot)")
+
+
+class EvaluationError(ValueError):
+    """The labels file or image folder cannot be evaluated; the message names the problem."""
+
+
+# ---------------------------------------------------------------------------------------------- labels
+def read_label_table(labels_csv: Path) -> pd.DataFrame:
+    """The labels CSV as a frame with ``image_id`` and ``dx`` (and ``lesion_id`` when the file has it).
+
+    The format is detected from the header; raises EvaluationError for anything else.
+    """
+    labels_csv = Path(labels_csv)
+    if not labels_csv.is_file():
+        raise EvaluationError(f"Labels file {labels_csv} does not exist")
+    try:
+        raw = pd.read_csv(labels_csv, dtype=str, skipinitialspace=True)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise EvaluationError(f"{labels_csv.name} is not a readable CSV file ({exc})") from None
+    raw.columns = [str(c).strip().lower() for c in raw.columns]
+    if set(DX_COLUMNS) <= set(raw.columns):
+        table = raw[[c for c in ("image_id", "dx", "lesion_id") if c in raw.columns]].copy()
+        table["dx"] = table["dx"].str.strip().str.lower()
+        unknown = sorted(set(table["dx"].dropna()) - set(CODES))
+        if unknown or table["dx"].isna().any():
+            raise EvaluationError(f"{labels_csv.name} has unknown or empty diagnosis codes {unknown}; "
+                                  f"expected one of {', '.join(CODES)}")
+    elif ONE_HOT_ID in raw.columns and set(CODES) <= set(raw.columns):
+        table = _from_one_hot(raw, labels_csv.name)
+    else:
+        raise EvaluationError(f"{labels_csv.name} has columns {list(raw.columns)[:12]}; expected {EXPECTED_HEADERS}")
+    table["image_id"] = table["image_id"].str.strip()
+    return _drop_duplicates(table, labels_csv.name)
+
+
+def _from_one_hot(raw: pd.DataFrame, file_name: str) -> pd.DataFrame:
+    """ISIC one-hot rows to dx codes; every row must hold exactly one 1 among the seven class columns."""
+    try:
+        values = raw[list(CODES)].astype(float).to_numpy()
+    except ValueError as exc:
+        raise EvaluationError(f"{file_name}: class columns must hold 0 or 1 ({exc})") from None
+    valid = np.isin(values, (0.0, 1.0)).all(axis=1) & (values.sum(axis=1) == 1.0)
+    if not valid.all():
+        bad = raw.loc[~valid, ONE_HOT_ID].astype(str).tolist()
+        raise EvaluationError(f"{file_name}: {len(bad)} row(s) do not have exactly one class set to 1: "
+                              f"{', '.join(bad[:10])}")
+    return pd.DataFrame({"image_id": raw[ONE_HOT_ID], "dx": [CODES[i] for i in values.argmax(axis=1)]})
+
+
+def _drop_duplicates(table: pd.DataFrame, file_name: str) -> pd.DataFrame:
+    """One row per image_id; an image listed twice with different diagnoses is an error."""
+    conflicting = table.groupby("image_id")["dx"].nunique()
+    conflicting = conflicting[conflicting > 1].index.tolist()
+    if conflicting:
+        raise EvaluationError(f"{file_name} gives different diagnoses for {', '.join(conflicting[:10])}")
+    if table["image_id"].isna().any() or (table["image_id"] == "").any():
+        raise EvaluationError(f"{file_name} has rows without an image id")
+    return table.drop_duplicates("image_id").reset_index(drop=True)
+
+
+def read_labels(labels_csv: Path) -> dict[str, str]:
+    """image_id -> diagnosis code, from either supported labels format."""
+    table = read_label_table(labels_csv)
+    return dict(zip(table["image_id"], table["dx"]))
+
+
+# ---------------------------------------------------------------------------------------------- images
+def find_images(images_dir: Path) -> dict[str, Path]:
+    """image_id (file stem) -> file anywhere under ``images_dir``, any uploadable format; most pixels wins."""
+    return find_image_files(images_dir, FILE_SUFFIXES)
+
+
+@dataclass
+class Matched:
+    """Labelled images found in the folder, and what could not be used."""
+
+    paths: dict[str, Path]
+    missing: list[str] = field(default_factory=list)
+    ignored: int = 0
+
+
+def match_images(images_dir: Path, image_ids: list[str]) -> Matched:
+    """Files for the labelled ids; ids without a file are ``missing``, unlabelled files are counted."""
+    files = find_images(images_dir)
+    paths = {i: files[i] for i in image_ids if i in files}
+    return Matched(paths=paths, missing=[i for i in image_ids if i not in files],
+                   ignored=len(set(files) - set(image_ids)))
+
+
+def predict_files(predictor, paths: dict[str, Path], batch_size: int) -> tuple[list[str], np.ndarray, list[str]]:
+    """Calibrated probabilities for the readable files, batch by batch: (image ids, (N, 7) probabilities,
+    one message per unreadable file naming it)."""
+    from skin_model.imaging import InvalidImageError, load_image
+
+    ids: list[str] = []
+    probs: list[np.ndarray] = []
+    unreadable: list[str] = []
+    items = list(paths.items())
+    for start in range(0, len(items), batch_size):
+        batch_ids, batch_images = [], []
+        for image_id, path in items[start:start + batch_size]:
+            try:
+                batch_images.append(load_image(path))
+                batch_ids.append(image_id)
+            except InvalidImageError as exc:
+                unreadable.append(str(exc))
+            except OSError as exc:
+                unreadable.append(f"{path.name}: cannot read the file ({exc.strerror or exc})")
+        if batch_images:
+            probs.append(predictor.predict_probabilities(batch_images))
+            ids.extend(batch_ids)
+        log.info("Evaluated %d of %d images", min(start + batch_size, len(items)), len(items))
+    for message in unreadable:
+        log.warning("Skipped unreadable image %s", message)
+    return ids, np.concatenate(probs) if probs else np.zeros((0, len(CODES))), unreadable
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFAULT_WEIGHTS_DIR,
+                    name: str | None = None, batch_size: int = 32, predictor=None) -> EvaluationReport:
+    """EvaluationReport of the model bundle in ``weights_dir`` (or a loaded ``predictor``) on the images
+    of ``images_dir`` labelled in ``labels_csv``.
+
+    Raises EvaluationError for a bad labels file or folder, a model that cannot be loaded, or when no
+    labelled image can be evaluated.
+    """
+    images_dir, labels_csv = Path(images_dir), Path(labels_csv)
+    if not images_dir.is_dir():
+        raise EvaluationError(f"Image folder {images_dir} does not exist")
+    table = read_label_table(labels_csv)
+    matched = match_images(images_dir, table["image_id"].tolist())
+    if matched.missing:
+        log.warning("%d labelled image(s) have no file under %s: %s", len(matched.missing), images_dir,
+                    ", ".join(matched.missing[:20]))
+    if matched.ignored:
+        log.info("Ignoring %d image(s) in %s that %s does not label", matched.ignored, images_dir, labels_csv.name)
+    if not matched.paths:
+        raise EvaluationError(f"None of the {len(table)} image(s) listed in {labels_csv.name} is in {images_dir}")
+
+    from skin_model.inference import Predictor  # TensorFlow loads only once the data is known to be usable
+    from skin_model.model import ModelIntegrityError
+
+    if predictor is None:
+        try:
+            predictor = Predictor.from_dir(Path(weights_dir))
+        except (ModelIntegrityError, OSError) as exc:
+            raise EvaluationError(f"cannot load the model from {weights_dir}: {exc}") from exc
+
+    ids, probs, unreadable = predict_files(predictor, matched.paths, batch_size)
+    if not ids:
+        raise EvaluationError(f"No labelled image in {images_dir} could be evaluated "
+                              f"({len(matched.missing)} missing, {len(unreadable)} unreadable)")
+
+    evaluated = table.set_index("image_id").loc[ids]
+    dataset = {"name": name or images_dir.resolve().name, "images_dir": str(images_dir),
+               "labels_file": str(labels_csv), "split_method": "as provided by the labels file"}
+    if "lesion_id" in evaluated.columns:
+        dataset["n_lesions"] = int(evaluated["lesion_id"].nunique())
+    metadata = predictor.metadata
+    model = {"version": metadata.version, "temperature": metadata.temperature, "input_size": metadata.input_size,
+             "model_sha256": metadata.model_sha256, "weights_dir": str(weights_dir)}
+    labels = evaluated["dx"].map(class_index).to_numpy()
+    report = evaluate_probabilities(labels, probs, ids, dataset=dataset, model=model,
+                                    temperature=metadata.temperature)
+    report.extras.update({"n_labelled": int(len(table)), "n_missing": len(matched.missing),
+                          "missing": matched.missing, "n_unreadable": len(unreadable), "unreadable": unreadable,
+                          "n_unlabelled_ignored": matched.ignored})
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- summary
+def _fmt(value: float | None, percent: bool = True) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.1%}" if percent else f"{value:.3f}"
+
+
+def format_summary(report: EvaluationReport) -> str:
+    """Readable text: headline figures, per-class table, confusion matrix, and skipped files."""
+    lines = [f"Evaluation of model {report.model.get('version')} on {report.dataset['name']} "
+             f"({report.n_images} images)",
+             f"  balanced accuracy     {_fmt(report.balanced_accuracy)}",
+             f"  accuracy              {_fmt(report.accuracy)}",
+             f"  macro AUC             {_fmt(report.macro_auc, percent=False)}",
+             f"  melanoma sensitivity  {_fmt(report.melanoma_sensitivity)}",
+             f"  melanoma specificity  {_fmt(report.melanoma_specificity)}",
+             f"  ECE (calibrated)      {_fmt(report.ece, percent=False)}"
+             + (f"   (uncalibrated {_fmt(report.ece_uncalibrated, percent=False)})"
+                if report.ece_uncalibrated is not None else ""),
+             "",
+             f"  {'class':6s} {'support':>7s} {'precision':>9s} {'recall':>7s} {'f1':>6s} {'AUC':>6s}  name"]
+    for c in CLASSES:
+        row = report.per_class[c.code]
+        lines.append(f"  {c.code:6s} {row['support']:7d} {row['precision']:9.3f} {row['recall']:7.3f} "
+                     f"{row['f1']:6.3f} {_fmt(row['auc'], percent=False):>6s}  {c.name}")
+    lines += ["", "  confusion matrix (rows: true, columns: predicted)",
+              "  " + " " * 6 + "".join(f"{code:>7s}" for code in CODES)]
+    for code, counts in zip(CODES, report.confusion_matrix):
+        lines.append(f"  {code:6s}" + "".join(f"{n:7d}" for n in counts))
+    extras = report.extras
+    if extras.get("n_missing"):
+        lines += ["", f"  {extras['n_missing']} labelled image(s) missing from the folder: "
+                  + ", ".join(extras["missing"][:20]) + (" ..." if extras["n_missing"] > 20 else "")]
+    if extras.get("n_unreadable"):
+        lines += ["", f"  {extras['n_unreadable']} unreadable image(s) skipped:"]
+        lines += [f"    {message}" for message in extras["unreadable"][:20]]
+    if extras.get("n_unlabelled_ignored"):
+        lines += ["", f"  {extras['n_unlabelled_ignored']} image(s) in the folder without a label were ignored"]
+    return "\n".join(lines)
+
+
+def default_output(name: str) -> Path:
+    """``evaluation_<name>.json`` in the current directory (name reduced to safe characters)."""
+    return Path(f"evaluation_{re.sub(r'[^A-Za-z0-9_.-]+', '_', name).strip('_') or 'dataset'}.json")
+
+
+# ---------------------------------------------------------------------------------------------- command line
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m skin_model.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=Path, required=True, help="folder of images (searched recursively)")
+    parser.add_argument("--labels", type=Path, required=True,
+                        help="labels CSV: image_id,dx (HAM10000 metadata) or ISIC one-hot image,MEL,NV,...")
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR,
+                        help=f"model bundle folder (default {DEFAULT_WEIGHTS_DIR})")
+    parser.add_argument("--out", type=Path, help="report JSON (default evaluation_<name>.json here)")
+    parser.add_argument("--name", help="dataset name in the report (default: the image folder's name)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per prediction batch (default 32)")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        report = evaluate_folder(args.images, args.labels, args.weights, args.name, args.batch_size)
+    except EvaluationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or default_output(report.dataset["name"])
+    report.to_json(out)
+    print(format_summary(report))
+    print(f"\nWrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,323 @@
+"""Does Grad-CAM point at the lesion? The share of images whose heatmap peak falls inside the lesion box.
+
+``python -m skin_model.localisation [--weights DIR] [--data-dir DIR] [--split test] [--limit N]``
+
+For each image of the split (ids from ``WEIGHTS/split.csv``, files from the data folder via
+``dataset.find_image_files``) the model's Grad-CAM map is computed for the predicted class and for the true
+class. The map's peak, in model-input pixels, is mapped back to the full 200x150 frame of
+``lesion_bboxes_200x150.csv`` and tested against the image's box. The model sees the centre square of the
+frame (``imaging.to_model_array``), which is the centre 150x150 of a 200x150 frame; ``images_crop224`` copies
+are that same square, so the mapping holds for every copy.
+
+The boxes' derivation is undocumented, there is one box per image, and for large lesions the box covers
+most of the frame. The *chance rate* is therefore reported too: the mean share of the model's crop covered
+by the box, i.e. how often a peak placed uniformly at random would land inside it.
+
+The result is stored in the evaluation JSON's ``extras["localisation"]`` (default
+``WEIGHTS/evaluation_<split>.json``); the report page only displays it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from skin_model.config import DEFAULT_BBOXES_CSV, DEFAULT_DATA_DIR, DEFAULT_WEIGHTS_DIR
+from skin_model.labels import CODES, class_index
+
+log = logging.getLogger(__name__)
+
+#: The coordinate frame of the box file: images_200x150 pixels.
+FRAME_WIDTH, FRAME_HEIGHT = 200, 150
+TARGETS = ("predicted", "true")
+EXTRAS_KEY = "localisation"
+BOX_SOURCE = ("lesion_bboxes_200x150.csv (../shared/data/ham10000; from the public repository "
+              "mmalek06/bounding-box-detection-ham1000, derivation not documented)")
+BOX_LIMITS = ("One axis-aligned box per image in 200x150 full-frame pixel coordinates; how the boxes were "
+              "made is not documented; a box cannot follow the lesion's outline, and for large lesions it "
+              "covers most of the frame, so compare the share inside the box with the chance rate.")
+
+
+class LocalisationError(ValueError):
+    """The split, box file or report cannot be used; the message names the file and the problem."""
+
+
+# ---------------------------------------------------------------------------------------------- geometry
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned rectangle in continuous full-frame pixel coordinates (edges, not pixel indices)."""
+
+    top: float
+    bottom: float
+    left: float
+    right: float
+
+    def contains(self, x: float, y: float) -> bool:
+        """True when the point (x, y) lies inside the box or on its edge."""
+        return self.left <= x <= self.right and self.top <= y <= self.bottom
+
+    @property
+    def area(self) -> float:
+        return max(self.right - self.left, 0.0) * max(self.bottom - self.top, 0.0)
+
+    def intersection(self, other: "Box") -> "Box":
+        return Box(max(self.top, other.top), min(self.bottom, other.bottom),
+                   max(self.left, other.left), min(self.right, other.right))
+
+
+@dataclass(frozen=True)
+class CentreCrop:
+    """Where the model's centre square sits in a full frame of ``frame_width`` x ``frame_height`` pixels."""
+
+    frame_width: float = FRAME_WIDTH
+    frame_height: float = FRAME_HEIGHT
+
+    @property
+    def side(self) -> float:
+        return min(self.frame_width, self.frame_height)
+
+    @property
+    def box(self) -> Box:
+        left = (self.frame_width - self.side) / 2.0
+        top = (self.frame_height - self.side) / 2.0
+        return Box(top=top, bottom=top + self.side, left=left, right=left + self.side)
+
+    def to_frame(self, row: float, col: float, input_size: int) -> tuple[float, float]:
+        """Full-frame (x, y) of the centre of model-input pixel (row, col) of an ``input_size`` square."""
+        scale = self.side / input_size
+        return self.box.left + (col + 0.5) * scale, self.box.top + (row + 0.5) * scale
+
+    def box_share(self, box: Box) -> float:
+        """Share of the crop's area covered by ``box`` (the chance that a random crop point is inside)."""
+        return box.intersection(self.box).area / self.box.area
+
+
+def heatmap_peak(heatmap: np.ndarray) -> tuple[int, int]:
+    """(row, col) of the heatmap's maximum (the first one in row-major order on ties)."""
+    row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    return int(row), int(col)
+
+
+def peak_inside_box(heatmap: np.ndarray, box: Box, crop: CentreCrop = CentreCrop()) -> tuple[bool, tuple[float, float]]:
+    """Whether the square heatmap's peak, mapped to full-frame coordinates, lies in ``box``; and that point."""
+    if heatmap.ndim != 2 or heatmap.shape[0] != heatmap.shape[1]:
+        raise ValueError(f"Expected a square 2-D heatmap, got shape {heatmap.shape}")
+    row, col = heatmap_peak(heatmap)
+    x, y = crop.to_frame(row, col, heatmap.shape[0])
+    return box.contains(x, y), (x, y)
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def read_boxes(bboxes_csv: Path) -> dict[str, Box]:
+    """image_id -> Box from a CSV with columns image_id, top, bottom, left, right."""
+    bboxes_csv = Path(bboxes_csv)
+    if not bboxes_csv.is_file():
+        raise LocalisationError(f"Box file {bboxes_csv} does not exist")
+    table = pd.read_csv(bboxes_csv)
+    missing = {"image_id", "top", "bottom", "left", "right"} - set(table.columns)
+    if missing:
+        raise LocalisationError(f"{bboxes_csv.name} lacks column(s) {sorted(missing)}")
+    return {row.image_id: Box(float(row.top), float(row.bottom), float(row.left), float(row.right))
+            for row in table.itertuples()}
+
+
+def split_images(split_csv: Path, split: str) -> pd.DataFrame:
+    """image_id and dx of the images of ``split`` in train.py's split.csv."""
+    split_csv = Path(split_csv)
+    if not split_csv.is_file():
+        raise LocalisationError(f"Split file {split_csv} does not exist: train a model with `python train.py`")
+    table = pd.read_csv(split_csv, dtype=str)
+    missing = {"image_id", "dx", "split"} - set(table.columns)
+    if missing:
+        raise LocalisationError(f"{split_csv.name} lacks column(s) {sorted(missing)}")
+    chosen = table.loc[table["split"] == split, ["image_id", "dx"]].reset_index(drop=True)
+    if chosen.empty:
+        raise LocalisationError(f"{split_csv.name} has no image in split {split!r} "
+                                f"(splits present: {sorted(table['split'].unique())})")
+    return chosen
+
+
+# ---------------------------------------------------------------------------------------------- result
+@dataclass
+class LocalisationResult:
+    """What is stored in ``extras["localisation"]``."""
+
+    method: str
+    split: str
+    n_images: int
+    share_inside: dict[str, float]
+    chance_rate: float
+    box_source: str = BOX_SOURCE
+    box_limits: str = BOX_LIMITS
+    frame: str = f"{FRAME_WIDTH}x{FRAME_HEIGHT} full frame; the model sees its centre square"
+    seconds_per_image: float | None = None
+    model_version: str | None = None
+    images: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def localise(predictor, explainer, images: pd.DataFrame, files: dict[str, Path], boxes: dict[str, Box],
+             method: str = "gradcam", split: str = "test") -> LocalisationResult:
+    """Grad-CAM peak-in-box for every row of ``images`` (image_id, dx) that has a file and a box.
+
+    ``predictor`` is an ``inference.Predictor``; ``explainer`` an ``explain.Explainer`` on its model.
+    """
+    from skin_model.explain import METHODS
+    from skin_model.imaging import InvalidImageError, load_image
+
+    crop = CentreCrop()
+    rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    started = time.perf_counter()
+    for image_id, dx in zip(images["image_id"], images["dx"]):
+        if image_id not in files or image_id not in boxes:
+            skipped.append(image_id)
+            continue
+        try:
+            image = load_image(files[image_id])
+        except InvalidImageError as exc:
+            log.warning("Skipping unreadable image %s", exc)
+            skipped.append(image_id)
+            continue
+        model_input = predictor.model_input([image])
+        probs = predictor.predict_probabilities([image])[0]
+        classes = {"predicted": int(np.argmax(probs)), "true": class_index(dx)}
+        box = boxes[image_id]
+        row: dict[str, Any] = {"image_id": image_id, "true": dx, "predicted": CODES[classes["predicted"]],
+                               "box_share": round(crop.box_share(box), 4)}
+        heatmaps: dict[int, np.ndarray] = {}
+        for target, index in classes.items():
+            if index not in heatmaps:
+                heatmaps[index] = explainer.heatmap(model_input, index, method)
+            inside, (x, y) = peak_inside_box(heatmaps[index], box, crop)
+            row[f"inside_{target}"] = inside
+            row[f"peak_{target}"] = [round(x, 2), round(y, 2)]
+        rows.append(row)
+        if len(rows) % 50 == 0:
+            log.info("Localised %d of %d images", len(rows), len(images))
+    elapsed = time.perf_counter() - started
+    if skipped:
+        log.warning("%d image(s) without a file, a box or readable pixels were skipped: %s", len(skipped),
+                    ", ".join(skipped[:20]))
+    if not rows:
+        raise LocalisationError("No image of the split has both a file and a lesion box")
+    return LocalisationResult(
+        method=f"{METHODS[method]} (tf-keras-vis) on layer out_relu; peak = argmax of the map at the model's "
+               "input size, mapped to full-frame coordinates; targets: predicted class and true class. The map "
+               "is upsampled from the backbone's coarse feature grid (input size / 32 cells a side), so peaks "
+               "fall on a coarse grid of positions",
+        split=split, n_images=len(rows),
+        share_inside={t: float(np.mean([r[f"inside_{t}"] for r in rows])) for t in TARGETS},
+        chance_rate=float(np.mean([r["box_share"] for r in rows])),
+        seconds_per_image=round(elapsed / len(rows), 4),
+        model_version=getattr(getattr(predictor, "metadata", None), "version", None),
+        images=rows)
+
+
+def open_target_report(report_path: Path, split: str):
+    """The EvaluationReport the result will be stored in, checked before any heatmap is computed.
+
+    Raises LocalisationError when the report is missing, malformed or evaluates another split.
+    """
+    from skin_model.report_data import ReportError, load_report
+
+    report_path = Path(report_path)
+    if not report_path.is_file():
+        raise LocalisationError(f"Evaluation report {report_path} does not exist: run train.py or "
+                                "`python -m skin_model.evaluate` first")
+    try:
+        report = load_report(report_path)
+    except ReportError as exc:
+        raise LocalisationError(f"Cannot store the result: {exc}") from None
+    report_split = report.dataset.get("split")
+    if report_split is not None and report_split != split:
+        raise LocalisationError(f"{report_path.name} evaluates split {report_split!r}, not {split!r}")
+    return report
+
+
+def store_in_report(report_path: Path, result: LocalisationResult) -> None:
+    """Write ``result`` into the report JSON's ``extras["localisation"]`` (other fields unchanged)."""
+    report = open_target_report(report_path, result.split)
+    report.extras[EXTRAS_KEY] = result.to_dict()
+    report.to_json(Path(report_path))
+
+
+# ---------------------------------------------------------------------------------------------- command line
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m skin_model.localisation",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR,
+                        help=f"model bundle with split.csv (default {DEFAULT_WEIGHTS_DIR})")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                        help=f"HAM10000 image folder, searched recursively (default {DEFAULT_DATA_DIR})")
+    parser.add_argument("--split", default="test", help="split of split.csv to use (default test)")
+    parser.add_argument("--limit", type=int, default=0,
+                        help="use a random sample of this many images of the split (0 = all)")
+    parser.add_argument("--bboxes", type=Path, default=DEFAULT_BBOXES_CSV, help="lesion box CSV "
+                        f"(default {DEFAULT_BBOXES_CSV})")
+    parser.add_argument("--report", type=Path,
+                        help="evaluation JSON to store the result in (default WEIGHTS/evaluation_<split>.json)")
+    parser.add_argument("--method", choices=("gradcam", "gradcam++"), default="gradcam",
+                        help="saliency method (default gradcam)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --limit sample (default 0)")
+    args = parser.parse_args(argv)
+    if args.limit < 0:
+        parser.error("--limit must be 0 or more")
+    return args
+
+
+def run(args: argparse.Namespace) -> LocalisationResult:
+    """Localise the split's images and store the result in the report; returns the result."""
+    from skin_model.dataset import find_image_files
+    from skin_model.explain import Explainer
+    from skin_model.inference import Predictor
+
+    report_path = args.report or args.weights / f"evaluation_{args.split}.json"
+    open_target_report(report_path, args.split)  # fail early, before minutes of Grad-CAM
+    images = split_images(args.weights / "split.csv", args.split)
+    if args.limit and args.limit < len(images):
+        images = images.sample(n=args.limit, random_state=args.seed).reset_index(drop=True)
+    boxes = read_boxes(args.bboxes)
+    files = find_image_files(args.data_dir)
+    predictor = Predictor.from_dir(args.weights)
+    explainer = Explainer(predictor.model)
+    result = localise(predictor, explainer, images, files, boxes, args.method, args.split)
+    store_in_report(report_path, result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from skin_model.model import ModelIntegrityError
+
+    try:
+        result = run(args)
+    except LocalisationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModelIntegrityError as exc:
+        print(f"error: cannot load the model from {args.weights}: {exc}", file=sys.stderr)
+        return 2
+    report = args.report or args.weights / f"evaluation_{args.split}.json"
+    print(f"{result.n_images} images: Grad-CAM peak inside the lesion box for "
+          f"{result.share_inside['predicted']:.1%} (predicted class) and {result.share_inside['true']:.1%} "
+          f"(true class); chance rate {result.chance_rate:.1%}; {result.seconds_per_image:.2f} s per image.\n"
+          f"Stored in {report} under extras[\"{EXTRAS_KEY}\"].")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,390 @@
+"""Data behind the evaluation report page: loading and checking evaluation JSON, finding the available files,
+the data-split audit from ``split.csv`` and the training curves from ``history.json``.
+
+Every loader raises :class:`ReportError` with a message that names the file and the problem, so the page
+can show it instead of crashing. Nothing here recomputes predictions: the numbers come from the files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from skin_model.labels import CLASSES, CODES, NUM_CLASSES
+from skin_model.metrics import EvaluationReport
+from skin_model.published import PUBLISHED_RESULTS, PublishedResult
+
+#: Files train.py writes into the weights folder, in the order the page offers them.
+TRAINING_REPORTS = ("evaluation_test.json", "evaluation_val.json")
+#: Environment variable naming a folder of further evaluation JSON (default WEIGHTS/evaluations).
+REPORTS_DIR_ENV = "SKIN_REPORTS_DIR"
+DEFAULT_REPORTS_SUBDIR = "evaluations"
+SPLIT_FILE = "split.csv"
+HISTORY_FILE = "history.json"
+STAGES = ("head", "finetune")
+CURVE_METRICS = ("loss", "accuracy", "balanced_accuracy")
+
+
+class ReportError(ValueError):
+    """A report, split or history file is missing or malformed; the message names the file and the problem."""
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path.name} ({self.path}): {problem}")
+
+
+# ---------------------------------------------------------------------------------------------- evaluation files
+@dataclass(frozen=True)
+class EvaluationFile:
+    """An evaluation JSON the page can show, and where it came from."""
+
+    path: Path
+    origin: str  # "training run" or "evaluations folder"
+
+    @property
+    def label(self) -> str:
+        return f"{self.path.name} ({self.origin})"
+
+
+def reports_dir(weights_dir: Path) -> Path:
+    """Folder of extra evaluation JSON: ``SKIN_REPORTS_DIR`` (read now) or ``weights_dir/evaluations``."""
+    return Path(os.environ.get(REPORTS_DIR_ENV) or Path(weights_dir) / DEFAULT_REPORTS_SUBDIR)
+
+
+def list_evaluation_files(weights_dir: Path, extra_dir: Path | None = None) -> list[EvaluationFile]:
+    """train.py's test and validation reports (when present), then every ``*.json`` in ``extra_dir``."""
+    weights_dir = Path(weights_dir)
+    extra_dir = reports_dir(weights_dir) if extra_dir is None else Path(extra_dir)
+    found = [EvaluationFile(weights_dir / name, "training run") for name in TRAINING_REPORTS
+             if (weights_dir / name).is_file()]
+    if extra_dir.is_dir():
+        found += [EvaluationFile(path, "evaluations folder") for path in sorted(extra_dir.glob("*.json"))
+                  if path.is_file()]
+    return found
+
+
+# ---------------------------------------------------------------------------------------------- loading
+_OPTIONAL_FIELDS = {f.name for f in fields(EvaluationReport) if f.name in ("predictions", "extras")}
+_REQUIRED_FIELDS = [f.name for f in fields(EvaluationReport) if f.name not in _OPTIONAL_FIELDS]
+_RATES = ("balanced_accuracy", "accuracy", "ece")
+_OPTIONAL_RATES = ("macro_auc", "ece_uncalibrated", "melanoma_sensitivity", "melanoma_specificity",
+                   "malignant_sensitivity", "malignant_specificity", "malignant_auc")
+_PER_CLASS_KEYS = ("precision", "recall", "f1", "auc", "support")
+
+
+def load_report(path: Path) -> EvaluationReport:
+    """Read an EvaluationReport JSON (``EvaluationReport.from_json``) and check it is complete and sane.
+
+    Raises ReportError naming the file and the problem: missing, unreadable, not JSON, missing or unknown
+    fields, or values of the wrong type or out of range.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ReportError(path, "the file does not exist")
+    try:
+        report = EvaluationReport.from_json(path)
+    except json.JSONDecodeError as exc:
+        raise ReportError(path, f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except UnicodeDecodeError:
+        raise ReportError(path, "not a text (UTF-8) file") from None
+    except OSError as exc:
+        raise ReportError(path, f"cannot be read ({exc.strerror or exc})") from None
+    except TypeError:
+        raise ReportError(path, _field_problem(path)) from None
+    check_report(report, path)
+    return report
+
+
+def _field_problem(path: Path) -> str:
+    """Why ``EvaluationReport(**data)`` failed: not an object, or missing / unknown fields."""
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        return f"expected a JSON object with the evaluation fields, found a {type(data).__name__}"
+    missing = [name for name in _REQUIRED_FIELDS if name not in data]
+    unknown = sorted(set(data) - {f.name for f in fields(EvaluationReport)})
+    parts = []
+    if missing:
+        parts.append(f"missing field(s) {', '.join(missing)}")
+    if unknown:
+        parts.append(f"unknown field(s) {', '.join(unknown)}")
+    if not parts:
+        parts.append("its fields do not match the EvaluationReport format")
+    return "; ".join(parts) + " — is this an evaluation report written by train.py or skin_model.evaluate?"
+
+
+def _is_rate(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and 0.0 <= value <= 1.0
+
+
+def check_report(report: EvaluationReport, path: Path) -> None:
+    """Raise ReportError for values the page cannot plot or that contradict each other."""
+    problems: list[str] = []
+    if not isinstance(report.dataset, dict):
+        problems.append("'dataset' must be an object")
+    if not isinstance(report.model, dict):
+        problems.append("'model' must be an object")
+    if not isinstance(report.n_images, int) or report.n_images < 1:
+        problems.append(f"'n_images' must be a positive integer, found {report.n_images!r}")
+    problems += [f"'{name}' must be a number between 0 and 1, found {getattr(report, name)!r}"
+                 for name in _RATES if not _is_rate(getattr(report, name))]
+    optional = {name: getattr(report, name) for name in _OPTIONAL_RATES}
+    problems += [f"'{name}' must be a number between 0 and 1 or null, found {value!r}"
+                 for name, value in optional.items() if value is not None and not _is_rate(value)]
+    problems += _per_class_problems(report.per_class)
+    problems += _matrix_problems(report.confusion_matrix, report.n_images)
+    for name in ("reliability", "reliability_uncalibrated"):
+        bins = getattr(report, name)
+        if bins is None and name == "reliability_uncalibrated":
+            continue
+        if not isinstance(bins, list) or not all(isinstance(b, dict) and {"confidence", "accuracy", "count"} <= set(b)
+                                                 for b in bins):
+            problems.append(f"'{name}' must be a list of bins with confidence, accuracy and count")
+    for name in ("roc_curves", "pr_curves"):
+        curves = getattr(report, name)
+        if not isinstance(curves, dict) or not all(
+                isinstance(c, dict) and isinstance(c.get("x"), list) and isinstance(c.get("y"), list)
+                and len(c["x"]) == len(c["y"]) for c in curves.values()):
+            problems.append(f"'{name}' must map class codes to {{x: [...], y: [...]}} of equal length")
+    if not isinstance(report.extras, dict):
+        problems.append("'extras' must be an object")
+    if problems:
+        raise ReportError(path, "; ".join(problems))
+
+
+def _per_class_problems(per_class: Any) -> list[str]:
+    if not isinstance(per_class, dict):
+        return ["'per_class' must be an object keyed by class code"]
+    missing = [code for code in CODES if code not in per_class]
+    if missing:
+        return [f"'per_class' lacks class(es) {', '.join(missing)}"]
+    problems = []
+    for code in CODES:
+        row = per_class[code]
+        if not isinstance(row, dict) or not set(_PER_CLASS_KEYS) <= set(row):
+            problems.append(f"'per_class.{code}' must have {', '.join(_PER_CLASS_KEYS)}")
+        elif not isinstance(row["support"], int) or row["support"] < 0:
+            problems.append(f"'per_class.{code}.support' must be a count, found {row['support']!r}")
+    return problems
+
+
+def _matrix_problems(matrix: Any, n_images: Any) -> list[str]:
+    if not (isinstance(matrix, list) and len(matrix) == NUM_CLASSES and all(
+            isinstance(row, list) and len(row) == NUM_CLASSES and all(isinstance(v, int) and v >= 0 for v in row)
+            for row in matrix)):
+        return [f"'confusion_matrix' must be {NUM_CLASSES}x{NUM_CLASSES} non-negative counts"]
+    total = sum(map(sum, matrix))
+    if isinstance(n_images, int) and total != n_images:
+        return [f"'confusion_matrix' counts {total} images but 'n_images' is {n_images}"]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------- tables
+@dataclass(frozen=True)
+class Headline:
+    """One headline figure, formatted, with a one-line meaning."""
+
+    key: str
+    label: str
+    value: float | None
+    meaning: str
+    percent: bool = True
+
+    @property
+    def text(self) -> str:
+        if self.value is None:
+            return "n/a"
+        return f"{self.value:.1%}" if self.percent else f"{self.value:.3f}"
+
+
+HEADLINE_MEANINGS: dict[str, tuple[str, str, bool]] = {
+    "balanced_accuracy": ("Balanced accuracy", "Mean of the 7 per-class recalls: every diagnosis counts "
+                          "equally, however rare.", True),
+    "accuracy": ("Accuracy", "Share of all images classified correctly; dominated by the common naevus class.",
+                 True),
+    "macro_auc": ("Macro AUC", "Mean one-vs-rest ROC AUC: how well each class's probability ranks its cases "
+                  "above the rest (0.5 = chance, 1 = perfect).", False),
+    "melanoma_sensitivity": ("Melanoma sensitivity", "Share of melanomas whose top prediction is melanoma "
+                             "(missed melanomas lower it).", True),
+    "melanoma_specificity": ("Melanoma specificity", "Share of non-melanomas not called melanoma "
+                             "(false alarms lower it).", True),
+    "ece": ("Calibration error (ECE)", "Expected calibration error after temperature scaling: average gap "
+            "between stated confidence and actual accuracy (0 = perfectly calibrated).", False),
+}
+
+
+def headlines(report: EvaluationReport) -> list[Headline]:
+    """The six headline figures of the report with their meanings."""
+    return [Headline(key, label, getattr(report, key), meaning, percent)
+            for key, (label, meaning, percent) in HEADLINE_MEANINGS.items()]
+
+
+def dataset_description(report: EvaluationReport) -> str:
+    """Which test set and split produced the report, from its ``dataset`` and ``model`` dicts (markdown)."""
+    data, model = report.dataset, report.model
+    parts = [f"**{data.get('name', 'unnamed data set')}**"]
+    if data.get("description") and data.get("description") != data.get("name"):
+        parts.append(str(data["description"]))
+    split = data.get("split_method")
+    if split:
+        parts.append(f"split: {split}" + (f" (seed {data['seed']})" if data.get("seed") is not None else ""))
+    counts = f"{report.n_images:,} images"
+    if data.get("n_lesions"):
+        counts += f" of {int(data['n_lesions']):,} lesions"
+    parts.append(counts)
+    if model.get("version"):
+        parts.append(f"model {model['version']}")
+    return " · ".join(parts)
+
+
+def per_class_frame(report: EvaluationReport) -> pd.DataFrame:
+    """One row per class: code, name, malignant, precision, recall, F1, AUC, average precision, support."""
+    rows = []
+    for c in CLASSES:
+        m = report.per_class[c.code]
+        rows.append({"Code": c.code, "Diagnosis": c.name, "Malignant": c.malignant,
+                     "Precision": m["precision"], "Recall": m["recall"], "F1": m["f1"], "AUC": m["auc"],
+                     "Average precision": m.get("average_precision"), "Support": int(m["support"])})
+    return pd.DataFrame(rows)
+
+
+def confusion_frames(report: EvaluationReport) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(counts, row-normalised) confusion matrices, rows = true class, columns = predicted class.
+
+    A class with no images has a row of zeros in both.
+    """
+    counts = pd.DataFrame(report.confusion_matrix, index=list(CODES), columns=list(CODES))
+    totals = counts.sum(axis=1).replace(0, 1)
+    return counts, counts.div(totals, axis=0)
+
+
+def comparison_frame(report: EvaluationReport,
+                     published: tuple[PublishedResult, ...] = PUBLISHED_RESULTS) -> pd.DataFrame:
+    """Our model's row (from the report) followed by the published results, each with test set and split."""
+    ours = {"Model": f"This model ({report.model.get('version', 'unknown version')})",
+            "Test set": f"{report.dataset.get('name', 'unnamed')} ({report.n_images:,} images)",
+            "Split": report.dataset.get("split_method", "not recorded"),
+            "Accuracy": report.accuracy, "Balanced accuracy": report.balanced_accuracy,
+            "Macro AUC": report.macro_auc, "Status": "this evaluation file", "Source": "evaluation JSON"}
+    rows = [ours] + [{"Model": p.model, "Test set": p.test_set, "Split": p.split_method, "Accuracy": p.accuracy,
+                      "Balanced accuracy": p.balanced_accuracy, "Macro AUC": p.macro_auc, "Status": p.status,
+                      "Source": p.citation + (f" — {p.note}" if p.note else "")} for p in published]
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------- localisation
+@dataclass(frozen=True)
+class LocalisationSummary:
+    """The Grad-CAM localisation figures stored by ``python -m skin_model.localisation``."""
+
+    share_inside: dict[str, float]
+    chance_rate: float
+    n_images: int
+    method: str
+    box_source: str
+    box_limits: str
+    split: str
+    seconds_per_image: float | None
+
+
+def localisation_summary(report: EvaluationReport, path: Path) -> LocalisationSummary | None:
+    """``extras["localisation"]`` as a summary; None when absent; ReportError when malformed."""
+    data = report.extras.get("localisation")
+    if data is None:
+        return None
+    try:
+        summary = LocalisationSummary(
+            share_inside={str(k): float(v) for k, v in data["share_inside"].items()},
+            chance_rate=float(data["chance_rate"]), n_images=int(data["n_images"]), method=str(data["method"]),
+            box_source=str(data["box_source"]), box_limits=str(data.get("box_limits", "")),
+            split=str(data.get("split", "")), seconds_per_image=data.get("seconds_per_image"))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ReportError(path, "extras.localisation is incomplete or malformed "
+                                f"({type(exc).__name__}: {exc})") from None
+    if not all(0.0 <= v <= 1.0 for v in [*summary.share_inside.values(), summary.chance_rate]):
+        raise ReportError(path, "extras.localisation shares must lie between 0 and 1")
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------- split audit
+@dataclass(frozen=True)
+class SplitAudit:
+    """Images and lesions per class per split, and the lesions found in more than one split."""
+
+    images: pd.DataFrame  # index: class code (+ "total"), columns: splits
+    lesions: pd.DataFrame
+    crossing_lesions: tuple[str, ...]
+    n_images: int
+    n_lesions: int
+
+    @property
+    def passed(self) -> bool:
+        """True when no lesion has images in two different splits."""
+        return not self.crossing_lesions
+
+
+def split_audit(split_csv: Path) -> SplitAudit:
+    """Count images and lesions per class and split in train.py's ``split.csv`` and check that every
+    lesion lies in one split only."""
+    split_csv = Path(split_csv)
+    if not split_csv.is_file():
+        raise ReportError(split_csv, "the file does not exist (train.py writes it next to the model)")
+    try:
+        table = pd.read_csv(split_csv, dtype=str)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ReportError(split_csv, f"not a readable CSV file ({exc})") from None
+    missing = {"image_id", "lesion_id", "dx", "split"} - set(table.columns)
+    if missing:
+        raise ReportError(split_csv, f"missing column(s) {', '.join(sorted(missing))}")
+    splits = [s for s in ("train", "val", "test") if s in set(table["split"])] + \
+        sorted(set(table["split"]) - {"train", "val", "test"})
+    images = _per_class_per_split(table.groupby(["dx", "split"])["image_id"].nunique(), splits)
+    lesions = _per_class_per_split(table.groupby(["dx", "split"])["lesion_id"].nunique(), splits)
+    images.loc["total"] = table.groupby("split")["image_id"].nunique().reindex(splits, fill_value=0)
+    lesions.loc["total"] = table.groupby("split")["lesion_id"].nunique().reindex(splits, fill_value=0)
+    per_lesion = table.groupby("lesion_id")["split"].nunique()
+    return SplitAudit(images=images, lesions=lesions,
+                      crossing_lesions=tuple(sorted(per_lesion[per_lesion > 1].index)),
+                      n_images=int(table["image_id"].nunique()), n_lesions=int(table["lesion_id"].nunique()))
+
+
+def _per_class_per_split(series: pd.Series, splits: list[str]) -> pd.DataFrame:
+    frame = series.unstack(fill_value=0).reindex(index=list(CODES), columns=splits, fill_value=0)
+    return frame.astype(int)
+
+
+# ---------------------------------------------------------------------------------------------- training curves
+def training_curves(history_json: Path) -> pd.DataFrame:
+    """train.py's ``history.json`` as a long frame: stage, epoch (running over both stages), stage_epoch,
+    metric (loss / accuracy / balanced_accuracy), subset (train / validation), value."""
+    history_json = Path(history_json)
+    if not history_json.is_file():
+        raise ReportError(history_json, "the file does not exist (train.py writes it after training)")
+    try:
+        history = json.loads(history_json.read_text())
+    except json.JSONDecodeError as exc:
+        raise ReportError(history_json, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(history, dict) or not all(isinstance(v, list) for v in history.values()):
+        raise ReportError(history_json, "expected an object of stage name -> list of per-epoch records")
+    rows = []
+    epoch = 0
+    for stage in [s for s in STAGES if s in history] + [s for s in history if s not in STAGES]:
+        for stage_epoch, record in enumerate(history[stage], start=1):
+            if not isinstance(record, dict):
+                raise ReportError(history_json, f"stage {stage!r} epoch {stage_epoch} is not an object")
+            epoch += 1
+            for metric in CURVE_METRICS:
+                for subset, key in (("train", metric), ("validation", f"val_{metric}")):
+                    if isinstance(record.get(key), (int, float)):
+                        rows.append({"stage": stage, "epoch": epoch, "stage_epoch": stage_epoch,
+                                     "metric": metric, "subset": subset, "value": float(record[key])})
+    if not rows:
+        raise ReportError(history_json, f"no per-epoch {', '.join(CURVE_METRICS)} values found")
+    return pd.DataFrame(rows)

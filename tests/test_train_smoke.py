@@ -1,0 +1,93 @@
+"""train.py end to end on ~70 real HAM10000 images at 96 px, one epoch per stage (about a minute on a CPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from skin_model.dataset import SPLITS
+from skin_model.labels import CODES
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ARGS = ["--max-images", "70", "--image-size", "96", "--head-epochs", "1", "--finetune-epochs", "1",
+        "--batch-size", "16"]
+
+
+def train_module():
+    spec = importlib.util.spec_from_file_location("train", PROJECT_ROOT / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, ham_dir: Path, backbone_weights: Path) -> Path:
+    out = tmp_path_factory.mktemp("train_smoke")
+    code = train_module().main([*ARGS, "--data-dir", str(ham_dir), "--backbone-weights", str(backbone_weights),
+                                "--output-dir", str(out)])
+    assert code == 0
+    return out
+
+
+def test_writes_a_loadable_bundle_that_predicts(trained, real_image_path):
+    from skin_model.imaging import load_image
+    from skin_model.inference import Predictor
+    from skin_model.model import load_bundle
+
+    model, metadata = load_bundle(trained)
+    assert model.input_shape[1:] == (96, 96, 3) and metadata.input_size == 96
+    prediction = Predictor.from_dir(trained).predict(load_image(real_image_path))
+    assert len(prediction.probabilities) == len(CODES)
+    assert sum(prediction.probabilities) == pytest.approx(1.0, abs=1e-6)
+    assert all(0.0 <= p <= 1.0 for p in prediction.probabilities)
+
+
+def test_metadata_records_classes_temperature_and_data_counts(trained):
+    metadata = json.loads((trained / "metadata.json").read_text())
+    split = pd.read_csv(trained / "split.csv")
+    assert [c["code"] for c in metadata["classes"]] == list(CODES)
+    assert metadata["temperature"] > 0 and metadata["temperature"] != 1.0, "fitted on validation"
+    assert 0.0 <= metadata["unsure_threshold"] <= 1.0
+    for s in SPLITS:
+        expected = split.loc[split["split"] == s, "dx"].value_counts().reindex(CODES, fill_value=0).to_dict()
+        assert metadata["data"]["counts"][s] == expected
+        assert metadata["data"]["lesions"][s] == split.loc[split["split"] == s, "lesion_id"].nunique()
+    assert metadata["training"]["max_images"] == 70 and metadata["training"]["image_size"] == 96
+    assert metadata["training"]["epochs_run"] == {"head": 1, "finetune": 1}
+
+
+def test_split_keeps_each_lesion_in_one_split(trained):
+    split = pd.read_csv(trained / "split.csv")
+    assert set(split["split"]) == set(SPLITS)
+    assert (split.groupby("lesion_id")["split"].nunique() == 1).all()
+    assert 60 <= len(split) <= 200, "about --max-images images (whole lesions)"
+    assert set(split["dx"]) == set(CODES)
+
+
+def test_reports_match_the_split(trained):
+    from skin_model.metrics import EvaluationReport
+
+    split = pd.read_csv(trained / "split.csv")
+    for s in ("val", "test"):
+        report = EvaluationReport.from_json(trained / f"evaluation_{s}.json")
+        ids = split.loc[split["split"] == s, "image_id"]
+        assert report.n_images == len(ids)
+        assert sorted(p["image_id"] for p in report.predictions) == sorted(ids)
+        assert np.array(report.confusion_matrix).sum() == len(ids)
+    history = json.loads((trained / "history.json").read_text())
+    assert [len(history["head"]), len(history["finetune"])] == [1, 1]
+    assert "val_balanced_accuracy" in history["finetune"][0]
+
+
+def test_second_run_without_resume_refuses(trained, ham_dir, backbone_weights):
+    model_before = (trained / "model.keras").read_bytes()
+    with pytest.raises(SystemExit) as info:
+        train_module().main([*ARGS, "--data-dir", str(ham_dir), "--backbone-weights", str(backbone_weights),
+                             "--output-dir", str(trained)])
+    assert "--resume" in str(info.value.code) and "checkpoints" in str(info.value.code)
+    assert (trained / "model.keras").read_bytes() == model_before, "the earlier bundle is untouched"
