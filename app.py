@@ -16,6 +16,7 @@ APP_TITLE = "Skin lesion classifier (demo)"
 PAGES_DIR = Path(__file__).resolve().parent / "pages"
 PAGES = (  # (file, title, icon, default)
     ("classify.py", "Classify", ":material/biotech:", True),
+    ("batch.py", "Batch", ":material/table_view:", False),
     ("report.py", "Evaluation report", ":material/analytics:", False),
     ("model_card.py", "About / model card", ":material/info:", False),
 )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +14,13 @@ import pandas as pd
 import streamlit as st
 
 from skin_model import config
+from skin_model.case_report import CaseReport, file_stem, render_pdf, render_png
 from skin_model.charts import probability_bar_chart
 from skin_model.explain import METHODS, colorize
 from skin_model.imaging import MAX_FILE_BYTES, SUPPORTED_DESCRIPTION, InvalidImageError
 from skin_model.labels import CLASSES, CODES, MALIGNANT_CODES, by_code
 from skin_model.model import ModelIntegrityError
-from skin_model.service import Analysis, ClassifierService, Explanation
+from skin_model.service import Analysis, ClassifierService, Explanation, shared_service
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +48,8 @@ def samples_dir() -> Path:
 # ---------------------------------------------------------------------------------------------- loaders
 @st.cache_resource(show_spinner="Loading the model (once per server)…")
 def load_service(weights: str) -> ClassifierService:
-    """The model, its metadata and the Grad-CAM explainer, shared by every session in this process."""
-    service = ClassifierService.from_dir(Path(weights))
-    service.warm_up()
-    return service
+    """The model, its metadata, the Grad-CAM explainer and the OOD gate, shared by every session and page."""
+    return shared_service(weights)
 
 
 @st.cache_data(show_spinner=False)
@@ -75,15 +76,18 @@ def legend_bar() -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- compute
-def analyse_cached(service: ClassifierService, name: str, data: bytes) -> Analysis:
+def analyse_cached(service: ClassifierService, name: str, data: bytes, tta: bool = False) -> Analysis:
     """Analyse an upload once per session; slider moves and reruns reuse the result (memory only)."""
     digest = hashlib.sha256(data).hexdigest()
     cached: Analysis | None = st.session_state.get("analysis")
-    if cached is None or cached.digest != digest or cached.name != name:
-        cached = service.analyse(data, name=name)
+    if cached is None or cached.digest != digest or cached.name != name or cached.tta != tta:
+        new_image = cached is None or cached.digest != digest or cached.name != name
+        cached = service.analyse(data, name=name, tta=tta)
         st.session_state["analysis"] = cached
-        st.session_state["explanations"] = {}
-        st.session_state.pop("cam_class", None)  # a new image: explain its top class again by default
+        if new_image:
+            st.session_state["explanations"] = {}
+            st.session_state.pop("cam_class", None)  # a new image: explain its top class again by default
+            st.session_state.pop("ood_show", None)  # and hide a flagged result again
     return cached
 
 
@@ -96,6 +100,12 @@ def explain_cached(service: ClassifierService, analysis: Analysis, code: str, me
 
 
 # ---------------------------------------------------------------------------------------------- UI
+def tta_ui() -> bool:
+    return st.toggle("Test-time augmentation (average 8 flips/rotations)", key="tta",
+                     help="Averages the calibrated prediction over the image's 4 rotations and their mirror "
+                          "images. About 8x the prediction time; Grad-CAM still explains the original view.")
+
+
 def input_ui() -> tuple[str, bytes, str | None] | None:
     """The upload (or chosen sample): (name, bytes, sample image_id or None)."""
     st.markdown(
@@ -151,6 +161,34 @@ def prediction_ui(analysis: Analysis, reference: tuple[str, str] | None) -> None
                    f"confirmed by {dx_type}).")
 
 
+def ood_ui(service: ClassifierService, analysis: Analysis) -> bool:
+    """Warn before any diagnosis when the image does not look dermatoscopic; True if the result may be shown."""
+    if not service.ood_enabled:
+        st.caption(f"Dermatoscopic-image check: off ({service.ood_status}).")
+        return True
+    if not analysis.flagged_ood:
+        st.caption("Dermatoscopic-image check: passed (the image resembles the model's training images).")
+        return True
+    st.warning(
+        "**This does not look like a dermatoscopic image.** The model was trained only on dermatoscopic "
+        "photos of single skin lesions. For everyday photos, screenshots, documents, clinical photos taken "
+        "without a dermatoscope, or blank images its output is meaningless, so no diagnosis is shown. "
+        f"(Out-of-distribution score {analysis.ood.distance:.2f}, threshold {analysis.ood.threshold:.2f}.)",
+        icon="🛑",
+    )
+    return st.checkbox("Show the model's output anyway (not reliable for this image)", key="ood_show")
+
+
+def ood_note(service: ClassifierService, analysis: Analysis) -> str:
+    """The check's outcome in one line, for the case report."""
+    if analysis.ood is None:
+        return f"off ({service.ood_status})"
+    score = f"score {analysis.ood.distance:.2f}, threshold {analysis.ood.threshold:.2f}"
+    if analysis.flagged_ood:
+        return f"FLAGGED: does not look like a dermatoscopic image ({score}); output shown on request"
+    return f"passed ({score})"
+
+
 def probabilities_ui(analysis: Analysis) -> None:
     p = analysis.prediction
     st.plotly_chart(probability_bar_chart(p.probabilities, p.unsure_threshold), key="probabilities_chart")
@@ -165,7 +203,7 @@ def probabilities_ui(analysis: Analysis) -> None:
                      column_config={"Probability": st.column_config.NumberColumn(format="percent")})
 
 
-def explanation_ui(service: ClassifierService, analysis: Analysis) -> None:
+def explanation_ui(service: ClassifierService, analysis: Analysis) -> tuple[Explanation, float]:
     st.subheader("Where the model looked")
     ranked = [code for code, _ in analysis.prediction.ranked]
     probs = dict(analysis.prediction.ranked)
@@ -185,6 +223,26 @@ def explanation_ui(service: ClassifierService, analysis: Analysis) -> None:
     st.caption("Colour scale: **blue = low attention**, **red = high attention**. The heatmap shows which "
                "regions most raised the score of the selected class. It is not a lesion outline, and it can "
                "point at artefacts such as hair, rulers, ink or vignetting.")
+    return explanation, alpha
+
+
+def case_report_ui(service: ClassifierService, analysis: Analysis, explanation: Explanation, alpha: float) -> None:
+    """PDF and PNG downloads of a one-page case report, generated in memory when a button is clicked."""
+    report = CaseReport(
+        file_name=analysis.name, view=explanation.view, overlay=explanation.overlay(alpha),
+        explained_class=explanation.class_code, method_name=METHODS[explanation.method],
+        prediction=analysis.prediction, model_version=service.metadata.version,
+        created=datetime.now(timezone.utc), ood_note=ood_note(service, analysis), tta=analysis.tta)
+    st.subheader("Case report")
+    pdf_col, png_col = st.columns(2)
+    pdf_col.download_button("Download case report (PDF)", functools.partial(render_pdf, report),
+                            file_name=f"{file_stem(report)}.pdf", mime="application/pdf",
+                            key="report_pdf", on_click="ignore", icon=":material/picture_as_pdf:")
+    png_col.download_button("Download case report (PNG)", functools.partial(render_png, report),
+                            file_name=f"{file_stem(report)}.png", mime="image/png",
+                            key="report_png", on_click="ignore", icon=":material/image:")
+    st.caption("One page with the image, the heatmap shown above, the probabilities, the model version, "
+               "the date and the disclaimer. Generated on request; nothing is stored on the server.")
 
 
 def classify_page() -> None:
@@ -202,12 +260,13 @@ def classify_page() -> None:
         return
 
     selected = input_ui()
+    tta = tta_ui()
     if selected is None:
         st.info("Upload an image to start.")
         return
     name, data, sample_id = selected
     try:
-        analysis = analyse_cached(service, name, data)
+        analysis = analyse_cached(service, name, data, tta)
     except InvalidImageError as exc:
         st.session_state.pop("analysis", None)
         st.error(f"**{name}** cannot be used: {exc.reason}", icon="🚫")
@@ -217,19 +276,24 @@ def classify_page() -> None:
         st.error(f"**{name}** could not be analysed because of an internal error. Please try another image.")
         return
 
+    show_result = ood_ui(service, analysis)
     image_col, result_col = st.columns([2, 3])
     with image_col:
         st.image(analysis.image, caption=f"{name} ({analysis.image.width}×{analysis.image.height} px, as uploaded)",
                  width="stretch", output_format=IMAGE_FORMAT)
+    if not show_result:
+        return
     with result_col:
         references = sample_references(str(config.DEFAULT_DATA_DIR / "HAM10000_metadata.csv")) if sample_id else {}
         prediction_ui(analysis, references.get(sample_id))
     probabilities_ui(analysis)
     try:
-        explanation_ui(service, analysis)
+        explanation, alpha = explanation_ui(service, analysis)
     except Exception:
         log.exception("Grad-CAM failed for %s", name)
         st.error("The heatmap could not be computed for this image; the prediction above is unaffected.")
+        return
+    case_report_ui(service, analysis, explanation, alpha)
 
 
 classify_page()

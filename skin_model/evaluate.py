@@ -125,10 +125,12 @@ def match_images(images_dir: Path, image_ids: list[str]) -> Matched:
                    ignored=len(set(files) - set(image_ids)))
 
 
-def predict_files(predictor, paths: dict[str, Path], batch_size: int) -> tuple[list[str], np.ndarray, list[str]]:
+def predict_files(predictor, paths: dict[str, Path], batch_size: int,
+                  tta: bool = False) -> tuple[list[str], np.ndarray, list[str]]:
     """Calibrated probabilities for the readable files, batch by batch: (image ids, (N, 7) probabilities,
-    one message per unreadable file naming it)."""
+    one message per unreadable file naming it). ``tta`` averages the 8 flips/rotations."""
     from skin_model.imaging import InvalidImageError, load_image
+    from skin_model.tta import predict_probabilities_tta
 
     ids: list[str] = []
     probs: list[np.ndarray] = []
@@ -145,7 +147,8 @@ def predict_files(predictor, paths: dict[str, Path], batch_size: int) -> tuple[l
             except OSError as exc:
                 unreadable.append(f"{path.name}: cannot read the file ({exc.strerror or exc})")
         if batch_images:
-            probs.append(predictor.predict_probabilities(batch_images))
+            probs.append(predict_probabilities_tta(predictor, batch_images) if tta
+                         else predictor.predict_probabilities(batch_images))
             ids.extend(batch_ids)
         log.info("Evaluated %d of %d images", min(start + batch_size, len(items)), len(items))
     for message in unreadable:
@@ -155,7 +158,8 @@ def predict_files(predictor, paths: dict[str, Path], batch_size: int) -> tuple[l
 
 # ---------------------------------------------------------------------------------------------- evaluation
 def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFAULT_WEIGHTS_DIR,
-                    name: str | None = None, batch_size: int = 32, predictor=None) -> EvaluationReport:
+                    name: str | None = None, batch_size: int = 32, predictor=None,
+                    tta: bool = False) -> EvaluationReport:
     """EvaluationReport of the model bundle in ``weights_dir`` (or a loaded ``predictor``) on the images
     of ``images_dir`` labelled in ``labels_csv``.
 
@@ -184,7 +188,7 @@ def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFA
         except (ModelIntegrityError, OSError) as exc:
             raise EvaluationError(f"cannot load the model from {weights_dir}: {exc}") from exc
 
-    ids, probs, unreadable = predict_files(predictor, matched.paths, batch_size)
+    ids, probs, unreadable = predict_files(predictor, matched.paths, batch_size, tta)
     if not ids:
         raise EvaluationError(f"No labelled image in {images_dir} could be evaluated "
                               f"({len(matched.missing)} missing, {len(unreadable)} unreadable)")
@@ -196,7 +200,7 @@ def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFA
         dataset["n_lesions"] = int(evaluated["lesion_id"].nunique())
     metadata = predictor.metadata
     model = {"version": metadata.version, "temperature": metadata.temperature, "input_size": metadata.input_size,
-             "model_sha256": metadata.model_sha256, "weights_dir": str(weights_dir)}
+             "model_sha256": metadata.model_sha256, "weights_dir": str(weights_dir), "tta": tta}
     labels = evaluated["dx"].map(class_index).to_numpy()
     report = evaluate_probabilities(labels, probs, ids, dataset=dataset, model=model,
                                     temperature=metadata.temperature)
@@ -263,6 +267,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="report JSON (default evaluation_<name>.json here)")
     parser.add_argument("--name", help="dataset name in the report (default: the image folder's name)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per prediction batch (default 32)")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: average the 8 flips/rotations (skin_model.tta)")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
@@ -274,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        report = evaluate_folder(args.images, args.labels, args.weights, args.name, args.batch_size)
+        report = evaluate_folder(args.images, args.labels, args.weights, args.name, args.batch_size,
+                                 tta=args.tta)
     except EvaluationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

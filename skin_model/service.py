@@ -1,12 +1,14 @@
-"""What the Classify page computes, without any UI: decode an upload, predict, explain.
+"""What the Classify and Batch pages compute, without any UI: decode an upload, check it, predict, explain.
 
-One :class:`ClassifierService` is built per process and shared between sessions. Prediction runs a
-compiled ``tf.function`` (thread-safe); the tf-keras-vis explainers share one cloned model and run in
-eager mode, so their calls are serialised with a lock. Nothing here writes to disk.
+One :class:`ClassifierService` is built per process and shared between sessions and pages
+(:func:`shared_service`). Prediction and the out-of-distribution check run compiled ``tf.function``\ s
+(thread-safe); the tf-keras-vis explainers share one cloned model and run in eager mode, so their calls
+are serialised with a lock. Nothing here writes to disk.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
@@ -22,6 +24,8 @@ from skin_model.imaging import load_image
 from skin_model.inference import Prediction, Predictor
 from skin_model.labels import class_index
 from skin_model.model import ModelMetadata
+from skin_model.ood import OodGate, OodResult, OodScorer, load_gate
+from skin_model.tta import predict_probabilities_tta
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +35,20 @@ EXPLAIN_DISPLAY_SIDE = 336
 
 @dataclass(frozen=True)
 class Analysis:
-    """One decoded upload and the model's calibrated prediction for it."""
+    """One decoded upload, the model's calibrated prediction for it and the out-of-distribution check."""
 
     name: str
     digest: str
     image: Image.Image
     model_input: np.ndarray
     prediction: Prediction
+    ood: OodResult | None = None  # None when no gate is fitted for the model
+    tta: bool = False  # True when the prediction averages the 8 flipped/rotated views
+
+    @property
+    def flagged_ood(self) -> bool:
+        """True when the gate says this does not look like a dermatoscopic image."""
+        return self.ood is not None and self.ood.flagged
 
 
 @dataclass(frozen=True)
@@ -66,17 +77,28 @@ def centre_square(image: Image.Image, side: int = EXPLAIN_DISPLAY_SIDE) -> np.nd
 
 
 class ClassifierService:
-    """The loaded model plus its explainer; ``analyse`` and ``explain`` are safe to call from many threads."""
+    """The loaded model, its explainer and (when fitted) its out-of-distribution gate; ``analyse`` and
+    ``explain`` are safe to call from many threads."""
 
-    def __init__(self, predictor: Predictor) -> None:
+    def __init__(self, predictor: Predictor, ood_gate: OodGate | None = None,
+                 ood_status: str = "no gate given") -> None:
         self.predictor = predictor
         self._explainer = Explainer(predictor.model)
         self._explain_lock = threading.Lock()
+        self._ood = OodScorer(predictor.model, ood_gate) if ood_gate is not None else None
+        self.ood_status = "on" if ood_gate is not None else ood_status
 
     @classmethod
     def from_dir(cls, weights_dir: Path = DEFAULT_WEIGHTS_DIR) -> "ClassifierService":
-        """Load and sha256-check the bundle (raises ``ModelIntegrityError`` when missing or altered)."""
-        return cls(Predictor.from_dir(Path(weights_dir)))
+        """Load and sha256-check the bundle (raises ``ModelIntegrityError`` when missing or altered) and
+        the ``ood.npz`` gate fitted for it, if any (a missing or stale gate leaves the check off)."""
+        predictor = Predictor.from_dir(Path(weights_dir))
+        gate, status = load_gate(Path(weights_dir), predictor.metadata.model_sha256)
+        return cls(predictor, gate, status)
+
+    @property
+    def ood_enabled(self) -> bool:
+        return self._ood is not None
 
     def warm_up(self) -> None:
         """Run one prediction and one Grad-CAM on a grey image so the first upload does not pay for tracing."""
@@ -88,17 +110,23 @@ class ClassifierService:
     def metadata(self) -> ModelMetadata:
         return self.predictor.metadata
 
-    def analyse(self, data: bytes, name: str | None = None) -> Analysis:
-        """Decode ``data`` in memory and predict. Raises ``InvalidImageError`` naming the problem."""
+    def analyse(self, data: bytes, name: str | None = None, tta: bool = False) -> Analysis:
+        """Decode ``data`` in memory, check and predict. Raises ``InvalidImageError`` naming the problem."""
         image = load_image(data, name=name)
-        return self.analyse_image(image, name=name or "image", digest=hashlib.sha256(data).hexdigest())
+        return self.analyse_image(image, name=name or "image", digest=hashlib.sha256(data).hexdigest(), tta=tta)
 
-    def analyse_image(self, image: Image.Image, name: str = "image", digest: str = "") -> Analysis:
-        """Predict for an already decoded RGB image."""
+    def analyse_image(self, image: Image.Image, name: str = "image", digest: str = "",
+                      tta: bool = False) -> Analysis:
+        """Check and predict for an already decoded RGB image (``tta``: average the 8 dihedral views)."""
         batch = self.predictor.model_input([image])
-        probs = self.predictor.predict_probabilities([image])[0]
+        if tta:
+            probs = predict_probabilities_tta(self.predictor, [image])[0]
+        else:
+            probs = self.predictor.predict_probabilities([image])[0]
         prediction = Prediction(tuple(float(p) for p in probs), self.metadata.unsure_threshold)
-        return Analysis(name=name, digest=digest, image=image, model_input=batch, prediction=prediction)
+        ood = self._ood.check(batch)[0] if self._ood is not None else None
+        return Analysis(name=name, digest=digest, image=image, model_input=batch, prediction=prediction,
+                        ood=ood, tta=tta)
 
     def explain(self, analysis: Analysis, class_code: str, method: str = "gradcam") -> Explanation:
         """Grad-CAM (``"gradcam"``) or Grad-CAM++ (``"gradcam++"``) for ``class_code``."""
@@ -108,3 +136,11 @@ class ClassifierService:
             heatmap = self._explainer.heatmap(analysis.model_input, class_index(class_code), method)
         return Explanation(method=method, class_code=class_code, heatmap=heatmap,
                            view=centre_square(analysis.image))
+
+
+@functools.lru_cache(maxsize=2)
+def shared_service(weights_dir: str) -> ClassifierService:
+    """The process-wide service for ``weights_dir``, built and warmed up once and shared by all pages."""
+    service = ClassifierService.from_dir(Path(weights_dir))
+    service.warm_up()
+    return service

@@ -227,3 +227,100 @@ def test_new_upload_explains_its_own_top_class(app, image_bytes, real_image_path
     top = max(probs, key=probs.get)
     assert app.selectbox(key="cam_class").value == top
     assert images_with_caption(app, f"heatmap for {top}")
+
+
+# ---------------------------------------------------------------------------------------------- safety features
+OOD_WARNING = "does not look like a dermatoscopic image"
+
+
+@pytest.fixture(scope="module")
+def gated_bundle(tiny_bundle: Path, ham_dir: Path, tmp_path_factory) -> Path:
+    """The tiny bundle plus an OOD gate fitted on 60 HAM10000 originals (the first 20 lesions held out)."""
+    import pandas as pd
+
+    from skin_model import ood
+
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path_factory.mktemp("classify") / "bundle"))
+    meta = pd.read_csv(ham_dir / "HAM10000_metadata.csv")
+    originals = sorted(p.stem for p in (ham_dir / "images_600x450").glob("*.jpg"))
+    frame = meta[meta["image_id"].isin(originals)].copy()
+    order = {lesion: i for i, lesion in enumerate(frame["lesion_id"].drop_duplicates())}
+    frame["split"] = ["test" if order[l] < 20 else "val" if order[l] < 50 else "train" for l in frame["lesion_id"]]
+    frame.to_csv(bundle / ood.SPLIT_FILE, index=False)
+    ood.fit_command(bundle, ham_dir, limit=60, components=32, percentile=99.5, target_pass=0.98)
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def astronaut_png() -> bytes:
+    import io
+
+    import skimage.data
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(skimage.data.astronaut()).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def gated_app(monkeypatch, bundle: Path, tmp_path: Path) -> AppTest:
+    monkeypatch.setenv("SKIN_WEIGHTS_DIR", str(bundle))
+    monkeypatch.setenv("SKIN_SAMPLES_DIR", str(tmp_path / "no-samples"))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_without_a_gate_the_check_is_said_to_be_off(app, image_bytes, real_image_path):
+    upload(app, real_image_path.name, image_bytes)
+    assert any("Dermatoscopic-image check: off" in c.value and "ood.npz" in c.value for c in app.caption)
+    assert not [w for w in app.warning if OOD_WARNING in w.value]
+    assert len(app.dataframe) == 1, "the diagnosis is shown as before"
+
+
+def test_flagged_image_warns_first_and_hides_the_diagnosis(monkeypatch, gated_bundle, tmp_path, astronaut_png):
+    at = upload(gated_app(monkeypatch, gated_bundle, tmp_path), "holiday.png", astronaut_png, "image/png")
+    warnings = [w.value for w in at.warning if OOD_WARNING in w.value]
+    assert len(warnings) == 1 and "no diagnosis is shown" in warnings[0]
+    assert not at.dataframe and not at.metric and "Most likely diagnosis" not in [s.value for s in at.subheader]
+    assert not at.download_button, "no case report for a hidden result"
+    at.checkbox(key="ood_show").check().run()
+    assert not at.exception
+    assert len(at.dataframe) == 1 and sum(displayed_probabilities(at).values()) == pytest.approx(1.0, abs=0.01)
+    in_page_order = [str(getattr(node, "value", "")) for node in at.main]
+    first_warning = next(i for i, text in enumerate(in_page_order) if OOD_WARNING in text)
+    assert first_warning < in_page_order.index("Most likely diagnosis"), "the warning comes before the diagnosis"
+    assert any(OOD_WARNING in w.value for w in at.warning), "and stays visible"
+
+
+def test_dermoscopic_image_passes_the_gate(monkeypatch, gated_bundle, tmp_path, ham_dir):
+    import pandas as pd
+
+    split = pd.read_csv(gated_bundle / "split.csv")
+    held_out = split.loc[split["split"] == "test", "image_id"].iloc[0]
+    path = ham_dir / "images_600x450" / f"{held_out}.jpg"
+    at = upload(gated_app(monkeypatch, gated_bundle, tmp_path), path.name, path.read_bytes())
+    assert not [w for w in at.warning if OOD_WARNING in w.value]
+    assert any("Dermatoscopic-image check: passed" in c.value for c in at.caption)
+    assert len(at.dataframe) == 1
+
+
+def test_tta_toggle_shows_the_averaged_prediction(app, image_bytes, tiny_bundle, real_image_path):
+    from skin_model.imaging import load_image
+    from skin_model.inference import Predictor
+    from skin_model.tta import predict_probabilities_tta
+
+    upload(app, real_image_path.name, image_bytes)
+    plain = displayed_probabilities(app)
+    app.toggle(key="tta").set_value(True).run()
+    assert not app.exception
+    expected = predict_probabilities_tta(Predictor.from_dir(tiny_bundle), [load_image(real_image_path)])[0]
+    shown = displayed_probabilities(app)
+    np.testing.assert_allclose([shown[c] for c in CODES], expected, atol=1e-5)
+    assert not np.allclose([shown[c] for c in CODES], [plain[c] for c in CODES], atol=1e-4)
+
+
+def test_case_report_downloads_are_offered(app, image_bytes, real_image_path):
+    upload(app, real_image_path.name, image_bytes)
+    labels = [b.label for b in app.download_button]
+    assert labels == ["Download case report (PDF)", "Download case report (PNG)"]

@@ -97,6 +97,20 @@ def test_probabilities_are_the_calibrated_serving_ones(dx_report, folder, tiny_b
     assert dx_report["ece_uncalibrated"] is not None
 
 
+def test_tta_flag_reports_the_averaged_views(dx_report, folder, dx_csv, tiny_bundle, tmp_path):
+    from skin_model.inference import Predictor
+    from skin_model.tta import predict_probabilities_tta
+
+    code, report = run(folder, dx_csv, tiny_bundle, tmp_path / "tta.json", "--tta")
+    assert code == 0 and report["model"]["tta"] is True and dx_report["model"]["tta"] is False
+    row = report["predictions"][0]
+    path = next(folder.rglob(f"{row['image_id']}.jpg"))
+    expected = predict_probabilities_tta(Predictor.from_dir(tiny_bundle), [load_image(path)])[0]
+    np.testing.assert_allclose(row["probs"], expected, atol=1e-5)
+    plain = dx_report["predictions"][0]["probs"]
+    assert not np.allclose(row["probs"], plain, atol=1e-4)  # the views really changed the output
+
+
 def test_dataset_description(dx_report, folder, dx_csv, chosen):
     dataset = dx_report["dataset"]
     assert dataset["name"] == "toy"

@@ -1,0 +1,193 @@
+"""Batch: classify several dermatoscopic photos at once; one row per file, sortable and downloadable as CSV."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from skin_model import config
+from skin_model.explain import METHODS
+from skin_model.imaging import MAX_FILE_BYTES, SUPPORTED_DESCRIPTION, InvalidImageError
+from skin_model.labels import by_code
+from skin_model.model import ModelIntegrityError
+from skin_model.service import Analysis, ClassifierService, shared_service
+
+log = logging.getLogger(__name__)
+
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"]
+#: Most files analysed per batch (each keeps its decoded image in the session's memory).
+MAX_FILES = 50
+CSV_NAME = "skin_lesion_batch.csv"
+OVERLAY_ALPHA = 0.4
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One uploaded file: its analysis, or the reason it could not be used."""
+
+    number: int
+    name: str
+    analysis: Analysis | None
+    error: str | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.number}. {self.name}"
+
+
+def weights_dir() -> Path:
+    return Path(os.environ.get("SKIN_WEIGHTS_DIR") or config.DEFAULT_WEIGHTS_DIR)
+
+
+@st.cache_resource(show_spinner="Loading the model (once per server)…")
+def load_service(weights: str) -> ClassifierService:
+    """The same process-wide service as the Classify page (``service.shared_service``)."""
+    return shared_service(weights)
+
+
+def analyse_one(service: ClassifierService, number: int, name: str, data: bytes, tta: bool,
+                cache: dict) -> BatchItem:
+    """Analyse one file, reusing this session's earlier result for the same bytes (memory only)."""
+    key = (name, hashlib.sha256(data).hexdigest(), tta)
+    if key not in cache:
+        try:
+            cache[key] = (service.analyse(data, name=name, tta=tta), None)
+        except InvalidImageError as exc:
+            cache[key] = (None, exc.reason)
+        except Exception as exc:  # one bad file must not stop the batch
+            log.exception("Analysis of %s failed", name)
+            cache[key] = (None, f"internal error ({type(exc).__name__})")
+    analysis, error = cache[key]
+    return BatchItem(number, name, analysis, error)
+
+
+def analyse_all(service: ClassifierService, uploads: list, tta: bool) -> list[BatchItem]:
+    previous: dict = st.session_state.get("batch_cache", {})
+    current: dict = {}
+    items = []
+    progress = st.progress(0.0, text="Analysing…")
+    for number, upload in enumerate(uploads, start=1):
+        data = upload.getvalue()
+        key = (upload.name, hashlib.sha256(data).hexdigest(), tta)
+        if key in previous:
+            current[key] = previous[key]
+        items.append(analyse_one(service, number, upload.name, data, tta, current))
+        progress.progress(number / len(uploads), text=f"Analysed {number} of {len(uploads)}")
+    progress.empty()
+    st.session_state["batch_cache"] = current  # only this batch stays in memory
+    return items
+
+
+def note(item: BatchItem) -> str:
+    if item.analysis is None:
+        return "cannot be used"
+    if item.analysis.flagged_ood:
+        return "not a dermatoscopic image: do not rely on the result"
+    if item.analysis.prediction.unsure:
+        return "unsure: needs clinician assessment"
+    return ""
+
+
+def results_table(items: list[BatchItem], ood_enabled: bool) -> pd.DataFrame:
+    """One row per file (bad files included, with their error)."""
+    rows = []
+    for item in items:
+        a = item.analysis
+        p = a.prediction if a is not None else None
+        rows.append({
+            "#": item.number,
+            "File": item.name,
+            "Status": "ok" if a is not None else f"error: {item.error}",
+            "Top class": p.top_code if p else None,
+            "Diagnosis": by_code(p.top_code).name.split(" (")[0] if p else None,
+            "Probability": p.top_probability if p else None,
+            "Malignant (mel+bcc+akiec)": p.malignant_probability if p else None,
+            "Not dermatoscopic": (a.flagged_ood if ood_enabled else None) if a is not None else None,
+            "Unsure": p.unsure if p else None,
+            "Note": note(item),
+        })
+    return pd.DataFrame(rows)
+
+
+def table_ui(table: pd.DataFrame) -> None:
+    percent = st.column_config.NumberColumn(format="percent")
+    st.dataframe(table, hide_index=True, key="batch_table", column_config={
+        "Probability": percent, "Malignant (mel+bcc+akiec)": percent,
+        "Not dermatoscopic": st.column_config.CheckboxColumn(help="Flagged by the out-of-distribution check"),
+        "Unsure": st.column_config.CheckboxColumn(help="Top probability below the model's unsure threshold"),
+    })
+    st.download_button("Download the table (CSV)", table.to_csv(index=False).encode("utf-8"), file_name=CSV_NAME,
+                       mime="text/csv", key="batch_csv", on_click="ignore", icon=":material/download:")
+    st.caption("Click a column header to sort. Probabilities are calibrated; 'Malignant' is the sum of the "
+               "melanoma, basal cell carcinoma and actinic keratosis / Bowen's probabilities.")
+
+
+def gradcam_ui(service: ClassifierService, items: list[BatchItem]) -> None:
+    usable = {item.label: item for item in items if item.analysis is not None}
+    if not usable:
+        return
+    st.subheader("Where the model looked")
+    choice = st.selectbox("Show the Grad-CAM overlay of", list(usable), key="batch_cam_file")
+    analysis = usable[choice].analysis
+    code = analysis.prediction.top_code
+    if analysis.flagged_ood:
+        st.warning("This image does not look like a dermatoscopic image; its heatmap is not meaningful.",
+                   icon="⚠️")
+    with st.spinner("Computing Grad-CAM…"):
+        explanation = service.explain(analysis, code, "gradcam")
+    view_col, overlay_col = st.columns(2)
+    view_col.image(explanation.view, caption=f"{analysis.name}: what the model saw", width="stretch",
+                   output_format="JPEG")
+    overlay_col.image(explanation.overlay(OVERLAY_ALPHA), width="stretch", output_format="JPEG",
+                      caption=f"{METHODS['gradcam']} overlay for {code} ({analysis.prediction.top_probability:.0%})")
+    st.caption("Blue = low attention, red = high attention. Use the Classify page for other classes, "
+               "Grad-CAM++ and the case report.")
+
+
+def batch_page() -> None:
+    st.title("Classify several images")
+    try:
+        service = load_service(str(weights_dir()))
+    except ModelIntegrityError as exc:
+        st.error(f"**The model cannot be loaded.** {exc}", icon="🚫")
+        return
+    except Exception as exc:
+        log.exception("Model loading failed")
+        st.error(f"**The model cannot be loaded** from `{weights_dir()}`: {type(exc).__name__}: {exc}", icon="🚫")
+        return
+    uploads = st.file_uploader(
+        f"Dermatoscopic images ({SUPPORTED_DESCRIPTION}, up to {MAX_FILE_BYTES // 2**20} MB each, "
+        f"at most {MAX_FILES} files)", type=UPLOAD_TYPES, accept_multiple_files=True, key="batch_upload")
+    tta = st.toggle("Test-time augmentation (average 8 flips/rotations; ~8x slower)", key="batch_tta")
+    if not service.ood_enabled:
+        st.caption(f"Dermatoscopic-image check: off ({service.ood_status}).")
+    if not uploads:
+        st.info("Upload one or more images to start.")
+        return
+    if len(uploads) > MAX_FILES:
+        st.warning(f"{len(uploads)} files were uploaded; only the first {MAX_FILES} are analysed.")
+        uploads = uploads[:MAX_FILES]
+    items = analyse_all(service, uploads, tta)
+    failed = [item for item in items if item.analysis is None]
+    if failed:
+        st.error(f"**{len(failed)} of {len(items)} file(s) could not be used:**\n\n"
+                 + "\n".join(f"- **{item.name}**: {item.error}" for item in failed), icon="🚫")
+    flagged = [item.name for item in items if item.analysis is not None and item.analysis.flagged_ood]
+    if flagged:
+        st.warning(f"**{len(flagged)} image(s) do not look like dermatoscopic images** and their results "
+                   f"should not be relied on: {', '.join(flagged)}", icon="🛑")
+    table_ui(results_table(items, service.ood_enabled))
+    try:
+        gradcam_ui(service, items)
+    except Exception:
+        log.exception("Grad-CAM failed in the batch page")
+        st.error("The heatmap could not be computed for this image; the table above is unaffected.")
+
+
+batch_page()

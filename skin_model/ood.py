@@ -1,0 +1,342 @@
+"""Out-of-distribution gate: is this a dermatoscopic lesion photo like the ones the model was trained on?
+
+The model's ``head_pool`` output (MobileNetV2's pooled 1280-d features) is L2-normalised and projected
+with PCA (scikit-learn) to ``DEFAULT_COMPONENTS`` dimensions. An image's score is its Mahalanobis distance
+to the training images inside that subspace (Ledoit-Wolf shrunk covariance) plus its distance from the
+subspace (PCA reconstruction error), each divided by its median on the training images. Both parts are
+needed, and so is the L2 normalisation (as in "Mahalanobis++", Mueller & Hein 2025): on the 224-px
+model of 2026-11-24 (2,000 training images), a 64-d PCA Mahalanobis distance on raw features passed
+every non-dermoscopic image of ``ood_images`` (they lie near the training mean inside the subspace), the
+reconstruction error alone rejected about half, and both on L2-normalised features with 128 components
+rejected all of them while passing 98.8% of 400 test images.
+The threshold is a high percentile of training scores, raised if needed so that a target share of
+validation images pass. The gate is stored beside the model as ``ood.npz`` with the sha256 of the model
+it was fitted for; a gate fitted for another model is ignored with a warning.
+
+    python -m skin_model.ood fit [--weights DIR] [--data-dir DIR] [--limit N]
+    python -m skin_model.ood measure [--weights DIR] [--data-dir DIR] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from skin_model.config import DEFAULT_DATA_DIR, DEFAULT_WEIGHTS_DIR
+
+log = logging.getLogger(__name__)
+
+OOD_FILE = "ood.npz"
+FEATURE_LAYER = "head_pool"
+SPLIT_FILE = "split.csv"
+EVALUATION_FILE = "evaluation_test.json"
+DEFAULT_COMPONENTS = 128
+DEFAULT_PERCENTILE = 99.5
+DEFAULT_TARGET_PASS = 0.98
+#: Goals of the issue: share of dermoscopic test images passed, share of non-dermoscopic images rejected.
+GOALS = {"dermoscopic_pass_rate": 0.98, "non_dermoscopic_reject_rate": 0.95}
+BATCH = 64
+
+
+class OodGateError(RuntimeError):
+    """The gate cannot be fitted or measured (no split file, too few images, ...); the message says why."""
+
+
+# ---------------------------------------------------------------------------------------------- features
+class FeatureExtractor:
+    """The model's pooled backbone features (``head_pool``) as a compiled, thread-safe function."""
+
+    def __init__(self, model) -> None:
+        import keras
+        import tensorflow as tf
+
+        features = keras.Model(model.inputs, model.get_layer(FEATURE_LAYER).output)
+        size = tuple(model.inputs[0].shape[1:])
+        spec = tf.TensorSpec((None, *size), tf.float32)
+        self._forward = tf.function(lambda x: features(x, training=False), input_signature=[spec])
+
+    def __call__(self, model_input: np.ndarray) -> np.ndarray:
+        """(N, 1280) float64 features for a preprocessed float32 batch (run in chunks of ``BATCH``)."""
+        chunks = [self._forward(model_input[i:i + BATCH].astype(np.float32)).numpy()
+                  for i in range(0, len(model_input), BATCH)]
+        return np.concatenate(chunks).astype(np.float64) if chunks else np.zeros((0, 0))
+
+
+# ---------------------------------------------------------------------------------------------- gate
+@dataclass(frozen=True)
+class OodResult:
+    """The gate's verdict for one image: its distance score and the threshold it was compared with."""
+
+    distance: float
+    threshold: float
+
+    @property
+    def flagged(self) -> bool:
+        """True when the image does not look like the training images (distance above the threshold)."""
+        return self.distance > self.threshold
+
+
+@dataclass(frozen=True)
+class OodGate:
+    """PCA subspace + Mahalanobis + residual scores and a threshold, for the model with ``model_sha256``."""
+
+    pca_mean: np.ndarray  # (D,) mean of the L2-normalised training features
+    pca_components: np.ndarray  # (K, D)
+    location: np.ndarray  # (K,) mean of the projected training features
+    precision: np.ndarray  # (K, K) inverse of the Ledoit-Wolf covariance
+    mahalanobis_scale: float  # median Mahalanobis distance of the training images
+    residual_scale: float  # median reconstruction error of the training images
+    threshold: float
+    model_sha256: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def parts(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(Mahalanobis distance inside the PCA subspace, distance from the subspace) per feature row."""
+        features = np.asarray(features, np.float64)
+        unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+        centred = unit - self.pca_mean
+        projected = centred @ self.pca_components.T
+        offset = projected - self.location
+        mahalanobis = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", offset, self.precision, offset), 0.0))
+        residual = np.linalg.norm(centred - projected @ self.pca_components, axis=1)
+        return mahalanobis, residual
+
+    def distances(self, features: np.ndarray) -> np.ndarray:
+        """The gate's score per feature row: both parts, each in units of its training median."""
+        mahalanobis, residual = self.parts(features)
+        return mahalanobis / self.mahalanobis_scale + residual / self.residual_scale
+
+    def check(self, features: np.ndarray) -> list[OodResult]:
+        return [OodResult(float(d), self.threshold) for d in self.distances(features)]
+
+    def save(self, path: Path) -> None:
+        """Write an ``.npz`` of plain arrays (no pickles); ``info`` travels as a JSON string."""
+        np.savez(path, pca_mean=self.pca_mean, pca_components=self.pca_components, location=self.location,
+                 precision=self.precision, mahalanobis_scale=np.float64(self.mahalanobis_scale),
+                 residual_scale=np.float64(self.residual_scale), threshold=np.float64(self.threshold),
+                 model_sha256=np.str_(self.model_sha256), info=np.str_(json.dumps(self.info)))
+        log.info("Saved the OOD gate to %s (threshold %.3f)", path, self.threshold)
+
+    @classmethod
+    def load(cls, path: Path) -> "OodGate":
+        with np.load(path, allow_pickle=False) as data:
+            return cls(pca_mean=data["pca_mean"], pca_components=data["pca_components"],
+                       location=data["location"], precision=data["precision"],
+                       mahalanobis_scale=float(data["mahalanobis_scale"]),
+                       residual_scale=float(data["residual_scale"]),
+                       threshold=float(data["threshold"]), model_sha256=str(data["model_sha256"]),
+                       info=json.loads(str(data["info"])))
+
+
+def fit_gate(train_features: np.ndarray, val_features: np.ndarray, model_sha256: str, *,
+             components: int = DEFAULT_COMPONENTS, percentile: float = DEFAULT_PERCENTILE,
+             target_pass: float = DEFAULT_TARGET_PASS) -> OodGate:
+    """Fit PCA + Ledoit-Wolf on L2-normalised training features; threshold = the ``percentile`` of training
+    scores, raised to the ``target_pass`` quantile of validation scores when that is higher."""
+    from sklearn.covariance import LedoitWolf
+    from sklearn.decomposition import PCA
+
+    n_train = len(train_features)
+    if n_train < 10 or len(val_features) < 1:
+        raise OodGateError(f"Too few images to fit the OOD gate ({n_train} train, {len(val_features)} val)")
+    k = min(components, n_train - 1, train_features.shape[1])
+    unit = train_features / np.maximum(np.linalg.norm(train_features, axis=1, keepdims=True), 1e-12)
+    pca = PCA(n_components=k, random_state=0).fit(unit)
+    covariance = LedoitWolf().fit(pca.transform(unit))
+    unscaled = OodGate(pca_mean=pca.mean_, pca_components=pca.components_, location=covariance.location_,
+                       precision=covariance.precision_, mahalanobis_scale=1.0, residual_scale=1.0,
+                       threshold=0.0, model_sha256=model_sha256)
+    mahalanobis, residual = unscaled.parts(train_features)
+    gate = replace(unscaled, mahalanobis_scale=float(np.median(mahalanobis)),
+                   residual_scale=float(np.median(residual)))
+    train_d, val_d = gate.distances(train_features), gate.distances(val_features)
+    from_train = float(np.percentile(train_d, percentile))
+    from_val = float(np.quantile(val_d, target_pass, method="higher"))
+    threshold = max(from_train, from_val)
+    info = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "feature_layer": FEATURE_LAYER,
+            "components": int(k), "explained_variance": float(pca.explained_variance_ratio_.sum()),
+            "shrinkage": float(covariance.shrinkage_), "percentile": percentile, "target_pass": target_pass,
+            "threshold_from_train": from_train, "threshold_from_val": from_val,
+            "n_train": int(n_train), "n_val": int(len(val_features)),
+            "train_pass_rate": float((train_d <= threshold).mean()),
+            "val_pass_rate": float((val_d <= threshold).mean())}
+    log.info("OOD gate: %d components, threshold %.3f (train p%.1f %.3f, val q%.3f %.3f), val pass %.1f%%",
+             k, threshold, percentile, from_train, target_pass, from_val, 100 * info["val_pass_rate"])
+    return replace(gate, threshold=threshold, info=info)
+
+
+def load_gate(weights_dir: Path, model_sha256: str) -> tuple[OodGate | None, str]:
+    """The gate stored with the model, or None and a short reason (missing, unreadable, stale)."""
+    path = Path(weights_dir) / OOD_FILE
+    if not path.is_file():
+        log.info("No %s in %s: the out-of-distribution gate is off", OOD_FILE, weights_dir)
+        return None, f"no {OOD_FILE} has been fitted for this model"
+    try:
+        gate = OodGate.load(path)
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("Ignoring unreadable OOD gate %s: %s", path, exc)
+        return None, f"{OOD_FILE} is unreadable"
+    if gate.model_sha256 != model_sha256:
+        log.warning("Ignoring stale OOD gate %s: fitted for model %s..., the model is %s...", path,
+                    gate.model_sha256[:12], model_sha256[:12])
+        return None, f"{OOD_FILE} was fitted for another model (refit it)"
+    return gate, "on"
+
+
+class OodScorer:
+    """A gate plus the feature extractor of its model: ``check`` a preprocessed batch (thread-safe)."""
+
+    def __init__(self, model, gate: OodGate) -> None:
+        self.gate = gate
+        self._features = FeatureExtractor(model)
+
+    def check(self, model_input: np.ndarray) -> list[OodResult]:
+        return self.gate.check(self._features(model_input))
+
+
+# ---------------------------------------------------------------------------------------------- data
+def split_paths(weights_dir: Path, data_dir: Path, split: str, limit: int | None = None,
+                seed: int = 0) -> list[Path]:
+    """Image files of one split of ``weights_dir/split.csv`` (a random ``limit`` of them if given)."""
+    from skin_model.dataset import find_image_files
+
+    split_csv = Path(weights_dir) / SPLIT_FILE
+    if not split_csv.is_file():
+        raise OodGateError(f"No {SPLIT_FILE} in {weights_dir}: the gate needs the model's training split")
+    ids = pd.read_csv(split_csv, usecols=["image_id", "split"]).query("split == @split")["image_id"].tolist()
+    if limit is not None and limit < len(ids):
+        ids = sorted(np.random.default_rng(seed).choice(ids, size=limit, replace=False).tolist())
+    files = find_image_files(Path(data_dir))
+    missing = [i for i in ids if i not in files]
+    if missing:
+        raise OodGateError(f"{len(missing)} {split} image(s) of {split_csv} have no file under {data_dir}: "
+                           f"{', '.join(missing[:5])}")
+    return [files[i] for i in ids]
+
+
+def features_of_files(extractor: FeatureExtractor, paths: list[Path], size: int, chunk: int = 512) -> np.ndarray:
+    """Features of image files through the serving preprocessing, loaded ``chunk`` files at a time."""
+    from skin_model.dataset import load_arrays
+    from skin_model.imaging import scale_pixels
+
+    parts = [extractor(scale_pixels(load_arrays(paths[i:i + chunk], size, progress=False).astype(np.float32)))
+             for i in range(0, len(paths), chunk)]
+    return np.concatenate(parts)
+
+
+def features_of_images(extractor: FeatureExtractor, images: list[Image.Image], size: int) -> np.ndarray:
+    """Features of decoded RGB images through the serving preprocessing."""
+    from skin_model.imaging import to_model_input
+
+    return extractor(to_model_input(list(images), size))
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def fit_command(weights_dir: Path, data_dir: Path, limit: int | None, components: int, percentile: float,
+                target_pass: float) -> OodGate:
+    """Fit the gate on the model's training split and save it as ``weights_dir/ood.npz``."""
+    from skin_model.inference import Predictor
+
+    predictor = Predictor.from_dir(weights_dir)
+    extractor = FeatureExtractor(predictor.model)
+    size = predictor.input_size
+    train = features_of_files(extractor, split_paths(weights_dir, data_dir, "train", limit), size)
+    val_limit = None if limit is None else max(20, limit // 4)
+    val = features_of_files(extractor, split_paths(weights_dir, data_dir, "val", val_limit), size)
+    gate = fit_gate(train, val, predictor.metadata.model_sha256, components=components,
+                    percentile=percentile, target_pass=target_pass)
+    gate.save(Path(weights_dir) / OOD_FILE)
+    return gate
+
+
+def measure_command(weights_dir: Path, data_dir: Path, limit: int | None) -> dict[str, Any]:
+    """Share of dermoscopic test images passed and of non-dermoscopic images rejected; written into
+    ``evaluation_test.json`` extras["ood"] when that file exists."""
+    from skin_model.inference import Predictor
+    from skin_model.ood_images import non_dermoscopic_images
+
+    predictor = Predictor.from_dir(weights_dir)
+    gate, status = load_gate(weights_dir, predictor.metadata.model_sha256)
+    if gate is None:
+        raise OodGateError(f"The OOD gate is off for {weights_dir}: {status}. Run `python -m skin_model.ood fit`")
+    extractor = FeatureExtractor(predictor.model)
+    size = predictor.input_size
+    others = non_dermoscopic_images()
+    other_d = gate.distances(features_of_images(extractor, [o.image for o in others], size))
+    test_paths = split_paths(weights_dir, data_dir, "test", limit)
+    test_passed = gate.distances(features_of_files(extractor, test_paths, size)) <= gate.threshold
+    rejected = other_d > gate.threshold
+    by_category: dict[str, dict[str, float | int]] = {}
+    for item, was_rejected in zip(others, rejected):
+        row = by_category.setdefault(item.category, {"n": 0, "rejected": 0})
+        row["n"] += 1
+        row["rejected"] += int(was_rejected)
+    figures = {
+        "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model_sha256": gate.model_sha256, "threshold": gate.threshold, "gate": gate.info,
+        "dermoscopic_pass_rate": float(test_passed.mean()), "n_dermoscopic": int(len(test_paths)),
+        "dermoscopic_split": "test" + ("" if limit is None else f" (random {len(test_paths)})"),
+        "non_dermoscopic_reject_rate": float(rejected.mean()), "n_non_dermoscopic": len(others),
+        "non_dermoscopic_by_category": {k: {**v, "reject_rate": v["rejected"] / v["n"]} for k, v in by_category.items()},
+        "non_dermoscopic_passed": [o.name for o, r in zip(others, rejected) if not r],
+        "non_dermoscopic_distances": {o.name: round(float(d), 3) for o, d in zip(others, other_d)},
+        "goals": GOALS,
+    }
+    evaluation = Path(weights_dir) / EVALUATION_FILE
+    if evaluation.is_file():
+        report = json.loads(evaluation.read_text())
+        report.setdefault("extras", {})["ood"] = figures
+        evaluation.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
+        log.info("Wrote the OOD figures into %s extras['ood']", evaluation)
+    else:
+        log.warning("No %s in %s: the OOD figures are only printed", EVALUATION_FILE, weights_dir)
+    return figures
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m skin_model.ood", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("fit", "fit the gate on the training split and save weights/ood.npz"),
+                            ("measure", "pass/reject rates on test and non-dermoscopic images")):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR, help="model bundle folder")
+        sub.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="HAM10000 folder")
+        sub.add_argument("--limit", type=int, default=None, help="use a random N images (quick runs)")
+        if name == "fit":
+            sub.add_argument("--components", type=int, default=DEFAULT_COMPONENTS)
+            sub.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE)
+            sub.add_argument("--target-pass", type=float, default=DEFAULT_TARGET_PASS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        if args.command == "fit":
+            gate = fit_command(args.weights, args.data_dir, args.limit, args.components, args.percentile,
+                               args.target_pass)
+            print(json.dumps({"threshold": gate.threshold, **gate.info}, indent=1))
+        else:
+            figures = measure_command(args.weights, args.data_dir, args.limit)
+            print(json.dumps({k: v for k, v in figures.items() if k != "gate"}, indent=1))
+    except OodGateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Test-time augmentation: average the calibrated prediction over the 8 dihedral views of each image.
+
+Dermoscopic images have no canonical orientation (training already augments with flips and 90-degree
+rotations), so the four rotations of the image and of its mirror image are equally valid views. Each
+view is predicted through the predictor's own path (centre crop, resize, temperature scaling) and the
+calibrated probabilities are averaged, so the result is again a probability distribution.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+from PIL import Image
+
+#: The dihedral group D4 as Pillow transposes: identity, 3 rotations, and the same after a mirror flip.
+DIHEDRAL_VIEWS: tuple[tuple[Image.Transpose, ...], ...] = (
+    (),
+    (Image.Transpose.ROTATE_90,),
+    (Image.Transpose.ROTATE_180,),
+    (Image.Transpose.ROTATE_270,),
+    (Image.Transpose.FLIP_LEFT_RIGHT,),
+    (Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.ROTATE_90),
+    (Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.ROTATE_180),
+    (Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.ROTATE_270),
+)
+
+
+class ProbabilityPredictor(Protocol):
+    """Anything with ``inference.Predictor``'s batch method: RGB images -> calibrated (N, 7) probabilities."""
+
+    def predict_probabilities(self, images: list[Image.Image]) -> np.ndarray: ...
+
+
+def dihedral_views(image: Image.Image) -> list[Image.Image]:
+    """The 8 flips/rotations of ``image`` (the first is the image itself)."""
+    views = []
+    for steps in DIHEDRAL_VIEWS:
+        view = image
+        for step in steps:
+            view = view.transpose(step)
+        views.append(view)
+    return views
+
+
+def predict_probabilities_tta(predictor: ProbabilityPredictor, images: Sequence[Image.Image],
+                              batch_images: int = 8) -> np.ndarray:
+    """Calibrated (N, 7) probabilities averaged over the 8 dihedral views of each image.
+
+    ``batch_images`` images (x 8 views) go through the model per call, to bound memory.
+    """
+    n_views = len(DIHEDRAL_VIEWS)
+    parts = []
+    for start in range(0, len(images), batch_images):
+        chunk = images[start:start + batch_images]
+        views = [view for image in chunk for view in dihedral_views(image)]
+        probs = np.asarray(predictor.predict_probabilities(views), dtype=np.float64)
+        parts.append(probs.reshape(len(chunk), n_views, -1).mean(axis=1))
+    return np.concatenate(parts) if parts else np.zeros((0, 0))

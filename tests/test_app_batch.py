@@ -1,0 +1,144 @@
+"""The Batch page driven headlessly with Streamlit's AppTest (tiny bundle, with and without an OOD gate)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from skin_model import ood
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+BATCH_PAGE = "pages/batch.py"
+TIMEOUT = 180  # seconds: TensorFlow import, model load and several predictions on a busy 2-core machine
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def gated_bundle(tiny_bundle: Path, ham_dir: Path, tmp_path_factory) -> Path:
+    """The tiny bundle plus an OOD gate fitted on the HAM10000 originals that are not used below."""
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path_factory.mktemp("batch") / "bundle"))
+    meta = pd.read_csv(ham_dir / "HAM10000_metadata.csv")
+    originals = sorted(p.stem for p in (ham_dir / "images_600x450").glob("*.jpg"))
+    frame = meta[meta["image_id"].isin(originals)].copy()
+    lesion_order = {lesion: i for i, lesion in enumerate(frame["lesion_id"].drop_duplicates())}
+    frame["split"] = ["test" if lesion_order[l] < 20 else "val" if lesion_order[l] < 50 else "train"
+                      for l in frame["lesion_id"]]
+    frame.to_csv(bundle / ood.SPLIT_FILE, index=False)
+    ood.fit_command(bundle, ham_dir, limit=60, components=32, percentile=99.5, target_pass=0.98)
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def lesion_files(gated_bundle: Path, ham_dir: Path) -> list[Path]:
+    """Two test-split originals (not used to fit the gate)."""
+    split = pd.read_csv(gated_bundle / ood.SPLIT_FILE)
+    ids = split.loc[split["split"] == "test", "image_id"].tolist()[:2]
+    return [ham_dir / "images_600x450" / f"{i}.jpg" for i in ids]
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> bytes:
+    import skimage.data
+
+    return png_bytes(Image.fromarray(skimage.data.astronaut()))
+
+
+def open_batch_page(monkeypatch, bundle: Path) -> AppTest:
+    monkeypatch.setenv("SKIN_WEIGHTS_DIR", str(bundle))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page(BATCH_PAGE).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def upload_all(at: AppTest, files: list[tuple[str, bytes, str]]) -> AppTest:
+    at.file_uploader(key="batch_upload").set_value(files).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def result_table(at: AppTest) -> pd.DataFrame:
+    assert len(at.dataframe) == 1
+    return at.dataframe[0].value
+
+
+def test_one_row_per_file_and_bad_files_named(monkeypatch, gated_bundle, lesion_files, astronaut):
+    from skin_model.service import ClassifierService
+
+    files = [(lesion_files[0].name, lesion_files[0].read_bytes(), "image/jpeg"),
+             ("scan_of_letter.jpg", b"%PDF-1.4 not an image", "image/jpeg"),
+             ("astronaut.png", astronaut, "image/png"),
+             ("empty.png", b"", "image/png"),
+             (lesion_files[1].name, lesion_files[1].read_bytes(), "image/jpeg")]
+    at = upload_all(open_batch_page(monkeypatch, gated_bundle), files)
+    table = result_table(at)
+    assert table["File"].tolist() == [name for name, _, _ in files]
+    rows = table.set_index("File")
+    for bad in ("scan_of_letter.jpg", "empty.png"):
+        assert rows.loc[bad, "Status"].startswith("error:"), bad
+        assert pd.isna(rows.loc[bad, "Probability"])
+    assert "not a recognised image" in rows.loc["scan_of_letter.jpg", "Status"]
+    assert "empty" in rows.loc["empty.png", "Status"]
+    errors = " ".join(e.value for e in at.error)
+    assert "scan_of_letter.jpg" in errors and "empty.png" in errors and "2 of 5" in errors
+    # Good files: the page shows what the library computes, and the astronaut is flagged.
+    service = ClassifierService.from_dir(gated_bundle)
+    for path in lesion_files:
+        expected = service.analyse(path.read_bytes(), name=path.name)
+        row = rows.loc[path.name]
+        assert row["Status"] == "ok" and row["Top class"] == expected.prediction.top_code
+        assert float(row["Probability"]) == pytest.approx(expected.prediction.top_probability, abs=1e-5)
+        assert float(row["Malignant (mel+bcc+akiec)"]) == pytest.approx(expected.prediction.malignant_probability,
+                                                                        abs=1e-5)
+        assert bool(row["Unsure"]) is expected.prediction.unsure
+        assert bool(row["Not dermatoscopic"]) is expected.flagged_ood
+    assert bool(rows.loc["astronaut.png", "Not dermatoscopic"]) is True
+    assert any("astronaut.png" in w.value and "dermatoscopic" in w.value for w in at.warning)
+    assert [b.label for b in at.download_button] == ["Download the table (CSV)"]
+
+
+def test_gradcam_of_a_chosen_row(monkeypatch, gated_bundle, lesion_files):
+    files = [(p.name, p.read_bytes(), "image/jpeg") for p in lesion_files] + [("bad.png", b"xx", "image/png")]
+    at = upload_all(open_batch_page(monkeypatch, gated_bundle), files)
+    picker = at.selectbox(key="batch_cam_file")
+    assert picker.options == [f"1. {lesion_files[0].name}", f"2. {lesion_files[1].name}"], "bad files excluded"
+    picker.set_value(f"2. {lesion_files[1].name}").run()
+    assert not at.exception
+    captions = [c for img in at.get("image") for c in img.captions]
+    assert any(lesion_files[1].name in (c or "") for c in captions)
+    row = result_table(at).set_index("File").loc[lesion_files[1].name]
+    assert [c for c in captions if (c or "").startswith("Grad-CAM overlay")] == \
+        [f"Grad-CAM overlay for {row['Top class']} ({float(row['Probability']):.0%})"]
+
+
+def test_without_a_gate_the_flag_column_is_empty(monkeypatch, tiny_bundle, lesion_files):
+    at = upload_all(open_batch_page(monkeypatch, tiny_bundle),
+                    [(lesion_files[0].name, lesion_files[0].read_bytes(), "image/jpeg")])
+    table = result_table(at)
+    assert len(table) == 1 and table["Not dermatoscopic"].isna().all()
+    assert any("check: off" in c.value for c in at.caption)
+
+
+def test_tta_toggle_changes_the_probabilities_to_the_averaged_views(monkeypatch, tiny_bundle, lesion_files):
+    from skin_model.imaging import load_image
+    from skin_model.inference import Predictor
+    from skin_model.tta import predict_probabilities_tta
+
+    path = lesion_files[0]
+    at = upload_all(open_batch_page(monkeypatch, tiny_bundle), [(path.name, path.read_bytes(), "image/jpeg")])
+    at.toggle(key="batch_tta").set_value(True).run()
+    assert not at.exception
+    expected = predict_probabilities_tta(Predictor.from_dir(tiny_bundle), [load_image(path)])[0]
+    assert float(result_table(at)["Probability"].iloc[0]) == pytest.approx(expected.max(), abs=1e-5)
+

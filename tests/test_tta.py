@@ -1,0 +1,74 @@
+"""Test-time augmentation over the 8 dihedral views, with the tiny bundle's predictor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from skin_model.tta import dihedral_views, predict_probabilities_tta
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_bundle: Path):
+    from skin_model.inference import Predictor
+
+    return Predictor.from_dir(tiny_bundle)
+
+
+@pytest.fixture(scope="module")
+def lesion(real_image_path: Path) -> Image.Image:
+    from skin_model.imaging import load_image
+
+    return load_image(real_image_path)
+
+
+def random_square(size: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def numpy_dihedral(array: np.ndarray) -> list[np.ndarray]:
+    return [np.rot90(a, k) for a in (array, array[:, ::-1]) for k in range(4)]
+
+
+def test_views_are_the_eight_distinct_flips_and_rotations():
+    array = random_square(16)
+    views = [np.asarray(v) for v in dihedral_views(Image.fromarray(array))]
+    assert np.array_equal(views[0], array), "the first view is the image itself"
+    as_bytes = {v.tobytes() for v in views}
+    assert len(as_bytes) == 8
+    assert as_bytes == {v.tobytes() for v in numpy_dihedral(array)}
+
+
+def test_tta_is_a_distribution_and_the_mean_of_the_views(predictor, lesion):
+    images = [lesion, Image.fromarray(random_square(120, seed=1))]
+    probs = predict_probabilities_tta(predictor, images)
+    assert probs.shape == (2, 7)
+    assert (probs >= 0).all()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    by_hand = predictor.predict_probabilities(dihedral_views(lesion)).mean(axis=0)
+    np.testing.assert_allclose(probs[0], by_hand, atol=1e-6)
+    assert not np.allclose(probs[0], predictor.predict_probabilities([lesion])[0], atol=1e-4), \
+        "an asymmetric image gives different views, so TTA differs from a single view"
+
+
+def test_symmetric_input_gives_the_plain_prediction(predictor):
+    views = numpy_dihedral(random_square(predictor.input_size, seed=2).astype(np.float64))
+    symmetric = Image.fromarray(np.round(np.mean(views, axis=0)).astype(np.uint8))
+    assert len({np.asarray(v).tobytes() for v in dihedral_views(symmetric)}) == 1, "the input is D4-invariant"
+    plain = predictor.predict_probabilities([symmetric])[0]
+    np.testing.assert_allclose(predict_probabilities_tta(predictor, [symmetric])[0], plain, atol=1e-6)
+
+
+def test_tta_does_not_depend_on_the_orientation_of_the_upload(predictor, lesion):
+    reference = predict_probabilities_tta(predictor, [lesion])[0]
+    for turned in (lesion.transpose(Image.Transpose.ROTATE_90), lesion.transpose(Image.Transpose.FLIP_TOP_BOTTOM)):
+        np.testing.assert_allclose(predict_probabilities_tta(predictor, [turned])[0], reference, atol=2e-4)
+
+
+def test_chunking_does_not_change_the_result(predictor, lesion):
+    images = [lesion, Image.fromarray(random_square(100, 3)), Image.fromarray(random_square(90, 4))]
+    np.testing.assert_allclose(predict_probabilities_tta(predictor, images, batch_images=2),
+                               predict_probabilities_tta(predictor, images, batch_images=8), atol=1e-6)
