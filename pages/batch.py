@@ -13,14 +13,14 @@ import streamlit as st
 
 from skin_model import config
 from skin_model.explain import METHODS
-from skin_model.imaging import MAX_FILE_BYTES, SUPPORTED_DESCRIPTION, InvalidImageError
+from skin_model.imaging import FILE_SUFFIXES, MAX_FILE_BYTES, SUPPORTED_DESCRIPTION, InvalidImageError
 from skin_model.labels import by_code
 from skin_model.model import ModelIntegrityError
 from skin_model.service import Analysis, ClassifierService, shared_service
 
 log = logging.getLogger(__name__)
 
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"]
+UPLOAD_TYPES = [suffix.lstrip(".") for suffix in FILE_SUFFIXES]
 #: Most files analysed per batch (each keeps its decoded image in the session's memory).
 MAX_FILES = 50
 CSV_NAME = "skin_lesion_batch.csv"

@@ -17,7 +17,7 @@ from skin_model import config
 from skin_model.case_report import CaseReport, file_stem, render_pdf, render_png
 from skin_model.charts import probability_bar_chart
 from skin_model.explain import METHODS, colorize
-from skin_model.imaging import MAX_FILE_BYTES, SUPPORTED_DESCRIPTION, InvalidImageError
+from skin_model.imaging import FILE_SUFFIXES, MAX_FILE_BYTES, SUPPORTED_DESCRIPTION, InvalidImageError
 from skin_model.labels import CLASSES, CODES, MALIGNANT_CODES, by_code
 from skin_model.model import ModelIntegrityError
 from skin_model.service import Analysis, ClassifierService, Explanation, shared_service
@@ -25,8 +25,7 @@ from skin_model.service import Analysis, ClassifierService, Explanation, shared_
 log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------- constants
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"]
-SAMPLE_SUFFIXES = {f".{t}" for t in UPLOAD_TYPES}
+UPLOAD_TYPES = [suffix.lstrip(".") for suffix in FILE_SUFFIXES]
 NO_SAMPLE = "— none —"
 DEFAULT_OPACITY = 0.4
 LEGEND_WIDTH, LEGEND_HEIGHT = 320, 14
@@ -57,7 +56,7 @@ def list_samples(folder: str) -> list[str]:
     path = Path(folder)
     if not path.is_dir():
         return []
-    return sorted(p.name for p in path.iterdir() if p.suffix.lower() in SAMPLE_SUFFIXES)
+    return sorted(p.name for p in path.iterdir() if p.suffix.lower() in FILE_SUFFIXES)
 
 
 @st.cache_data(show_spinner=False)

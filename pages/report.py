@@ -1,5 +1,6 @@
-"""Evaluation report: plots the evaluation JSON written by train.py and `python -m skin_model.evaluate`,
-the training curves and the data-split audit. Nothing is retrained or re-predicted here."""
+"""Evaluation report: plots the evaluation JSON written by train.py and `python -m skin_model.evaluate`
+(including the refer-or-abstain curve and the out-of-distribution gate's rates), the test-time augmentation
+benchmark, the training curves and the data-split audit. Nothing is retrained or re-predicted here."""
 
 from __future__ import annotations
 
@@ -11,15 +12,21 @@ import streamlit as st
 
 from skin_model import config
 from skin_model.metrics import EvaluationReport
+from skin_model.model import METADATA_FILE
 from skin_model.published import IMAGE_SPLIT_NOTE, REFERENCES
-from skin_model.report_charts import (confusion_heatmap, pr_chart, reliability_chart, roc_chart,
+from skin_model.report_charts import (confusion_heatmap, coverage_chart, pr_chart, reliability_chart, roc_chart,
                                       training_curve_chart)
-from skin_model.report_data import (CURVE_METRICS, HISTORY_FILE, SPLIT_FILE, TRAINING_REPORTS, ReportError,
-                                    SplitAudit, comparison_frame, confusion_frames, dataset_description, headlines,
-                                    list_evaluation_files, load_report, localisation_summary, per_class_frame,
-                                    reports_dir, split_audit, training_curves)
+from skin_model.report_data import (CURVE_METRICS, HISTORY_FILE, NON_DERMOSCOPIC_SET,
+                                    OOD_FIT_COMMAND, OOD_MEASURE_COMMAND, SAFETY_COMMAND, SPLIT_FILE,
+                                    TRAINING_REPORTS, ReportError, SplitAudit, TtaSummary, UnsureThreshold,
+                                    comparison_frame, confusion_frames, coverage_frame, dataset_description,
+                                    headlines, list_evaluation_files, load_report, localisation_summary,
+                                    ood_category_frame, ood_summary, operating_point, per_class_frame, reports_dir,
+                                    safety_results_path, split_audit, training_curves, tta_frame, tta_summary,
+                                    unsure_rule, unsure_threshold)
 
 RATE = st.column_config.NumberColumn(format="%.3f")
+PERCENT = st.column_config.NumberColumn(format="percent")
 LOCALISATION_COMMAND = "python -m skin_model.localisation --split test"
 
 
@@ -42,6 +49,16 @@ def cached_report(path: str, mtime: float) -> EvaluationReport:
 @st.cache_data(show_spinner=False, max_entries=8)
 def cached_split_audit(path: str, mtime: float) -> SplitAudit:
     return split_audit(Path(path))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def cached_unsure_threshold(path: str, mtime: float) -> UnsureThreshold:
+    return unsure_threshold(Path(path))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def cached_tta_summary(path: str, mtime: float) -> TtaSummary:
+    return tta_summary(Path(path))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -95,6 +112,120 @@ def reliability_ui(report: EvaluationReport) -> None:
     st.plotly_chart(reliability_chart(report), key="reliability_chart")
     st.caption("Each point is a confidence bin: a calibrated model's points lie on the diagonal (when it says "
                "70%, it is right 70% of the time). The temperature is fitted on the validation split.")
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def refer_ui(report: EvaluationReport, path: Path, weights: Path) -> None:
+    st.subheader("Refer or abstain")
+    st.caption("When the model's top probability is below its \"unsure\" threshold, the app shows the case as "
+               "unsure and asks for a clinician's assessment. Referring more cases leaves the model the cases it "
+               "is surer of: the curve shows how well it does on the cases it keeps as the threshold rises.")
+    try:
+        frame = coverage_frame(report, path)
+    except ReportError as exc:
+        st.error(f"**The coverage curve cannot be shown.** {exc}", icon="🚫")
+        return
+    metadata = weights / METADATA_FILE
+    try:
+        threshold = cached_unsure_threshold(str(metadata), modified_time(metadata))
+    except ReportError as exc:
+        st.warning(f"**The app's unsure threshold cannot be marked.** {exc}", icon="⚠️")
+        st.plotly_chart(coverage_chart(frame, None), key="coverage_chart")
+        return
+    try:
+        point = operating_point(report, threshold.value, path)
+        missing = "this evaluation file stores no per-image probabilities"
+    except ReportError as exc:
+        point, missing = None, str(exc)
+    st.plotly_chart(coverage_chart(frame, point), key="coverage_chart")
+    columns = st.columns(4)
+    columns[0].metric("Unsure threshold", f"{threshold.value:.2f}",
+                      help=f"ModelMetadata.unsure_threshold in `{threshold.source}`")
+    if point is not None:
+        columns[1].metric("Referred as unsure", percent(point.referred))
+        columns[2].metric("Kept cases: balanced accuracy", percent(point.balanced_accuracy))
+        columns[3].metric("Kept cases: accuracy", percent(point.accuracy))
+    else:
+        columns[1].caption(f"The threshold's point on this data cannot be computed ({missing}); the curve "
+                           "shows only the thresholds stored in the report.")
+    st.markdown(f"The app's threshold ({threshold.value:.2f}, model {threshold.model_version}) was chosen on "
+                f"the validation split by `choose_unsure_threshold`: {unsure_rule()}.")
+    if report.dataset.get("split") == "val":
+        st.caption("This report is the validation split the threshold was chosen on, so its figures at the "
+                   "threshold are optimistic.")
+    version = report.model.get("version")
+    if version and version != threshold.model_version:
+        st.warning(f"The threshold belongs to the served model {threshold.model_version}; this report is for "
+                   f"model {version}.", icon="⚠️")
+
+
+def ood_ui(report: EvaluationReport, path: Path) -> None:
+    st.subheader("Out-of-distribution gate")
+    st.caption("Before showing a diagnosis, the app checks that an upload resembles the dermatoscopic training "
+               "images (the distance of its features to theirs); a flagged image gets a warning and its output "
+               "is hidden unless asked for. The gate should pass dermoscopic images and flag everything else.")
+    summary = ood_summary(report, path)
+    if summary is None:
+        st.info(f"No out-of-distribution figures stored in {path.name}. Compute them once (not at page load): "
+                f"`{OOD_FIT_COMMAND}` fits the gate on the training split, then `{OOD_MEASURE_COMMAND}` writes "
+                "the pass and reject rates into evaluation_test.json.")
+        return
+
+    def goal(target: float, met: bool) -> str:
+        return f"Goal ≥ {target:.0%}: **{'met' if met else 'not met'}**"
+
+    columns = st.columns(3)
+    columns[0].metric("Dermoscopic images passed", percent(summary.dermoscopic_pass_rate),
+                      help=f"Share of {summary.n_dermoscopic:,} HAM10000 {summary.dermoscopic_split} images "
+                           "the gate lets through.")
+    columns[0].caption(goal(summary.pass_goal, summary.meets_pass_goal)
+                       + f" · {summary.n_dermoscopic:,} {summary.dermoscopic_split} images")
+    columns[1].metric("Non-dermoscopic images rejected", percent(summary.non_dermoscopic_reject_rate),
+                      help="Share of the non-dermoscopic set the gate flags.")
+    columns[1].caption(goal(summary.reject_goal, summary.meets_reject_goal)
+                       + f" · {summary.n_non_dermoscopic:,} images")
+    columns[2].metric("Gate threshold", f"{summary.threshold:.3f}",
+                      help="Images whose distance score is above it are flagged.")
+    gate = summary.gate
+    if gate.get("components") is not None:
+        columns[2].caption(f"{gate['components']} PCA components, {gate.get('feature_layer', 'pooled')} features"
+                           + (f", {gate['val_pass_rate']:.1%} of validation images pass"
+                              if isinstance(gate.get("val_pass_rate"), (int, float)) else ""))
+    if summary.categories:
+        st.dataframe(ood_category_frame(summary), hide_index=True, key="ood_categories",
+                     column_config={"Reject rate": PERCENT})
+    st.markdown(f"**Non-dermoscopic set** ({summary.n_non_dermoscopic:,} images): {NON_DERMOSCOPIC_SET}.")
+    passed = ", ".join(summary.passed_names) if summary.passed_names else "none"
+    st.caption(f"Measured {summary.measured}. Non-dermoscopic images the gate let through: {passed}.")
+
+
+def tta_ui(report: EvaluationReport) -> None:
+    st.subheader("Test-time augmentation")
+    st.caption("Test-time augmentation (TTA, an option on the Classify page) averages the prediction over the 8 "
+               "flips and 90° rotations of the image, since a dermoscopic image has no natural orientation; it "
+               "runs the model 8 times per image.")
+    path = safety_results_path()
+    try:
+        summary = cached_tta_summary(str(path), modified_time(path))
+    except ReportError as exc:
+        if not path.exists():
+            st.info(f"No test-time augmentation benchmark found (`{path}`). Produce it with `{SAFETY_COMMAND}` "
+                    "(several minutes on 2 cores; `--val-limit N` for a quick check).")
+        else:
+            st.warning(f"**The TTA benchmark cannot be shown.** {exc}. Re-create it with `{SAFETY_COMMAND}`.",
+                       icon="⚠️")
+        return
+    st.dataframe(tta_frame(summary), hide_index=True, key="tta_table")
+    st.caption(f"From `{path.name}`, measured {summary.measured} on {summary.n_val:,} images of the "
+               f"{summary.split} split (not this report's images), model {summary.model_version or 'not recorded'}"
+               f"; latency is the median time for one image on {summary.machine}.")
+    version = report.model.get("version")
+    if summary.model_version and version and summary.model_version != version:
+        st.warning(f"The benchmark was measured for model {summary.model_version}; this report is for model "
+                   f"{version}.", icon="⚠️")
 
 
 def localisation_ui(report: EvaluationReport, path: Path) -> None:
@@ -191,6 +322,12 @@ def evaluation_ui(weights: Path) -> None:
     confusion_ui(report)
     curves_ui(report)
     reliability_ui(report)
+    refer_ui(report, chosen.path, weights)
+    try:
+        ood_ui(report, chosen.path)
+    except ReportError as exc:
+        st.error(f"**The out-of-distribution figures cannot be shown.** {exc}", icon="🚫")
+    tta_ui(report)
     try:
         localisation_ui(report, chosen.path)
     except ReportError as exc:

@@ -1,5 +1,6 @@
 """Plotly figures for the evaluation report page (no Streamlit here): confusion matrix, ROC and
-precision-recall curves, reliability diagram and training curves, all drawn from stored numbers."""
+precision-recall curves, reliability diagram, refer-or-abstain (coverage) curve and training curves, all
+drawn from stored numbers."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import plotly.graph_objects as go
 
 from skin_model.labels import CODES, by_code
 from skin_model.metrics import EvaluationReport
+from skin_model.report_data import OperatingPoint
 
 #: One colour per class, in CODES order (plotly's qualitative palette, readable on white).
 CLASS_COLOURS = dict(zip(CODES, px.colors.qualitative.D3))
@@ -92,6 +94,32 @@ def reliability_chart(report: EvaluationReport) -> go.Figure:
                              hoverinfo="skip"))
     fig.update_layout(title="Reliability diagram (marker size ~ images in the bin)")
     return _unit_axes(fig, "Mean confidence of the top prediction", "Accuracy")
+
+
+def coverage_chart(coverage: pd.DataFrame, point: OperatingPoint | None) -> go.Figure:
+    """Balanced accuracy and accuracy of the kept cases against the share referred, one point per confidence
+    threshold (``report_data.coverage_frame``); ``point`` (the app's "unsure" threshold) is marked."""
+    kept = coverage.dropna(subset=["accuracy"])
+    fig = go.Figure()
+    for column, name, colour in (("balanced_accuracy", "balanced accuracy of kept cases", "#2e86c1"),
+                                 ("accuracy", "accuracy of kept cases", "#7f8c8d")):
+        fig.add_trace(go.Scatter(
+            x=kept["referred"], y=kept[column], mode="lines+markers", name=name, line=dict(color=colour),
+            customdata=kept["threshold"],
+            hovertemplate="threshold %{customdata:.2f}<br>referred %{x:.1%}<br>" + name + " %{y:.1%}"
+                          "<extra></extra>"))
+    if point is not None and point.balanced_accuracy is not None:
+        fig.add_trace(go.Scatter(
+            x=[point.referred, point.referred], y=[point.balanced_accuracy, point.accuracy], mode="markers",
+            name=f"app's unsure threshold {point.threshold:.2f}", marker=dict(symbol="star", size=15,
+                                                                              color="#c0392b"),
+            hovertemplate=f"unsure threshold {point.threshold:.2f}<br>referred %{{x:.1%}}<br>%{{y:.1%}}"
+                          "<extra></extra>"))
+        fig.add_vline(x=point.referred, line=CHANCE_LINE)
+    fig.update_layout(title="Refer or abstain: kept cases vs share referred")
+    fig.update_yaxes(tickformat=".0%")
+    fig.update_xaxes(tickformat=".0%")
+    return _unit_axes(fig, "Share referred as unsure (1 − coverage)", "Score on the cases the model keeps")
 
 
 def training_curve_chart(curves: pd.DataFrame, metric: str) -> go.Figure:

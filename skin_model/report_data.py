@@ -1,12 +1,16 @@
 """Data behind the evaluation report page: loading and checking evaluation JSON, finding the available files,
-the data-split audit from ``split.csv`` and the training curves from ``history.json``.
+the data-split audit from ``split.csv``, the training curves from ``history.json``, and the safety figures:
+the refer-or-abstain (coverage) curve with the model's "unsure" threshold from ``metadata.json``, the
+out-of-distribution gate's rates (``extras["ood"]``) and the test-time augmentation benchmark
+(``benchmarks/results/safety.json``).
 
 Every loader raises :class:`ReportError` with a message that names the file and the problem, so the page
-can show it instead of crashing. Nothing here recomputes predictions: the numbers come from the files.
+can show it instead of crashing. No model is run here: the numbers come from the files.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -14,10 +18,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from skin_model.labels import CLASSES, CODES, NUM_CLASSES
-from skin_model.metrics import EvaluationReport
+from skin_model.config import PROJECT_ROOT
+from skin_model.labels import CLASSES, CODES, NUM_CLASSES, class_index
+from skin_model.metrics import EvaluationReport, choose_unsure_threshold, coverage_curve
+from skin_model.model import METADATA_FILE, ModelMetadata
+from skin_model.ood import GOALS as OOD_GOALS
 from skin_model.published import PUBLISHED_RESULTS, PublishedResult
 
 #: Files train.py writes into the weights folder, in the order the page offers them.
@@ -388,3 +396,299 @@ def training_curves(history_json: Path) -> pd.DataFrame:
     if not rows:
         raise ReportError(history_json, f"no per-epoch {', '.join(CURVE_METRICS)} values found")
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------- refer or abstain
+_UNSURE_DEFAULTS = inspect.signature(choose_unsure_threshold).parameters
+#: The defaults of ``choose_unsure_threshold``, which train.py uses to set ``ModelMetadata.unsure_threshold``.
+UNSURE_TARGET_ACCURACY = float(_UNSURE_DEFAULTS["target_accuracy"].default)
+UNSURE_MAX_REFERRED = float(_UNSURE_DEFAULTS["max_referred"].default)
+COVERAGE_COLUMNS = ("threshold", "coverage", "accuracy", "balanced_accuracy")
+
+
+def unsure_rule() -> str:
+    """How ``skin_model.metrics.choose_unsure_threshold`` (default arguments, as train.py calls it) picks
+    the threshold on the validation split, in one sentence."""
+    return (f"the lowest threshold (0.00 to 0.95 in steps of 0.01) at which the kept validation cases reach "
+            f"{UNSURE_TARGET_ACCURACY:.0%} accuracy (plain, not balanced) while at most "
+            f"{UNSURE_MAX_REFERRED:.0%} of the cases are referred; if no threshold does both, the highest one "
+            f"that refers at most {UNSURE_MAX_REFERRED:.0%}")
+
+
+@dataclass(frozen=True)
+class UnsureThreshold:
+    """The app's "unsure" threshold, read from the served model's ``metadata.json``."""
+
+    value: float
+    model_version: str
+    source: Path
+
+
+def unsure_threshold(metadata_json: Path) -> UnsureThreshold:
+    """``ModelMetadata.unsure_threshold`` and the model version; ReportError naming the problem otherwise."""
+    path = Path(metadata_json)
+    if not path.is_file():
+        raise ReportError(path, "the file does not exist (train.py writes it next to the model)")
+    try:
+        metadata = ModelMetadata.from_json(path)
+    except json.JSONDecodeError as exc:
+        raise ReportError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except TypeError as exc:
+        raise ReportError(path, f"its fields do not match the model metadata format ({exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportError(path, f"cannot be read ({exc})") from None
+    if not _is_rate(metadata.unsure_threshold):
+        raise ReportError(path, "'unsure_threshold' must be a number between 0 and 1, "
+                                f"found {metadata.unsure_threshold!r}")
+    return UnsureThreshold(float(metadata.unsure_threshold), str(metadata.version), path)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """What one confidence threshold does to a set of images: the share kept and the kept cases' accuracy."""
+
+    threshold: float
+    coverage: float  # share of images whose top probability reaches the threshold (kept)
+    accuracy: float | None  # None when no image is kept
+    balanced_accuracy: float | None
+
+    @property
+    def referred(self) -> float:
+        """Share of images below the threshold: shown as "unsure" and referred to a clinician."""
+        return 1.0 - self.coverage
+
+
+def coverage_frame(report: EvaluationReport, path: Path) -> pd.DataFrame:
+    """The report's coverage curve sorted by threshold: threshold, coverage (share kept), referred
+    (1 - coverage), accuracy and balanced_accuracy of the kept cases (NaN when none is kept)."""
+    rows = report.coverage
+    if not isinstance(rows, list) or not rows or not all(
+            isinstance(r, dict) and set(COVERAGE_COLUMNS) <= set(r) for r in rows):
+        raise ReportError(path, "'coverage' must be a non-empty list of rows with "
+                                f"{', '.join(COVERAGE_COLUMNS)}")
+    for i, row in enumerate(rows):
+        bad = [k for k in ("threshold", "coverage") if not _is_rate(row[k])]
+        bad += [k for k in ("accuracy", "balanced_accuracy") if row[k] is not None and not _is_rate(row[k])]
+        if bad:
+            raise ReportError(path, f"'coverage' row {i}: {', '.join(bad)} must be between 0 and 1")
+    frame = pd.DataFrame([{k: row[k] for k in COVERAGE_COLUMNS} for row in rows]).astype(float)
+    frame = frame.sort_values("threshold", kind="stable").reset_index(drop=True)
+    frame.insert(2, "referred", 1.0 - frame["coverage"])
+    return frame
+
+
+def operating_point(report: EvaluationReport, threshold: float, path: Path) -> OperatingPoint | None:
+    """Coverage and kept-case (balanced) accuracy at ``threshold``, computed with
+    ``skin_model.metrics.coverage_curve`` from the per-image probabilities stored in the report (no model is
+    run); None when the report stores no per-image predictions."""
+    if not report.predictions:
+        return None
+    try:
+        labels = np.array([class_index(p["label"]) for p in report.predictions])
+        probs = np.array([p["probs"] for p in report.predictions], dtype=float)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ReportError(path, "'predictions' must be rows with a class code 'label' and 'probs' "
+                                f"({type(exc).__name__}: {exc})") from None
+    if probs.ndim != 2 or probs.shape[1] != NUM_CLASSES:
+        raise ReportError(path, f"'predictions' probs must have {NUM_CLASSES} values per image")
+    (row,) = coverage_curve(labels, probs, np.array([threshold]))
+    return OperatingPoint(**row)
+
+
+# ---------------------------------------------------------------------------------------------- OOD gate
+OOD_FIT_COMMAND = "python -m skin_model.ood fit"
+OOD_MEASURE_COMMAND = "python -m skin_model.ood measure"
+#: How ``skin_model.ood_images.non_dermoscopic_images`` builds the set the gate must reject.
+NON_DERMOSCOPIC_SET = (
+    "generated in memory by `skin_model.ood_images`: photos, textures, graphics, documents and two other "
+    "medical images (retina, histology) that ship with scikit-image, plus drawn screenshots, documents, blank "
+    "frames, noise, colour gradients, plain skin-tone patches and imitations of a naked-eye close-up of a mole. "
+    "It contains no real clinical photos, so it does not show how the gate treats real non-dermoscopic "
+    "close-ups")
+
+
+@dataclass(frozen=True)
+class OodCategory:
+    """Non-dermoscopic images of one kind and how many of them the gate rejected."""
+
+    name: str
+    n: int
+    rejected: int
+
+    @property
+    def reject_rate(self) -> float:
+        return self.rejected / self.n
+
+
+@dataclass(frozen=True)
+class OodSummary:
+    """The OOD gate figures stored by ``python -m skin_model.ood measure`` in ``extras["ood"]``."""
+
+    dermoscopic_pass_rate: float
+    n_dermoscopic: int
+    dermoscopic_split: str
+    non_dermoscopic_reject_rate: float
+    n_non_dermoscopic: int
+    threshold: float
+    categories: tuple[OodCategory, ...]
+    passed_names: tuple[str, ...]  # non-dermoscopic images the gate let through
+    pass_goal: float
+    reject_goal: float
+    measured: str
+    gate: dict[str, Any]
+
+    @property
+    def meets_pass_goal(self) -> bool:
+        return self.dermoscopic_pass_rate >= self.pass_goal
+
+    @property
+    def meets_reject_goal(self) -> bool:
+        return self.non_dermoscopic_reject_rate >= self.reject_goal
+
+
+def ood_summary(report: EvaluationReport, path: Path) -> OodSummary | None:
+    """``extras["ood"]`` as a summary; None when absent; ReportError when incomplete or out of range."""
+    data = report.extras.get("ood")
+    if data is None:
+        return None
+    try:
+        goals = {**OOD_GOALS, **data.get("goals", {})}
+        summary = OodSummary(
+            dermoscopic_pass_rate=float(data["dermoscopic_pass_rate"]), n_dermoscopic=int(data["n_dermoscopic"]),
+            dermoscopic_split=str(data.get("dermoscopic_split", "test")),
+            non_dermoscopic_reject_rate=float(data["non_dermoscopic_reject_rate"]),
+            n_non_dermoscopic=int(data["n_non_dermoscopic"]), threshold=float(data["threshold"]),
+            categories=tuple(OodCategory(str(name), int(row["n"]), int(row["rejected"]))
+                             for name, row in data.get("non_dermoscopic_by_category", {}).items()),
+            passed_names=tuple(str(name) for name in data.get("non_dermoscopic_passed", [])),
+            pass_goal=float(goals["dermoscopic_pass_rate"]), reject_goal=float(goals["non_dermoscopic_reject_rate"]),
+            measured=str(data.get("measured", "date not recorded")), gate=dict(data.get("gate") or {}))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ReportError(path, f"extras.ood is incomplete or malformed ({type(exc).__name__}: {exc})") from None
+    rates = [summary.dermoscopic_pass_rate, summary.non_dermoscopic_reject_rate, summary.pass_goal,
+             summary.reject_goal]
+    if not all(_is_rate(v) for v in rates):
+        raise ReportError(path, "extras.ood pass/reject rates and goals must lie between 0 and 1")
+    if summary.n_dermoscopic < 1 or summary.n_non_dermoscopic < 1 or not math.isfinite(summary.threshold):
+        raise ReportError(path, "extras.ood needs positive image counts and a finite threshold")
+    if any(c.n < 1 or not 0 <= c.rejected <= c.n for c in summary.categories):
+        raise ReportError(path, "extras.ood.non_dermoscopic_by_category needs 0 <= rejected <= n and n >= 1")
+    return summary
+
+
+def ood_category_frame(summary: OodSummary) -> pd.DataFrame:
+    """One row per non-dermoscopic category: category, images, rejected, reject rate (lowest rate first)."""
+    frame = pd.DataFrame([{"Category": c.name.replace("_", " "), "Images": c.n, "Rejected": c.rejected,
+                           "Reject rate": c.reject_rate} for c in summary.categories],
+                         columns=["Category", "Images", "Rejected", "Reject rate"])
+    return frame.sort_values(["Reject rate", "Category"], kind="stable").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------- TTA benchmark
+#: Environment variable naming the safety benchmark's results (default benchmarks/results/safety.json).
+SAFETY_RESULTS_ENV = "SKIN_SAFETY_RESULTS"
+DEFAULT_SAFETY_RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "safety.json"
+SAFETY_COMMAND = "python benchmarks/safety_benchmark.py"
+_VIEWS = {"single_view": "Single view", "tta_8_views": "8-view TTA"}
+
+
+def safety_results_path() -> Path:
+    """``SKIN_SAFETY_RESULTS`` (read now) or the project's ``benchmarks/results/safety.json``."""
+    return Path(os.environ.get(SAFETY_RESULTS_ENV) or DEFAULT_SAFETY_RESULTS)
+
+
+@dataclass(frozen=True)
+class ViewFigures:
+    """Validation figures and per-image latency of one way of predicting (single view or TTA)."""
+
+    balanced_accuracy: float
+    accuracy: float
+    macro_auc: float | None  # None when a class is absent from the (limited) validation sample
+    ece: float
+    latency_p50_ms: float
+    latency_p95_ms: float | None
+
+
+@dataclass(frozen=True)
+class TtaSummary:
+    """The ``tta`` block of ``safety.json`` (``benchmarks/safety_benchmark.py``)."""
+
+    single_view: ViewFigures
+    tta: ViewFigures
+    n_val: int
+    split: str
+    measured: str
+    model_version: str | None
+    machine: str
+
+
+def tta_summary(safety_json: Path) -> TtaSummary:
+    """Read the ``tta`` block of the safety benchmark's JSON; ReportError naming the file and the problem
+    (missing, not JSON, no ``tta`` block, missing or out-of-range values)."""
+    path = Path(safety_json)
+    if not path.is_file():
+        raise ReportError(path, "the file does not exist")
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ReportError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportError(path, f"cannot be read ({exc})") from None
+    if not isinstance(results, dict) or not isinstance(results.get("tta"), dict):
+        raise ReportError(path, "no 'tta' block (expected the output of benchmarks/safety_benchmark.py)")
+    tta = results["tta"]
+    try:
+        views = {key: _view_figures(tta[key], tta["latency_ms"][key], key) for key in _VIEWS}
+        n_val = int(tta["n_val"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ReportError(path, f"the 'tta' block is incomplete or malformed ({type(exc).__name__}: {exc})") from None
+    if n_val < 1:
+        raise ReportError(path, f"'tta.n_val' must be a positive count, found {n_val}")
+    model = results.get("model") if isinstance(results.get("model"), dict) else {}
+    machine = results.get("machine") if isinstance(results.get("machine"), dict) else {}
+    machine_text = ", ".join(str(v) for v in (machine.get("platform"),
+                                              f"{machine['cpus']} CPUs" if machine.get("cpus") else None) if v)
+    return TtaSummary(single_view=views["single_view"], tta=views["tta_8_views"], n_val=n_val,
+                      split=str(tta.get("split", "val")), measured=str(results.get("measured", "date not recorded")),
+                      model_version=model.get("version"), machine=machine_text or "machine not recorded")
+
+
+def _view_figures(figures: dict[str, Any], latency: dict[str, Any], key: str) -> ViewFigures:
+    """One view's figures; ValueError naming the value that is missing or out of range."""
+    for name in ("balanced_accuracy", "accuracy", "ece"):
+        if not _is_rate(figures[name]):
+            raise ValueError(f"tta.{key}.{name} must be a number between 0 and 1, found {figures[name]!r}")
+    if figures.get("macro_auc") is not None and not _is_rate(figures["macro_auc"]):
+        raise ValueError(f"tta.{key}.macro_auc must be a number between 0 and 1 or null")
+    p50, p95 = latency["p50"], latency.get("p95")
+    if not isinstance(p50, (int, float)) or isinstance(p50, bool) or not math.isfinite(p50) or p50 <= 0:
+        raise ValueError(f"tta.latency_ms.{key}.p50 must be a positive number of milliseconds, found {p50!r}")
+    return ViewFigures(balanced_accuracy=float(figures["balanced_accuracy"]), accuracy=float(figures["accuracy"]),
+                       macro_auc=None if figures.get("macro_auc") is None else float(figures["macro_auc"]),
+                       ece=float(figures["ece"]), latency_p50_ms=float(p50),
+                       latency_p95_ms=float(p95) if isinstance(p95, (int, float)) else None)
+
+
+def tta_frame(summary: TtaSummary) -> pd.DataFrame:
+    """Single view vs 8-view TTA, formatted: balanced accuracy, accuracy, macro AUC, ECE, latency p50."""
+    def percent(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.1%}"
+
+    def decimal(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    def points(a: float | None, b: float | None) -> str:
+        return "n/a" if a is None or b is None else f"{100 * (b - a):+.1f} points"
+
+    def delta(a: float | None, b: float | None) -> str:
+        return "n/a" if a is None or b is None else f"{b - a:+.3f}"
+
+    one, eight = summary.single_view, summary.tta
+    rows = [("Balanced accuracy", percent, points, "balanced_accuracy"), ("Accuracy", percent, points, "accuracy"),
+            ("Macro AUC", decimal, delta, "macro_auc"), ("Calibration error (ECE)", decimal, delta, "ece")]
+    table = [{"Measure": label, "Single view": show(getattr(one, key)), "8-view TTA": show(getattr(eight, key)),
+              "Change": change(getattr(one, key), getattr(eight, key))} for label, show, change, key in rows]
+    table.append({"Measure": "Latency per image (median)", "Single view": f"{one.latency_p50_ms:.0f} ms",
+                  "8-view TTA": f"{eight.latency_p50_ms:.0f} ms",
+                  "Change": f"×{eight.latency_p50_ms / one.latency_p50_ms:.1f}"})
+    return pd.DataFrame(table)

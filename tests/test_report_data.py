@@ -1,22 +1,29 @@
-"""Loading and checking evaluation JSON, the split audit, training curves, tables and report charts."""
+"""Loading and checking evaluation JSON, the split audit, training curves, tables, report charts and the
+safety figures (refer-or-abstain curve, out-of-distribution gate, test-time augmentation benchmark)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import balanced_accuracy_score
 
 from skin_model.labels import CODES
-from skin_model.metrics import EvaluationReport, evaluate_probabilities
+from skin_model.metrics import EvaluationReport, choose_unsure_threshold, evaluate_probabilities
+from skin_model.model import ModelMetadata
 from skin_model.published import PUBLISHED_RESULTS
-from skin_model.report_charts import (confusion_heatmap, pr_chart, reliability_chart, roc_chart,
+from skin_model.report_charts import (confusion_heatmap, coverage_chart, pr_chart, reliability_chart, roc_chart,
                                       training_curve_chart)
-from skin_model.report_data import (ReportError, comparison_frame, confusion_frames, headlines,
-                                    list_evaluation_files, load_report, localisation_summary, per_class_frame,
-                                    split_audit, training_curves)
+from skin_model.report_data import (ReportError, comparison_frame, confusion_frames, coverage_frame, headlines,
+                                    list_evaluation_files, load_report, localisation_summary, ood_category_frame,
+                                    ood_summary, operating_point, per_class_frame, split_audit, training_curves,
+                                    tta_frame, tta_summary, unsure_threshold)
+
+BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "safety_benchmark.py"
 
 
 @pytest.fixture(scope="module")
@@ -282,3 +289,230 @@ def test_charts_plot_the_stored_numbers(report):
     heat = confusion_heatmap(shares, normalised=True)
     np.testing.assert_allclose(np.asarray(heat.data[0].z), shares.to_numpy())
     assert heat.data[0].text[0][0] == f"{shares.iloc[0, 0]:.0%}"
+
+
+# ---------------------------------------------------------------------------------------------- refer or abstain
+def kept_figures(report: EvaluationReport, threshold: float) -> tuple[float, float, float]:
+    """(referred share, accuracy, balanced accuracy of the kept cases), straight from the stored predictions."""
+    labels = np.array([CODES.index(p["label"]) for p in report.predictions])
+    probs = np.array([p["probs"] for p in report.predictions])
+    keep = probs.max(axis=1) >= threshold
+    preds = probs.argmax(axis=1)
+    return (1 - keep.mean(), (preds[keep] == labels[keep]).mean(),
+            balanced_accuracy_score(labels[keep], preds[keep]))
+
+
+def test_coverage_frame_is_the_stored_curve(report, tmp_path):
+    frame = coverage_frame(report, tmp_path / "r.json")
+    assert frame["threshold"].tolist() == [row["threshold"] for row in report.coverage]
+    np.testing.assert_allclose(frame["coverage"], [row["coverage"] for row in report.coverage])
+    np.testing.assert_allclose(frame["referred"], 1 - frame["coverage"])
+    np.testing.assert_allclose(frame["balanced_accuracy"].dropna(),
+                               [row["balanced_accuracy"] for row in report.coverage if row["balanced_accuracy"]
+                                is not None])
+
+
+@pytest.mark.parametrize("coverage, expected", [
+    ([], "'coverage' must be a non-empty list"),
+    ([{"threshold": 0.5, "coverage": 0.9}], "'coverage' must be a non-empty list of rows with threshold"),
+    ([{"threshold": 0.5, "coverage": 1.4, "accuracy": None, "balanced_accuracy": None}],
+     "'coverage' row 0: coverage must be between 0 and 1"),
+])
+def test_malformed_coverage_is_named(report, tmp_path, coverage, expected):
+    broken = EvaluationReport(**{**report.__dict__, "coverage": coverage})
+    with pytest.raises(ReportError, match=expected.replace("(", r"\(")):
+        coverage_frame(broken, tmp_path / "r.json")
+
+
+def test_operating_point_comes_from_the_stored_probabilities(report, tmp_path):
+    confidence = np.array([max(p["probs"]) for p in report.predictions])
+    threshold = float(np.round(np.median(confidence), 3))  # about half the images referred
+    point = operating_point(report, threshold, tmp_path / "r.json")
+    referred, accuracy, balanced = kept_figures(report, threshold)
+    assert 0.3 < point.referred < 0.7
+    assert point.threshold == threshold
+    assert point.referred == pytest.approx(referred)
+    assert point.accuracy == pytest.approx(accuracy) and point.balanced_accuracy == pytest.approx(balanced)
+    assert point.accuracy > report.accuracy, "the kept, more confident half is more often right"
+
+
+def test_operating_point_without_or_with_bad_predictions(report, tmp_path):
+    assert operating_point(EvaluationReport(**{**report.__dict__, "predictions": []}), 0.5, tmp_path) is None
+    bad = [{"image_id": "x", "label": "melanoma?", "probs": [0.1] * 7}]
+    with pytest.raises(ReportError, match="'predictions' must be rows with a class code"):
+        operating_point(EvaluationReport(**{**report.__dict__, "predictions": bad}), 0.5, tmp_path / "r.json")
+    short = [{"image_id": "x", "label": "mel", "probs": [0.5, 0.5]}]
+    with pytest.raises(ReportError, match="7 values per image"):
+        operating_point(EvaluationReport(**{**report.__dict__, "predictions": short}), 0.5, tmp_path / "r.json")
+
+
+def write_metadata(path: Path, **changes) -> Path:
+    ModelMetadata(version="2.0.0", created="2026-11-26", **changes).to_json(path)
+    return path
+
+
+def test_unsure_threshold_is_read_from_the_metadata(tmp_path):
+    threshold = unsure_threshold(write_metadata(tmp_path / "metadata.json", unsure_threshold=0.37))
+    assert (threshold.value, threshold.model_version) == (0.37, "2.0.0")
+    with pytest.raises(ReportError, match="'unsure_threshold' must be a number between 0 and 1, found 1.5"):
+        unsure_threshold(write_metadata(tmp_path / "metadata.json", unsure_threshold=1.5))
+    with pytest.raises(ReportError, match="metadata.json .*does not exist"):
+        unsure_threshold(tmp_path / "none" / "metadata.json")
+    (tmp_path / "metadata.json").write_text('{"version": ')
+    with pytest.raises(ReportError, match="not valid JSON"):
+        unsure_threshold(tmp_path / "metadata.json")
+    (tmp_path / "metadata.json").write_text('{"version": "1", "created": "x", "threshold": 0.5}')
+    with pytest.raises(ReportError, match="do not match the model metadata format"):
+        unsure_threshold(tmp_path / "metadata.json")
+
+
+@pytest.mark.parametrize("signal", [3.0, 0.3], ids=["target reachable", "target out of reach"])
+def test_the_described_threshold_rule_is_what_choose_unsure_threshold_does(signal):
+    """The page says: lowest threshold whose kept cases reach 85% accuracy while referring at most 35%,
+    else the highest threshold that refers at most 35%. Checked by brute force on the same grid."""
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, len(CODES), 600)
+    logits = rng.normal(size=(600, len(CODES)))
+    logits[np.arange(600), labels] += signal * rng.uniform(0, 2, 600)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
+    grid = np.round(np.arange(0.0, 0.96, 0.01), 3)
+    allowed = [t for t in grid if (confidence < t).mean() <= 0.35]
+    reaching = [t for t in allowed if correct[confidence >= t].mean() >= 0.85]
+    expected = min(reaching) if reaching else max(allowed)
+    assert bool(reaching) == (signal > 1), "the two cases of the rule are both exercised"
+    assert choose_unsure_threshold(labels, probs) == pytest.approx(expected)
+
+
+def test_coverage_chart_marks_the_threshold(report, tmp_path):
+    frame = coverage_frame(report, tmp_path)
+    point = operating_point(report, 0.3, tmp_path)
+    figure = coverage_chart(frame, point)
+    balanced, accuracy, star = figure.data
+    kept = frame.dropna(subset=["accuracy"])
+    np.testing.assert_allclose(balanced.x, kept["referred"])
+    np.testing.assert_allclose(balanced.y, kept["balanced_accuracy"])
+    np.testing.assert_allclose(accuracy.y, kept["accuracy"])
+    assert star.name == "app's unsure threshold 0.30"
+    assert list(star.x) == [point.referred] * 2 and list(star.y) == [point.balanced_accuracy, point.accuracy]
+    assert len(coverage_chart(frame, None).data) == 2, "nothing marked without an operating point"
+
+
+# ---------------------------------------------------------------------------------------------- OOD gate
+def ood_extras(**changes) -> dict:
+    """extras["ood"] in the shape ``python -m skin_model.ood measure`` writes."""
+    data = {"measured": "2026-11-26T01:00:00+00:00", "model_sha256": "ab" * 32, "threshold": 3.21,
+            "gate": {"components": 128, "feature_layer": "head_pool", "val_pass_rate": 0.981},
+            "dermoscopic_pass_rate": 0.985, "n_dermoscopic": 400, "dermoscopic_split": "test (random 400)",
+            "non_dermoscopic_reject_rate": 30 / 32, "n_non_dermoscopic": 32,
+            "non_dermoscopic_by_category": {"photo": {"n": 20, "rejected": 20, "reject_rate": 1.0},
+                                            "skin_patch": {"n": 6, "rejected": 4, "reject_rate": 4 / 6},
+                                            "noise": {"n": 6, "rejected": 6, "reject_rate": 1.0}},
+            "non_dermoscopic_passed": ["skin_patch_0", "skin_patch_3"], "non_dermoscopic_distances": {},
+            "goals": {"dermoscopic_pass_rate": 0.98, "non_dermoscopic_reject_rate": 0.95}}
+    data.update(changes)
+    return data
+
+
+def test_ood_summary(report, tmp_path):
+    path = tmp_path / "r.json"
+    assert ood_summary(report, path) is None
+    summary = ood_summary(EvaluationReport(**{**report.__dict__, "extras": {"ood": ood_extras()}}), path)
+    assert (summary.dermoscopic_pass_rate, summary.n_dermoscopic, summary.threshold) == (0.985, 400, 3.21)
+    assert summary.meets_pass_goal and not summary.meets_reject_goal, "93.75% rejected < 95% goal"
+    assert summary.passed_names == ("skin_patch_0", "skin_patch_3")
+    table = ood_category_frame(summary)
+    assert table["Category"].tolist() == ["skin patch", "noise", "photo"], "worst category first"
+    assert table["Images"].tolist() == [6, 6, 20] and table["Rejected"].tolist() == [4, 6, 20]
+    assert table["Reject rate"].iloc[0] == pytest.approx(4 / 6)
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"dermoscopic_pass_rate": None}, "extras.ood is incomplete or malformed"),
+    ({"non_dermoscopic_reject_rate": 95}, "rates and goals must lie between 0 and 1"),
+    ({"n_non_dermoscopic": 0}, "positive image counts"),
+    ({"non_dermoscopic_by_category": {"photo": {"n": 2, "rejected": 3}}}, "0 <= rejected <= n"),
+])
+def test_malformed_ood_figures_are_named(report, tmp_path, changes, expected):
+    broken = EvaluationReport(**{**report.__dict__, "extras": {"ood": ood_extras(**changes)}})
+    with pytest.raises(ReportError, match=expected):
+        ood_summary(broken, tmp_path / "evaluation_test.json")
+
+
+# ---------------------------------------------------------------------------------------------- TTA benchmark
+def benchmark_module():
+    """benchmarks/safety_benchmark.py, whose helpers write the figures the page reads."""
+    spec = importlib.util.spec_from_file_location("safety_benchmark", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture()
+def safety_file(tmp_path) -> Path:
+    """safety.json with a ``tta`` block made by the benchmark's own helpers from synthetic predictions."""
+    bench = benchmark_module()
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(len(CODES)), 12)
+    logits = rng.normal(size=(len(labels), len(CODES)))
+    logits[np.arange(len(labels)), labels] += 1.2
+    single = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    logits[np.arange(len(labels)), labels] += 0.4
+    averaged = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    results = {"measured": "2026-11-26T02:00:00+00:00", "machine": {"platform": "Linux-test", "cpus": 2},
+               "model": {"version": "9.9.9", "sha256": "cd" * 32, "input_size": 224}, "ood": {"skipped": "no gate"},
+               "tta": {"n_val": len(labels), "split": "val (random 84)",
+                       "single_view": bench.classification_figures(labels, single),
+                       "tta_8_views": bench.classification_figures(labels, averaged),
+                       "latency_ms": {"single_view": bench.summary_ms([0.040, 0.050, 0.045]),
+                                      "tta_8_views": bench.summary_ms([0.300, 0.350, 0.320])}}}
+    path = tmp_path / "safety.json"
+    path.write_text(json.dumps(results))
+    return path
+
+
+def test_tta_summary_and_table_show_the_benchmark(safety_file):
+    stored = json.loads(safety_file.read_text())["tta"]
+    summary = tta_summary(safety_file)
+    assert summary.single_view.balanced_accuracy == stored["single_view"]["balanced_accuracy"]
+    assert summary.tta.macro_auc == stored["tta_8_views"]["macro_auc"]
+    assert summary.tta.latency_p50_ms == pytest.approx(320.0)
+    assert (summary.n_val, summary.model_version, summary.machine) == (84, "9.9.9", "Linux-test, 2 CPUs")
+    table = tta_frame(summary).set_index("Measure")
+    one, eight = stored["single_view"], stored["tta_8_views"]
+    assert table.loc["Balanced accuracy", "Single view"] == f"{one['balanced_accuracy']:.1%}"
+    assert table.loc["Balanced accuracy", "8-view TTA"] == f"{eight['balanced_accuracy']:.1%}"
+    assert table.loc["Balanced accuracy", "Change"] == \
+        f"{100 * (eight['balanced_accuracy'] - one['balanced_accuracy']):+.1f} points"
+    assert table.loc["Accuracy", "8-view TTA"] == f"{eight['accuracy']:.1%}"
+    assert table.loc["Macro AUC", "Single view"] == f"{one['macro_auc']:.3f}"
+    assert table.loc["Calibration error (ECE)", "8-view TTA"] == f"{eight['ece']:.3f}"
+    assert table.loc["Latency per image (median)"].tolist() == ["45 ms", "320 ms", "×7.1"]
+
+
+def test_tta_macro_auc_may_be_missing(safety_file):
+    data = json.loads(safety_file.read_text())
+    data["tta"]["single_view"]["macro_auc"] = None  # a class absent from a --val-limit sample
+    safety_file.write_text(json.dumps(data))
+    table = tta_frame(tta_summary(safety_file)).set_index("Measure")
+    assert table.loc["Macro AUC", "Single view"] == "n/a" and table.loc["Macro AUC", "Change"] == "n/a"
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda d: "{oops", "not valid JSON"),
+    (lambda d: json.dumps({k: v for k, v in d.items() if k != "tta"}), "no 'tta' block"),
+    (lambda d: json.dumps({**d, "tta": {**d["tta"], "latency_ms": {}}}), "'tta' block is incomplete"),
+    (lambda d: json.dumps({**d, "tta": {**d["tta"], "single_view": {**d["tta"]["single_view"], "ece": 2}}}),
+     "tta.single_view.ece must be a number between 0 and 1"),
+    (lambda d: json.dumps({**d, "tta": {**d["tta"], "n_val": 0}}), "'tta.n_val' must be a positive count"),
+])
+def test_malformed_safety_json_is_named(safety_file, edit, expected):
+    safety_file.write_text(edit(json.loads(safety_file.read_text())))
+    with pytest.raises(ReportError) as info:
+        tta_summary(safety_file)
+    assert "safety.json" in str(info.value) and expected in str(info.value)
+
+
+def test_missing_safety_json(tmp_path):
+    with pytest.raises(ReportError, match="safety.json .*does not exist"):
+        tta_summary(tmp_path / "safety.json")

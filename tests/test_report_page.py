@@ -1,9 +1,11 @@
 """The Evaluation report page driven headlessly with AppTest, from a report written by the evaluate CLI
-on 14 real HAM10000 images with the tiny bundle."""
+on 14 real HAM10000 images with the tiny bundle (plus safety figures written by the tests)."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from skin_model.labels import CODES
 from skin_model.metrics import EvaluationReport, evaluate_probabilities
+from skin_model.model import ModelMetadata
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/report.py"
@@ -56,6 +59,7 @@ def weights(base_weights, tmp_path, monkeypatch) -> Path:
     copy = Path(shutil.copytree(base_weights, tmp_path / "weights"))
     monkeypatch.setenv("SKIN_WEIGHTS_DIR", str(copy))
     monkeypatch.delenv("SKIN_REPORTS_DIR", raising=False)
+    monkeypatch.setenv("SKIN_SAFETY_RESULTS", str(tmp_path / "results" / "safety.json"))  # absent by default
     return copy
 
 
@@ -99,7 +103,7 @@ def test_page_shows_the_values_of_the_json(weights):
     np.testing.assert_allclose(per_class["Recall"], [report.per_class[c]["recall"] for c in CODES])
 
     charts = at.get("plotly_chart")
-    assert len(charts) == 2 + 2 + 1 + 3, "confusion x2, ROC, PR, reliability, 3 training curves"
+    assert len(charts) == 2 + 2 + 1 + 1 + 3, "confusion x2, ROC, PR, reliability, coverage, 3 training curves"
     (comparison,) = tables(at, "Source")
     assert comparison.iloc[0]["Accuracy"] == pytest.approx(report.accuracy)
     assert DATASET_NAME in comparison.iloc[0]["Test set"]
@@ -187,3 +191,172 @@ def test_localisation_section(weights):
     assert metrics["Peak inside the box (true class)"] == "50.0%"
     assert metrics["Chance rate"] == "41.2%"
     assert "lesion_bboxes_200x150.csv" in markdown_text(at)
+
+
+# ---------------------------------------------------------------------------------------------- safety sections
+def figure_of(at: AppTest, title: str) -> dict:
+    """The plotly figure (as JSON) whose title starts with ``title``."""
+    figures = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    return next(f for f in figures if f["layout"].get("title", {}).get("text", "").startswith(title))
+
+
+def numbers(values) -> list[float]:
+    """A trace's x or y from figure JSON: a list, or plotly's base64 typed array ({"dtype", "bdata"})."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
+    return list(values)
+
+
+def test_refer_or_abstain_marks_the_apps_threshold(weights):
+    report = EvaluationReport.from_json(weights / "evaluation_test.json")
+    labels = np.array([CODES.index(p["label"]) for p in report.predictions])
+    probs = np.array([p["probs"] for p in report.predictions])
+    threshold = round(float(np.median(probs.max(axis=1))), 2)  # about half the images referred
+    metadata = ModelMetadata.from_json(weights / "metadata.json")
+    metadata.unsure_threshold = threshold
+    metadata.to_json(weights / "metadata.json")
+    keep = probs.max(axis=1) >= threshold
+    referred, kept_accuracy = 1 - keep.mean(), (probs.argmax(axis=1) == labels)[keep].mean()
+
+    at = open_report()
+    assert not at.error, [e.value for e in at.error]
+    metrics = metric_values(at)
+    assert metrics["Unsure threshold"] == f"{threshold:.2f}"
+    assert metrics["Referred as unsure"] == f"{referred:.1%}"
+    assert metrics["Kept cases: accuracy"] == f"{kept_accuracy:.1%}"
+    text = markdown_text(at)
+    assert f"The app's threshold ({threshold:.2f}, model test) was chosen on the validation split" in text
+    assert "85% accuracy" in text and "at most 35%" in text, "the rule of choose_unsure_threshold"
+    figure = figure_of(at, "Refer or abstain")
+    star = next(t for t in figure["data"] if t["name"].startswith("app's unsure threshold"))
+    assert numbers(star["x"])[0] == pytest.approx(referred)
+    curve = next(t for t in figure["data"] if t["name"] == "balanced accuracy of kept cases")
+    kept_rows = [r for r in report.coverage if r["balanced_accuracy"] is not None]
+    assert numbers(curve["y"]) == pytest.approx([r["balanced_accuracy"] for r in kept_rows])
+    assert numbers(curve["x"]) == pytest.approx([1 - r["coverage"] for r in kept_rows])
+
+
+def test_refer_or_abstain_without_metadata_still_draws_the_curve(weights):
+    (weights / "metadata.json").unlink()
+    at = open_report()
+    warnings = [w.value for w in at.warning if "unsure threshold cannot be marked" in w.value]
+    assert warnings and "metadata.json" in warnings[0] and "does not exist" in warnings[0]
+    figure = figure_of(at, "Refer or abstain")
+    assert [t["name"] for t in figure["data"]] == ["balanced accuracy of kept cases", "accuracy of kept cases"]
+
+
+def test_refer_or_abstain_without_per_image_probabilities(weights):
+    path = weights / "evaluation_test.json"
+    data = json.loads(path.read_text())
+    data["predictions"] = []
+    path.write_text(json.dumps(data))
+    at = open_report()
+    assert metric_values(at)["Unsure threshold"] == "0.50" and "Referred as unsure" not in metric_values(at)
+    assert any("stores no per-image probabilities" in c.value for c in at.caption)
+    figure = figure_of(at, "Refer or abstain")
+    assert not [t for t in figure["data"] if t["name"].startswith("app's unsure threshold")]
+
+
+def write_extras(weights: Path, **extras) -> None:
+    path = weights / "evaluation_test.json"
+    data = json.loads(path.read_text())
+    data["extras"].update(extras)
+    path.write_text(json.dumps(data))
+
+
+def test_ood_section(weights):
+    at = open_report()
+    notes = [i.value for i in at.info if "out-of-distribution" in i.value]
+    assert notes and "python -m skin_model.ood fit" in notes[0] and "python -m skin_model.ood measure" in notes[0]
+
+    ood = {"measured": "2026-11-26T01:00:00+00:00", "model_sha256": "ab" * 32, "threshold": 2.875,
+           "gate": {"components": 128, "feature_layer": "head_pool", "val_pass_rate": 0.98},
+           "dermoscopic_pass_rate": 0.9925, "n_dermoscopic": 400, "dermoscopic_split": "test (random 400)",
+           "non_dermoscopic_reject_rate": 0.9, "n_non_dermoscopic": 10,
+           "non_dermoscopic_by_category": {"photo": {"n": 6, "rejected": 6, "reject_rate": 1.0},
+                                           "naked_eye_closeup": {"n": 4, "rejected": 3, "reject_rate": 0.75}},
+           "non_dermoscopic_passed": ["naked_eye_closeup_2"], "non_dermoscopic_distances": {},
+           "goals": {"dermoscopic_pass_rate": 0.98, "non_dermoscopic_reject_rate": 0.95}}
+    write_extras(weights, ood=ood)
+    at = open_report()
+    assert not at.error, [e.value for e in at.error]
+    metrics = metric_values(at)
+    assert metrics["Dermoscopic images passed"] == "99.2%"
+    assert metrics["Non-dermoscopic images rejected"] == "90.0%"
+    assert metrics["Gate threshold"] == "2.875"
+    captions = [c.value for c in at.caption]
+    assert any(c.startswith("Goal ≥ 98%: **met**") and "400 test (random 400) images" in c for c in captions)
+    assert any(c.startswith("Goal ≥ 95%: **not met**") for c in captions)
+    assert any("naked_eye_closeup_2" in c for c in captions), "the images let through are named"
+    (categories,) = tables(at, "Reject rate")
+    assert categories["Category"].tolist() == ["naked eye closeup", "photo"]
+    assert categories["Rejected"].tolist() == [3, 6] and categories["Images"].tolist() == [4, 6]
+    assert "**Non-dermoscopic set** (10 images)" in markdown_text(at) and "scikit-image" in markdown_text(at)
+
+
+def test_malformed_ood_figures_are_reported_and_the_rest_still_shows(weights):
+    write_extras(weights, ood={"dermoscopic_pass_rate": 0.99})
+    at = open_report()
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "extras.ood is incomplete" in errors[0] and "evaluation_test.json" in errors[0]
+    assert metric_values(at)["Balanced accuracy"].endswith("%")
+    assert tables(at, "Source"), "the comparison after it is still shown"
+
+
+def safety_results(version: str) -> dict:
+    """safety.json in the shape benchmarks/safety_benchmark.py writes."""
+    figures = {"balanced_accuracy": 0.7125, "accuracy": 0.8031, "macro_auc": 0.9342, "ece": 0.0412}
+    averaged = {"balanced_accuracy": 0.7301, "accuracy": 0.8102, "macro_auc": 0.9418, "ece": 0.0387}
+    return {"measured": "2026-11-26T02:00:00+00:00", "machine": {"platform": "Linux-test", "cpus": 2},
+            "model": {"version": version, "sha256": "cd" * 32, "input_size": 96}, "ood": {"skipped": "no gate"},
+            "tta": {"n_val": 1503, "split": "val", "single_view": figures, "tta_8_views": averaged,
+                    "latency_ms": {"single_view": {"n": 20, "p50": 41.6, "p95": 55.0, "mean": 43.0},
+                                   "tta_8_views": {"n": 20, "p50": 287.4, "p95": 310.0, "mean": 290.0}}}}
+
+
+def test_tta_section_shows_the_benchmark(weights):
+    at = open_report()
+    notes = [i.value for i in at.info if "test-time augmentation benchmark" in i.value]
+    assert notes and "python benchmarks/safety_benchmark.py" in notes[0], "how to produce it"
+
+    path = Path(os.environ["SKIN_SAFETY_RESULTS"])
+    path.parent.mkdir(parents=True)
+    results = safety_results(version="test")
+    path.write_text(json.dumps(results))
+    at = open_report()
+    assert not at.error and not [w for w in at.warning if "TTA" in w.value or "benchmark" in w.value]
+    (table,) = tables(at, "8-view TTA")
+    table = table.set_index("Measure")
+    one, eight = results["tta"]["single_view"], results["tta"]["tta_8_views"]
+    assert table.loc["Balanced accuracy"].tolist() == [f"{one['balanced_accuracy']:.1%}",
+                                                       f"{eight['balanced_accuracy']:.1%}", "+1.8 points"]
+    assert table.loc["Accuracy", "8-view TTA"] == f"{eight['accuracy']:.1%}"
+    assert table.loc["Macro AUC", "Single view"] == f"{one['macro_auc']:.3f}"
+    assert table.loc["Calibration error (ECE)", "8-view TTA"] == f"{eight['ece']:.3f}"
+    assert table.loc["Latency per image (median)"].tolist() == ["42 ms", "287 ms", "×6.9"]
+    assert any("1,503 images of the val split" in c.value for c in at.caption)
+
+
+def test_tta_benchmark_of_another_model_is_flagged(weights):
+    path = Path(os.environ["SKIN_SAFETY_RESULTS"])
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(safety_results(version="1.2.3")))
+    at = open_report()
+    assert any("measured for model 1.2.3" in w.value and "model test" in w.value for w in at.warning)
+
+
+@pytest.mark.parametrize("content, problem", [
+    ('{"tta": {"n_val": ', "not valid JSON"),
+    (json.dumps({"tta": {"n_val": 10, "single_view": {"accuracy": 0.5}}}), "'tta' block is incomplete"),
+])
+def test_malformed_safety_json_gives_a_note_not_a_crash(weights, content, problem):
+    path = Path(os.environ["SKIN_SAFETY_RESULTS"])
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    at = open_report()
+    assert not at.exception and not at.error
+    notes = [w.value for w in at.warning if "TTA benchmark cannot be shown" in w.value]
+    assert len(notes) == 1 and "safety.json" in notes[0] and problem in notes[0]
+    assert "python benchmarks/safety_benchmark.py" in notes[0]
+    assert not tables(at, "8-view TTA")
+    assert metric_values(at)["Balanced accuracy"].endswith("%")
