@@ -40,30 +40,19 @@ def modified_time(path: Path) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- cached loaders
-@st.cache_data(show_spinner=False, max_entries=32)
-def cached_report(path: str, mtime: float) -> EvaluationReport:
-    """The report at ``path``; ``mtime`` is part of the cache key so a rewritten file is read again."""
-    return load_report(Path(path))
+LOADERS = {"report": load_report, "split_audit": split_audit, "unsure_threshold": unsure_threshold,
+           "tta_summary": tta_summary, "training_curves": training_curves}
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def cached_split_audit(path: str, mtime: float) -> SplitAudit:
-    return split_audit(Path(path))
+@st.cache_data(show_spinner=False, max_entries=64)
+def _cached(kind: str, path: str, mtime: float):
+    """``LOADERS[kind](path)``; ``mtime`` is part of the cache key so a rewritten file is read again."""
+    return LOADERS[kind](Path(path))
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def cached_unsure_threshold(path: str, mtime: float) -> UnsureThreshold:
-    return unsure_threshold(Path(path))
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def cached_tta_summary(path: str, mtime: float) -> TtaSummary:
-    return tta_summary(Path(path))
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def cached_training_curves(path: str, mtime: float) -> pd.DataFrame:
-    return training_curves(Path(path))
+def cached(kind: str, path: Path):
+    """The loaded and checked content of ``path`` (ReportError naming the problem otherwise)."""
+    return _cached(kind, str(path), modified_time(path))
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -130,7 +119,7 @@ def refer_ui(report: EvaluationReport, path: Path, weights: Path) -> None:
         return
     metadata = weights / METADATA_FILE
     try:
-        threshold = cached_unsure_threshold(str(metadata), modified_time(metadata))
+        threshold = cached("unsure_threshold", metadata)
     except ReportError as exc:
         st.warning(f"**The app's unsure threshold cannot be marked.** {exc}", icon="⚠️")
         st.plotly_chart(coverage_chart(frame, None), key="coverage_chart")
@@ -209,7 +198,7 @@ def tta_ui(report: EvaluationReport) -> None:
                "runs the model 8 times per image.")
     path = safety_results_path()
     try:
-        summary = cached_tta_summary(str(path), modified_time(path))
+        summary = cached("tta_summary", path)
     except ReportError as exc:
         if not path.exists():
             st.info(f"No test-time augmentation benchmark found (`{path}`). Produce it with `{SAFETY_COMMAND}` "
@@ -267,7 +256,7 @@ def training_ui(weights: Path) -> None:
     st.header("Training curves")
     path = weights / HISTORY_FILE
     try:
-        curves = cached_training_curves(str(path), modified_time(path))
+        curves = cached("training_curves", path)
     except ReportError as exc:
         st.error(f"**Training curves unavailable.** {exc}", icon="🚫")
         return
@@ -282,7 +271,7 @@ def split_ui(weights: Path) -> None:
     st.header("Data-split audit")
     path = weights / SPLIT_FILE
     try:
-        audit = cached_split_audit(str(path), modified_time(path))
+        audit = cached("split_audit", path)
     except ReportError as exc:
         st.error(f"**Split audit unavailable.** {exc}", icon="🚫")
         return
@@ -311,7 +300,7 @@ def evaluation_ui(weights: Path) -> None:
     chosen = st.selectbox("Evaluation file", files, format_func=lambda f: f.label, key="report_file",
                           help=f"From `{weights}` and `{reports_dir(weights)}` (env SKIN_REPORTS_DIR).")
     try:
-        report = cached_report(str(chosen.path), modified_time(chosen.path))
+        report = cached("report", chosen.path)
     except ReportError as exc:
         st.error(f"**This evaluation file cannot be shown.** {exc}", icon="🚫")
         return
