@@ -43,10 +43,11 @@ class EvaluationError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------- labels
-def read_label_table(labels_csv: Path) -> pd.DataFrame:
+def read_label_table(labels_csv: Path, split: str | None = None) -> pd.DataFrame:
     """The labels CSV as a frame with ``image_id`` and ``dx`` (and ``lesion_id`` when the file has it).
 
-    The format is detected from the header; raises EvaluationError for anything else.
+    The format is detected from the header; raises EvaluationError for anything else. With ``split``, only
+    the rows whose ``split`` column equals it are kept (e.g. the test split of ``weights/split.csv``).
     """
     labels_csv = Path(labels_csv)
     if not labels_csv.is_file():
@@ -56,6 +57,12 @@ def read_label_table(labels_csv: Path) -> pd.DataFrame:
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise EvaluationError(f"{labels_csv.name} is not a readable CSV file ({exc})") from None
     raw.columns = [str(c).strip().lower() for c in raw.columns]
+    if split is not None:
+        if "split" not in raw.columns:
+            raise EvaluationError(f"{labels_csv.name} has no 'split' column to select {split!r} from")
+        raw = raw[raw["split"].str.strip() == split]
+        if raw.empty:
+            raise EvaluationError(f"{labels_csv.name} has no row in split {split!r}")
     if set(DX_COLUMNS) <= set(raw.columns):
         table = raw[[c for c in ("image_id", "dx", "lesion_id") if c in raw.columns]].copy()
         table["dx"] = table["dx"].str.strip().str.lower()
@@ -159,7 +166,7 @@ def predict_files(predictor, paths: dict[str, Path], batch_size: int,
 # ---------------------------------------------------------------------------------------------- evaluation
 def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFAULT_WEIGHTS_DIR,
                     name: str | None = None, batch_size: int = 32, predictor=None,
-                    tta: bool = False) -> EvaluationReport:
+                    tta: bool = False, split: str | None = None) -> EvaluationReport:
     """EvaluationReport of the model bundle in ``weights_dir`` (or a loaded ``predictor``) on the images
     of ``images_dir`` labelled in ``labels_csv``.
 
@@ -169,7 +176,7 @@ def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFA
     images_dir, labels_csv = Path(images_dir), Path(labels_csv)
     if not images_dir.is_dir():
         raise EvaluationError(f"Image folder {images_dir} does not exist")
-    table = read_label_table(labels_csv)
+    table = read_label_table(labels_csv, split)
     matched = match_images(images_dir, table["image_id"].tolist())
     if matched.missing:
         log.warning("%d labelled image(s) have no file under %s: %s", len(matched.missing), images_dir,
@@ -196,6 +203,8 @@ def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFA
     evaluated = table.set_index("image_id").loc[ids]
     dataset = {"name": name or images_dir.resolve().name, "images_dir": str(images_dir),
                "labels_file": str(labels_csv), "split_method": "as provided by the labels file"}
+    if split is not None:
+        dataset.update(split=split, split_method=f"rows of {labels_csv.name} whose split is {split!r}")
     if "lesion_id" in evaluated.columns:
         dataset["n_lesions"] = int(evaluated["lesion_id"].nunique())
     metadata = predictor.metadata
@@ -269,6 +278,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32, help="images per prediction batch (default 32)")
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: average the 8 flips/rotations (skin_model.tta)")
+    parser.add_argument("--split", help="keep only the labels whose 'split' column equals this (e.g. test, "
+                                        "with --labels weights/split.csv)")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
@@ -281,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         report = evaluate_folder(args.images, args.labels, args.weights, args.name, args.batch_size,
-                                 tta=args.tta)
+                                 tta=args.tta, split=args.split)
     except EvaluationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

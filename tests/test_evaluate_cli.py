@@ -217,3 +217,16 @@ def test_only_unreadable_images_is_an_error(tiny_bundle, tmp_path):
     labels.write_text("image_id,dx\nISIC_9999990,nv\n")
     with pytest.raises(EvaluationError, match=r"could be evaluated \(0 missing, 1 unreadable\)"):
         evaluate_folder(images, labels, tiny_bundle)
+
+
+def test_split_filter_keeps_only_that_split(folder, chosen, tiny_bundle, tmp_path, capsys):
+    labels = chosen.assign(split=["test" if i % 2 else "train" for i in range(len(chosen))])
+    csv = tmp_path / "split.csv"
+    labels.to_csv(csv, index=False)
+    code, report = run(folder, csv, tiny_bundle, tmp_path / "test.json", "--split", "test")
+    assert code == 0
+    expected = sorted(labels.loc[labels["split"] == "test", "image_id"])
+    assert sorted(p["image_id"] for p in report["predictions"]) == expected
+    assert report["dataset"]["split"] == "test"
+    assert run(folder, csv, tiny_bundle, tmp_path / "none.json", "--split", "val")[0] == 2
+    assert "no row in split 'val'" in capsys.readouterr().err
