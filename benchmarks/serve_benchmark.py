@@ -75,6 +75,12 @@ def tree_rss_mb(pid: int) -> float:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def summary(values_s: list[float]) -> dict[str, float]:
     ms = np.asarray(values_s) * 1000
     return {"n": int(ms.size), "p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)),
@@ -182,6 +188,9 @@ class StreamlitServer:
     def rss(self) -> float:
         return tree_rss_mb(self.process.pid)
 
+    def cpu(self) -> float:
+        return cpu_seconds(self.process.pid)
+
     def __exit__(self, *exc) -> None:
         self.process.terminate()
         try:
@@ -190,14 +199,20 @@ class StreamlitServer:
             self.process.kill()
 
 
-async def upload_and_wait(page, image: Path, timeout_ms: int = RESULT_TIMEOUT_MS) -> None:
-    """Upload ``image`` and wait until its result and Grad-CAM overlay are on screen."""
+OOD_WARNING = "does not look like a dermatoscopic image"
+
+
+async def upload_and_wait(page, image: Path, timeout_ms: int = RESULT_TIMEOUT_MS) -> bool:
+    """Upload ``image`` and wait until its result and Grad-CAM overlay are on screen, or until the
+    out-of-distribution warning is (which hides the result). Returns True when the image was flagged."""
     await page.locator("input[type=file]").set_input_files(str(image))
     await page.get_by_text(f"{image.name} (", exact=False).first.wait_for(timeout=timeout_ms)
-    await page.get_by_text("Overlay (opacity").first.wait_for(timeout=timeout_ms)
+    flagged = page.get_by_text(OOD_WARNING).first
+    await page.get_by_text("Overlay (opacity").first.or_(flagged).wait_for(timeout=timeout_ms)
     await page.wait_for_function(
         "() => !document.querySelector('[data-testid=\"stSpinner\"]') && "
         "[...document.images].every(i => i.complete)", timeout=timeout_ms)
+    return await flagged.is_visible()
 
 
 async def _app_runs(weights: Path, images: list[Path], load_seconds: float, sessions: int) -> dict:
@@ -233,6 +248,7 @@ async def _app_runs(weights: Path, images: list[Path], load_seconds: float, sess
             stop_at = time.monotonic() + load_seconds
             durations: list[float] = []
             errors: list[str] = []
+            flagged: list[str] = []  # uploads the OOD gate flagged (result hidden): a valid outcome
 
             async def session(index: int, page) -> None:
                 k = index
@@ -241,7 +257,8 @@ async def _app_runs(weights: Path, images: list[Path], load_seconds: float, sess
                     k += sessions  # each session walks its own sequence of images
                     t0 = time.perf_counter()
                     try:
-                        await upload_and_wait(page, image, timeout_ms=60_000)
+                        if await upload_and_wait(page, image, timeout_ms=60_000):
+                            flagged.append(image.name)
                         if await page.locator("[data-testid='stAlertContentError']").count():
                             errors.append(f"session {index}: error shown for {image.name}")
                         elif await page.locator("[data-testid='stException']").count():
@@ -259,13 +276,18 @@ async def _app_runs(weights: Path, images: list[Path], load_seconds: float, sess
                     await asyncio.sleep(5)
 
             t_start = time.perf_counter()
+            cpu_start = server.cpu()
             await asyncio.gather(sample_memory(), *(session(i, page) for i, page in enumerate(pages)))
             wall = time.perf_counter() - t_start
+            server_cpu = server.cpu() - cpu_start  # the rest of the 2 cores went to the browser pages
             result["load"] = {
                 "sessions": sessions, "seconds": wall, "uploads_completed": len(durations),
                 "uploads_per_s": len(durations) / wall, "errors": len(errors), "error_samples": errors[:5],
+                "ood_flagged_uploads": len(flagged), "ood_flagged_images": sorted(set(flagged)),
                 "upload_to_overlay_ms": summary(durations) if durations else None,
                 "server_rss_mb": {"start": rss_start, "end": server.rss(), "samples_s_mb": rss_samples},
+                "server_cpu_s": server_cpu, "server_cpu_share": server_cpu / (wall * (os.cpu_count() or 1)),
+                "server_cpu_s_per_upload": server_cpu / max(len(durations), 1),
             }
             for page in pages:
                 await page.close()
@@ -332,6 +354,11 @@ def print_report(r: dict, out: Path) -> None:
               f"({load['uploads_per_s']:.2f}/s), {load['errors']} errors, upload->overlay p50 {lat['p50']:.0f} ms "
               f"p95 {lat['p95']:.0f} ms; server RSS {load['server_rss_mb']['start']:.0f} -> "
               f"{load['server_rss_mb']['end']:.0f} MB")
+        print(f"  uploads flagged by the OOD gate (result hidden, counted as completed): "
+              f"{load['ood_flagged_uploads']} {load['ood_flagged_images']}")
+        print(f"  server CPU during the load run: {load['server_cpu_s']:.1f} s "
+              f"({100 * load['server_cpu_share']:.0f}% of the machine, "
+              f"{load['server_cpu_s_per_upload']:.2f} s per upload)")
     print(f"  goals met: {r['goals_met']}")
     print(f"Wrote {out}")
 

@@ -40,7 +40,10 @@ def tiny_bundle(tmp_path_factory, backbone_weights: Path) -> Path:
     """An untrained-head model bundle at 96 px with the real ImageNet backbone (fast to build and run)."""
     from skin_model.model import ModelMetadata, build_classifier, save_bundle
 
+    import keras
+
     out = tmp_path_factory.mktemp("tiny_bundle")
+    keras.utils.set_random_seed(0)  # the same untrained head in every run
     model = build_classifier(TINY_SIZE, backbone_weights)
     save_bundle(model, ModelMetadata(version="test", created="2026-01-01", input_size=TINY_SIZE,
                                      temperature=1.3, unsure_threshold=0.5), out)

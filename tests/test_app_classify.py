@@ -181,12 +181,14 @@ def test_fast_gradcam_equals_tf_keras_vis_on_the_full_model(service, image_bytes
 
     analysis = service.analyse(image_bytes, name="x.jpg")
     reference = Explainer(service.predictor.model, split=False)
-    for code in ("mel", "nv"):
+    spreads = []
+    for code in CODES:  # with the untrained head some classes' maps are all zero (Grad-CAM's ReLU)
         fast = service.explain(analysis, code, method).heatmap
         slow = reference.heatmap(analysis.model_input, CODES.index(code), method)
         assert fast.shape == slow.shape == (96, 96)
-        assert fast.std() > 0.01, "a non-trivial map"
         np.testing.assert_allclose(fast, slow, atol=1e-4)
+        spreads.append(float(fast.std()))
+    assert max(spreads) > 0.01, "at least one non-trivial map was compared"
 
 
 def test_service_is_consistent_across_threads(service, image_bytes):
