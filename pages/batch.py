@@ -17,6 +17,9 @@ from skin_model.imaging import FILE_SUFFIXES, MAX_FILE_BYTES, SUPPORTED_DESCRIPT
 from skin_model.labels import by_code
 from skin_model.model import ModelIntegrityError
 from skin_model.service import Analysis, ClassifierService, shared_service
+from pages import ensure_app_shell
+
+ensure_app_shell()
 
 log = logging.getLogger(__name__)
 

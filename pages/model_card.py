@@ -15,6 +15,9 @@ import streamlit as st
 
 from skin_model import config
 from skin_model.model import METADATA_FILE, ModelMetadata, sha256_of
+from pages import ensure_app_shell
+
+ensure_app_shell()
 
 NOT_RECORDED = "not recorded in metadata.json"
 TRAINING_KEYS = (  # (metadata.training key, label), in reading order

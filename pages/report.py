@@ -24,6 +24,9 @@ from skin_model.report_data import (CURVE_METRICS, HISTORY_FILE, NON_DERMOSCOPIC
                                     ood_category_frame, ood_summary, operating_point, per_class_frame, reports_dir,
                                     safety_results_path, split_audit, training_curves, tta_frame, tta_summary,
                                     unsure_rule, unsure_threshold)
+from pages import ensure_app_shell
+
+ensure_app_shell()
 
 RATE = st.column_config.NumberColumn(format="%.3f")
 PERCENT = st.column_config.NumberColumn(format="percent")

@@ -85,6 +85,21 @@ def browser():
         browser.close()
 
 
+def test_deep_link_on_a_fresh_server_keeps_navigation_and_disclaimer(server, browser):
+    """Opening /report first (before any visit to the root) still runs through app.py: the page's own
+    navigation, the model version and the disclaimer are there, and the report page is the one shown.
+    Runs first in this module so the server has not served app.py yet."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{server}/report")
+    page.get_by_role("heading", name="Evaluation report").wait_for(timeout=RESULT_TIMEOUT_MS)
+    sidebar = page.get_by_test_id("stSidebar")
+    sidebar.get_by_text("not a medical device").wait_for(timeout=RESULT_TIMEOUT_MS)
+    assert sidebar.get_by_text("Model version:").is_visible()
+    assert sidebar.get_by_text("About / model card").is_visible()
+    assert sidebar.get_by_text("model card", exact=True).count() == 0, "no legacy pages/ listing"
+    page.close()
+
+
 def test_upload_in_browser_shows_diagnosis_and_overlay(server, browser, real_image_path, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(server)
