@@ -369,16 +369,26 @@ def _per_class_per_split(series: pd.Series, splits: list[str]) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------- training curves
+def read_json(path: Path, missing_hint: str = "") -> Any:
+    """The parsed content of a JSON file; ReportError naming the file if it is missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReportError(path, "the file does not exist" + (f" ({missing_hint})" if missing_hint else ""))
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ReportError(path, f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except UnicodeDecodeError:
+        raise ReportError(path, "not a text (UTF-8) file") from None
+    except OSError as exc:
+        raise ReportError(path, f"cannot be read ({exc.strerror or exc})") from None
+
+
 def training_curves(history_json: Path) -> pd.DataFrame:
     """train.py's ``history.json`` as a long frame: stage, epoch (running over both stages), stage_epoch,
     metric (loss / accuracy / balanced_accuracy), subset (train / validation), value."""
     history_json = Path(history_json)
-    if not history_json.is_file():
-        raise ReportError(history_json, "the file does not exist (train.py writes it after training)")
-    try:
-        history = json.loads(history_json.read_text())
-    except json.JSONDecodeError as exc:
-        raise ReportError(history_json, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    history = read_json(history_json, "train.py writes it after training")
     if not isinstance(history, dict) or not all(isinstance(v, list) for v in history.values()):
         raise ReportError(history_json, "expected an object of stage name -> list of per-epoch records")
     rows = []
@@ -626,14 +636,7 @@ def tta_summary(safety_json: Path) -> TtaSummary:
     """Read the ``tta`` block of the safety benchmark's JSON; ReportError naming the file and the problem
     (missing, not JSON, no ``tta`` block, missing or out-of-range values)."""
     path = Path(safety_json)
-    if not path.is_file():
-        raise ReportError(path, "the file does not exist")
-    try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ReportError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReportError(path, f"cannot be read ({exc})") from None
+    results = read_json(path)
     if not isinstance(results, dict) or not isinstance(results.get("tta"), dict):
         raise ReportError(path, "no 'tta' block (expected the output of benchmarks/safety_benchmark.py)")
     tta = results["tta"]

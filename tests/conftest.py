@@ -56,3 +56,24 @@ def shipped_bundle() -> Path:
     if not (DEFAULT_WEIGHTS_DIR / "metadata.json").is_file():
         pytest.skip("No trained model in weights/ yet")
     return DEFAULT_WEIGHTS_DIR
+
+
+@pytest.fixture(scope="session")
+def gated_bundle(tiny_bundle: Path, ham_dir: Path, tmp_path_factory) -> Path:
+    """The tiny bundle plus an OOD gate fitted on 60 HAM10000 originals (the first 20 lesions held out as
+    "test", the next 30 as "val", in the bundle's split.csv)."""
+    import shutil
+
+    import pandas as pd
+
+    from skin_model import ood
+
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path_factory.mktemp("gated") / "bundle"))
+    meta = pd.read_csv(ham_dir / "HAM10000_metadata.csv")
+    originals = sorted(p.stem for p in (ham_dir / "images_600x450").glob("*.jpg"))
+    frame = meta[meta["image_id"].isin(originals)].copy()
+    order = {lesion: i for i, lesion in enumerate(frame["lesion_id"].drop_duplicates())}
+    frame["split"] = ["test" if order[l] < 20 else "val" if order[l] < 50 else "train" for l in frame["lesion_id"]]
+    frame.to_csv(bundle / ood.SPLIT_FILE, index=False)
+    ood.fit_command(bundle, ham_dir, limit=60, components=32, percentile=99.5, target_pass=0.98)
+    return bundle

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -22,21 +21,6 @@ def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def gated_bundle(tiny_bundle: Path, ham_dir: Path, tmp_path_factory) -> Path:
-    """The tiny bundle plus an OOD gate fitted on the HAM10000 originals that are not used below."""
-    bundle = Path(shutil.copytree(tiny_bundle, tmp_path_factory.mktemp("batch") / "bundle"))
-    meta = pd.read_csv(ham_dir / "HAM10000_metadata.csv")
-    originals = sorted(p.stem for p in (ham_dir / "images_600x450").glob("*.jpg"))
-    frame = meta[meta["image_id"].isin(originals)].copy()
-    lesion_order = {lesion: i for i, lesion in enumerate(frame["lesion_id"].drop_duplicates())}
-    frame["split"] = ["test" if lesion_order[l] < 20 else "val" if lesion_order[l] < 50 else "train"
-                      for l in frame["lesion_id"]]
-    frame.to_csv(bundle / ood.SPLIT_FILE, index=False)
-    ood.fit_command(bundle, ham_dir, limit=60, components=32, percentile=99.5, target_pass=0.98)
-    return bundle
 
 
 @pytest.fixture(scope="module")
