@@ -94,25 +94,17 @@ def load_report(path: Path) -> EvaluationReport:
     fields, or values of the wrong type or out of range.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ReportError(path, "the file does not exist")
+    data = read_json(path)
     try:
-        report = EvaluationReport.from_json(path)
-    except json.JSONDecodeError as exc:
-        raise ReportError(path, f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
-    except UnicodeDecodeError:
-        raise ReportError(path, "not a text (UTF-8) file") from None
-    except OSError as exc:
-        raise ReportError(path, f"cannot be read ({exc.strerror or exc})") from None
+        report = EvaluationReport(**data)
     except TypeError:
-        raise ReportError(path, _field_problem(path)) from None
+        raise ReportError(path, _field_problem(data)) from None
     check_report(report, path)
     return report
 
 
-def _field_problem(path: Path) -> str:
+def _field_problem(data: Any) -> str:
     """Why ``EvaluationReport(**data)`` failed: not an object, or missing / unknown fields."""
-    data = json.loads(path.read_text())
     if not isinstance(data, dict):
         return f"expected a JSON object with the evaluation fields, found a {type(data).__name__}"
     missing = [name for name in _REQUIRED_FIELDS if name not in data]
@@ -437,16 +429,11 @@ class UnsureThreshold:
 def unsure_threshold(metadata_json: Path) -> UnsureThreshold:
     """``ModelMetadata.unsure_threshold`` and the model version; ReportError naming the problem otherwise."""
     path = Path(metadata_json)
-    if not path.is_file():
-        raise ReportError(path, "the file does not exist (train.py writes it next to the model)")
+    data = read_json(path, "train.py writes it next to the model")
     try:
-        metadata = ModelMetadata.from_json(path)
-    except json.JSONDecodeError as exc:
-        raise ReportError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        metadata = ModelMetadata(**data)
     except TypeError as exc:
         raise ReportError(path, f"its fields do not match the model metadata format ({exc})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReportError(path, f"cannot be read ({exc})") from None
     if not _is_rate(metadata.unsure_threshold):
         raise ReportError(path, "'unsure_threshold' must be a number between 0 and 1, "
                                 f"found {metadata.unsure_threshold!r}")
