@@ -5,7 +5,6 @@ Navigation and the sidebar only; each page lives in ``pages/``.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import streamlit as st
@@ -30,7 +29,7 @@ def model_version() -> str:
     """The served model's version from its metadata.json (without loading the model)."""
     from skin_model.model import ModelMetadata
 
-    weights = Path(os.environ.get("SKIN_WEIGHTS_DIR") or config.DEFAULT_WEIGHTS_DIR)
+    weights = config.served_weights_dir()
     try:
         meta = ModelMetadata.from_json(weights / "metadata.json")
     except (OSError, ValueError, TypeError, KeyError):

@@ -1,9 +1,13 @@
-"""The app's pages (run by ``st.navigation`` in app.py); this module only holds their shared entry guard."""
+"""The app's pages (run by ``st.navigation`` in app.py); this module holds what several pages share."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
+
+from skin_model.service import ClassifierService
 
 
 def ensure_app_shell() -> None:
@@ -16,3 +20,12 @@ def ensure_app_shell() -> None:
     if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
         st.rerun()
+
+
+@st.cache_resource(show_spinner="Loading the model (once per server)…")
+def load_service(weights: str) -> ClassifierService:
+    """The model, its explainer and OOD gate, loaded and warmed up once per server process and shared by
+    every session and page (Classify and Batch)."""
+    service = ClassifierService.from_dir(Path(weights))
+    service.warm_up()
+    return service

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -16,8 +14,8 @@ from skin_model.explain import METHODS
 from skin_model.imaging import FILE_SUFFIXES, MAX_FILE_BYTES, SUPPORTED_DESCRIPTION, InvalidImageError
 from skin_model.labels import by_code
 from skin_model.model import ModelIntegrityError
-from skin_model.service import Analysis, ClassifierService, shared_service
-from pages import ensure_app_shell
+from skin_model.service import Analysis, ClassifierService
+from pages import ensure_app_shell, load_service
 
 ensure_app_shell()
 
@@ -42,16 +40,6 @@ class BatchItem:
     @property
     def label(self) -> str:
         return f"{self.number}. {self.name}"
-
-
-def weights_dir() -> Path:
-    return Path(os.environ.get("SKIN_WEIGHTS_DIR") or config.DEFAULT_WEIGHTS_DIR)
-
-
-@st.cache_resource(show_spinner="Loading the model (once per server)…")
-def load_service(weights: str) -> ClassifierService:
-    """The same process-wide service as the Classify page (``service.shared_service``)."""
-    return shared_service(weights)
 
 
 def analyse_one(service: ClassifierService, number: int, name: str, data: bytes, tta: bool,
@@ -155,14 +143,15 @@ def gradcam_ui(service: ClassifierService, items: list[BatchItem]) -> None:
 
 def batch_page() -> None:
     st.title("Classify several images")
+    weights = config.served_weights_dir()
     try:
-        service = load_service(str(weights_dir()))
+        service = load_service(str(weights))
     except ModelIntegrityError as exc:
         st.error(f"**The model cannot be loaded.** {exc}", icon="🚫")
         return
     except Exception as exc:
         log.exception("Model loading failed")
-        st.error(f"**The model cannot be loaded** from `{weights_dir()}`: {type(exc).__name__}: {exc}", icon="🚫")
+        st.error(f"**The model cannot be loaded** from `{weights}`: {type(exc).__name__}: {exc}", icon="🚫")
         return
     uploads = st.file_uploader(
         f"Dermatoscopic images ({SUPPORTED_DESCRIPTION}, up to {MAX_FILE_BYTES // 2**20} MB each, "

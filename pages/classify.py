@@ -20,8 +20,8 @@ from skin_model.explain import METHODS, colorize
 from skin_model.imaging import FILE_SUFFIXES, MAX_FILE_BYTES, SUPPORTED_DESCRIPTION, InvalidImageError
 from skin_model.labels import CLASSES, CODES, MALIGNANT_CODES, by_code
 from skin_model.model import ModelIntegrityError
-from skin_model.service import Analysis, ClassifierService, Explanation, shared_service
-from pages import ensure_app_shell
+from skin_model.service import Analysis, ClassifierService, Explanation
+from pages import ensure_app_shell, load_service
 
 ensure_app_shell()
 
@@ -37,23 +37,12 @@ IMAGE_FORMAT = "JPEG"
 MALIGNANT_LABEL = " + ".join(MALIGNANT_CODES)
 
 
-def weights_dir() -> Path:
-    """The bundle to serve: SKIN_WEIGHTS_DIR read at run time (so tests can repoint it), else the default."""
-    return Path(os.environ.get("SKIN_WEIGHTS_DIR") or config.DEFAULT_WEIGHTS_DIR)
-
-
 def samples_dir() -> Path:
     """Folder of sample images: SKIN_SAMPLES_DIR read at run time, else the default."""
     return Path(os.environ.get("SKIN_SAMPLES_DIR") or config.DEFAULT_SAMPLES_DIR)
 
 
 # ---------------------------------------------------------------------------------------------- loaders
-@st.cache_resource(show_spinner="Loading the model (once per server)…")
-def load_service(weights: str) -> ClassifierService:
-    """The model, its metadata, the Grad-CAM explainer and the OOD gate, shared by every session and page."""
-    return shared_service(weights)
-
-
 @st.cache_data(show_spinner=False)
 def list_samples(folder: str) -> list[str]:
     path = Path(folder)
@@ -249,16 +238,17 @@ def case_report_ui(service: ClassifierService, analysis: Analysis, explanation: 
 
 def classify_page() -> None:
     st.title("Classify a skin lesion")
+    weights = config.served_weights_dir()
     try:
-        service = load_service(str(weights_dir()))
+        service = load_service(str(weights))
     except ModelIntegrityError as exc:
-        st.error(f"**The model cannot be loaded.** {exc}\n\nThe model bundle must be in `{weights_dir()}` "
+        st.error(f"**The model cannot be loaded.** {exc}\n\nThe model bundle must be in `{weights}` "
                  "(set `SKIN_WEIGHTS_DIR` to use another folder). Classification is unavailable until it is "
                  "restored.", icon="🚫")
         return
     except Exception as exc:  # a damaged .keras file, wrong format, ...
         log.exception("Model loading failed")
-        st.error(f"**The model cannot be loaded** from `{weights_dir()}`: {type(exc).__name__}: {exc}", icon="🚫")
+        st.error(f"**The model cannot be loaded** from `{weights}`: {type(exc).__name__}: {exc}", icon="🚫")
         return
 
     selected = input_ui()

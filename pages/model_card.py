@@ -5,7 +5,6 @@ Every model-specific fact is read from the bundle's metadata.json (SKIN_WEIGHTS_
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -30,11 +29,6 @@ TRAINING_KEYS = (  # (metadata.training key, label), in reading order
 METRIC_LABELS = {"balanced_accuracy": "Balanced accuracy", "accuracy": "Accuracy", "macro_auc": "Macro AUC",
                  "ece": "ECE", "melanoma_sensitivity": "Melanoma sensitivity",
                  "melanoma_specificity": "Melanoma specificity"}
-
-
-def weights_dir() -> Path:
-    """SKIN_WEIGHTS_DIR read at run time (tests repoint it), else the default bundle folder."""
-    return Path(os.environ.get("SKIN_WEIGHTS_DIR") or config.DEFAULT_WEIGHTS_DIR)
 
 
 @st.cache_data(show_spinner=False)
@@ -196,7 +190,7 @@ def limits_ui(meta: ModelMetadata) -> None:
 
 def model_card_page() -> None:
     st.title("About this model")
-    weights = weights_dir()
+    weights = config.served_weights_dir()
     meta = load_metadata(weights / METADATA_FILE)
     if meta is None:
         return

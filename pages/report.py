@@ -4,10 +4,8 @@ benchmark, the training curves and the data-split audit. Nothing is retrained or
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 from skin_model import config
@@ -18,7 +16,7 @@ from skin_model.report_charts import (confusion_heatmap, coverage_chart, pr_char
                                       training_curve_chart)
 from skin_model.report_data import (CURVE_METRICS, HISTORY_FILE, NON_DERMOSCOPIC_SET,
                                     OOD_FIT_COMMAND, OOD_MEASURE_COMMAND, SAFETY_COMMAND, SPLIT_FILE,
-                                    TRAINING_REPORTS, ReportError, SplitAudit, TtaSummary, UnsureThreshold,
+                                    TRAINING_REPORTS, ReportError,
                                     comparison_frame, confusion_frames, coverage_frame, dataset_description,
                                     headlines, list_evaluation_files, load_report, localisation_summary,
                                     ood_category_frame, ood_summary, operating_point, per_class_frame, reports_dir,
@@ -31,11 +29,6 @@ ensure_app_shell()
 RATE = st.column_config.NumberColumn(format="%.3f")
 PERCENT = st.column_config.NumberColumn(format="percent")
 LOCALISATION_COMMAND = "python -m skin_model.localisation --split test"
-
-
-def weights_dir() -> Path:
-    """SKIN_WEIGHTS_DIR read at run time (tests repoint it), else the default bundle folder."""
-    return Path(os.environ.get("SKIN_WEIGHTS_DIR") or config.DEFAULT_WEIGHTS_DIR)
 
 
 def modified_time(path: Path) -> float:
@@ -331,7 +324,7 @@ def report_page() -> None:
     st.title("Evaluation report")
     st.caption("Everything on this page is read from files written by training and evaluation; "
                "no model is run here.")
-    weights = weights_dir()
+    weights = config.served_weights_dir()
     evaluation_ui(weights)
     training_ui(weights)
     split_ui(weights)

@@ -23,3 +23,8 @@ DEFAULT_WEIGHTS_DIR = Path(os.environ.get("SKIN_WEIGHTS_DIR", PROJECT_ROOT / "we
 DEFAULT_SAMPLES_DIR = Path(os.environ.get("SKIN_SAMPLES_DIR", DEFAULT_DATA_DIR / "images_600x450"))
 #: Lesion boxes in images_200x150 pixel coordinates.
 DEFAULT_BBOXES_CSV = DEFAULT_DATA_DIR / "lesion_bboxes_200x150.csv"
+
+
+def served_weights_dir() -> Path:
+    """The bundle to serve: SKIN_WEIGHTS_DIR read now (tests and servers repoint it), else the default."""
+    return Path(os.environ.get("SKIN_WEIGHTS_DIR") or DEFAULT_WEIGHTS_DIR)

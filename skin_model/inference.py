@@ -83,10 +83,14 @@ class Predictor:
         """The float32 batch the model sees for these images (the shared preprocessing path)."""
         return scale_pixels(np.stack([to_model_array(im, self.input_size) for im in images]).astype(np.float32))
 
+    def probabilities_of(self, model_input: np.ndarray) -> np.ndarray:
+        """Calibrated (N, 7) probabilities for a batch already through ``model_input``."""
+        raw = self._forward(model_input).numpy().astype(np.float64)
+        return apply_temperature(raw, self.metadata.temperature)
+
     def predict_probabilities(self, images: list[Image.Image]) -> np.ndarray:
         """Calibrated (N, 7) probabilities."""
-        raw = self._forward(self.model_input(images)).numpy().astype(np.float64)
-        return apply_temperature(raw, self.metadata.temperature)
+        return self.probabilities_of(self.model_input(images))
 
     def predict(self, image: Image.Image) -> Prediction:
         probs = self.predict_probabilities([image])[0]

@@ -191,7 +191,7 @@ def localise(predictor, explainer, images: pd.DataFrame, files: dict[str, Path],
             skipped.append(image_id)
             continue
         model_input = predictor.model_input([image])
-        probs = predictor.predict_probabilities([image])[0]
+        probs = predictor.probabilities_of(model_input)[0]
         classes = {"predicted": int(np.argmax(probs)), "true": class_index(dx)}
         box = boxes[image_id]
         row: dict[str, Any] = {"image_id": image_id, "true": dx, "predicted": CODES[classes["predicted"]],

@@ -24,7 +24,7 @@ import pandas as pd
 from skin_model.config import PROJECT_ROOT
 from skin_model.labels import CLASSES, CODES, NUM_CLASSES, class_index
 from skin_model.metrics import EvaluationReport, choose_unsure_threshold, coverage_curve
-from skin_model.model import METADATA_FILE, ModelMetadata
+from skin_model.model import ModelMetadata
 from skin_model.ood import GOALS as OOD_GOALS
 from skin_model.published import PUBLISHED_RESULTS, PublishedResult
 

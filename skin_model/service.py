@@ -1,14 +1,13 @@
 """What the Classify and Batch pages compute, without any UI: decode an upload, check it, predict, explain.
 
-One :class:`ClassifierService` is built per process and shared between sessions and pages
-(:func:`shared_service`). Prediction and the out-of-distribution check run compiled ``tf.function``\ s
-(thread-safe); the tf-keras-vis explainers share one cloned model and run in eager mode, so their calls
-are serialised with a lock. Nothing here writes to disk.
+One :class:`ClassifierService` is built per process and shared between sessions and pages (the app
+caches it with ``st.cache_resource`` in ``pages.load_service``). Prediction and the out-of-distribution
+check run compiled ``tf.function``\ s (thread-safe); the tf-keras-vis explainers share one cloned model
+and run in eager mode, so their calls are serialised with a lock. Nothing here writes to disk.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import threading
@@ -122,7 +121,7 @@ class ClassifierService:
         if tta:
             probs = predict_probabilities_tta(self.predictor, [image])[0]
         else:
-            probs = self.predictor.predict_probabilities([image])[0]
+            probs = self.predictor.probabilities_of(batch)[0]
         prediction = Prediction(tuple(float(p) for p in probs), self.metadata.unsure_threshold)
         ood = self._ood.check(batch)[0] if self._ood is not None else None
         return Analysis(name=name, digest=digest, image=image, model_input=batch, prediction=prediction,
@@ -136,11 +135,3 @@ class ClassifierService:
             heatmap = self._explainer.heatmap(analysis.model_input, class_index(class_code), method)
         return Explanation(method=method, class_code=class_code, heatmap=heatmap,
                            view=centre_square(analysis.image))
-
-
-@functools.lru_cache(maxsize=2)
-def shared_service(weights_dir: str) -> ClassifierService:
-    """The process-wide service for ``weights_dir``, built and warmed up once and shared by all pages."""
-    service = ClassifierService.from_dir(Path(weights_dir))
-    service.warm_up()
-    return service
