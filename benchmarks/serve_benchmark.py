@@ -4,10 +4,12 @@
 
 Figures (printed and written to benchmarks/results/serve.json):
 
-* ``cold_start_library_s``: a fresh ``python`` process, from its start until the first prediction + Grad-CAM
-  overlay of a real image is done (imports, sha256 check, model load, first compiled call).
+* ``cold_start_library_s``: a fresh ``python`` process, from its start until the first calibrated
+  prediction of a real image (``prediction``: imports, sha256 checks, LiteRT load) and until its Grad-CAM
+  overlay (``overlay``: waits for TensorFlow and the Keras model, loaded in the background).
 * ``cold_start_app_s``: ``streamlit run app.py`` started as a subprocess until the first uploaded image's
-  Grad-CAM overlay is on screen in Debian's chromium (Playwright); includes browser page load.
+  diagnosis (``first_result``) and its Grad-CAM overlay (``overlay``) are on screen in Debian's chromium
+  (Playwright); includes browser page load. The goal "first result <= 6 s" is read on ``first_result``.
 * ``latency_ms``: server-side work per upload, in this process, on real HAM10000 originals (600x450 JPEG):
   ``predict`` = decode + preprocess + calibrated prediction (``ClassifierService.analyse``),
   ``gradcam`` / ``gradcam++`` = heatmap + colouring + overlay, ``predict_and_overlay`` = both (the page's
@@ -102,25 +104,28 @@ def free_port() -> int:
 
 # ---------------------------------------------------------------------------------------------- library level
 COLD_START_SNIPPET = """
-import os, sys, time
+import sys, time
 from pathlib import Path
 from skin_model.service import ClassifierService
 service = ClassifierService.from_dir(Path(sys.argv[1]))
 analysis = service.analyse(Path(sys.argv[2]).read_bytes(), name="first.jpg")
+print("PREDICTION", time.time(), flush=True)
 service.explain(analysis, analysis.prediction.top_code, "gradcam").overlay(0.4)
-print("DONE", analysis.prediction.top_code, flush=True)
+print("OVERLAY", time.time(), flush=True)
 """
 
 
-def cold_start_library(weights: Path, image: Path) -> float:
+def cold_start_library(weights: Path, image: Path) -> dict[str, float]:
+    """Seconds from launching a fresh process to its first prediction and to its first overlay."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    start = time.perf_counter()
+    start = time.time()
     out = subprocess.run([sys.executable, "-c", COLD_START_SNIPPET, str(weights), str(image)], cwd=PROJECT_ROOT,
                          env=env, capture_output=True, text=True, timeout=600)
-    elapsed = time.perf_counter() - start
-    if "DONE" not in out.stdout:
+    marks = {line.split()[0].lower(): float(line.split()[1]) - start for line in out.stdout.splitlines()
+             if line.startswith(("PREDICTION", "OVERLAY"))}
+    if set(marks) != {"prediction", "overlay"}:
         raise RuntimeError(f"cold start run failed: {out.stderr[-2000:]}")
-    return elapsed
+    return marks
 
 
 def latency(weights: Path, images: list[Path]) -> dict:
@@ -202,12 +207,17 @@ class StreamlitServer:
 OOD_WARNING = "does not look like a dermatoscopic image"
 
 
-async def upload_and_wait(page, image: Path, timeout_ms: int = RESULT_TIMEOUT_MS) -> bool:
+async def upload_and_wait(page, image: Path, timeout_ms: int = RESULT_TIMEOUT_MS,
+                          on_result=None) -> bool:
     """Upload ``image`` and wait until its result and Grad-CAM overlay are on screen, or until the
-    out-of-distribution warning is (which hides the result). Returns True when the image was flagged."""
+    out-of-distribution warning is (which hides the result). Returns True when the image was flagged.
+    ``on_result`` is called when the diagnosis (or the warning) appears, before the overlay."""
     await page.locator("input[type=file]").set_input_files(str(image))
     await page.get_by_text(f"{image.name} (", exact=False).first.wait_for(timeout=timeout_ms)
     flagged = page.get_by_text(OOD_WARNING).first
+    await page.get_by_text("Calibrated probability:").first.or_(flagged).wait_for(timeout=timeout_ms)
+    if on_result is not None:
+        on_result()
     await page.get_by_text("Overlay (opacity").first.or_(flagged).wait_for(timeout=timeout_ms)
     await page.wait_for_function(
         "() => !document.querySelector('[data-testid=\"stSpinner\"]') && "
@@ -226,8 +236,11 @@ async def _app_runs(weights: Path, images: list[Path], load_seconds: float, sess
             page = await browser.new_page(viewport={"width": 1400, "height": 1000})
             await page.goto(server.url)
             await page.get_by_text("Classify a skin lesion").wait_for(timeout=RESULT_TIMEOUT_MS)
-            await upload_and_wait(page, images[0])
-            result["cold_start_app_s"] = time.perf_counter() - server.started_at
+            marks: dict[str, float] = {}
+            await upload_and_wait(page, images[0], on_result=lambda: marks.setdefault(
+                "first_result", time.perf_counter() - server.started_at))
+            marks["overlay"] = time.perf_counter() - server.started_at
+            result["cold_start_app_s"] = marks
             await page.close()
         if load_seconds <= 0:
             await browser.close()
@@ -327,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     lat = report["latency_ms"]
     report["goals_met"] = {
         "predict_and_overlay_p50_ms": lat["predict_and_overlay"]["p50"] <= GOALS["predict_and_overlay_p50_ms"],
-        "first_result_s": report.get("cold_start_app_s", report["cold_start_library_s"]) <= GOALS["first_result_s"],
+        "first_result_s": report.get("cold_start_app_s", {}).get(
+            "first_result", report["cold_start_library_s"]["prediction"]) <= GOALS["first_result_s"],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
@@ -338,10 +352,14 @@ def main(argv: list[str] | None = None) -> int:
 def print_report(r: dict, out: Path) -> None:
     print(f"\nServing benchmark ({r['machine']['cpus']} CPUs, load average at start "
           f"{r['machine']['load_average_at_start'][0]:.1f}); model {r['model_version']} at {r['input_size']} px")
-    print(f"  cold start, library (process start -> first prediction + overlay): {r['cold_start_library_s']:.2f} s")
+    lib = r["cold_start_library_s"]
+    print(f"  cold start, library (process start -> first prediction / overlay): {lib['prediction']:.2f} s / "
+          f"{lib['overlay']:.2f} s")
     if "cold_start_app_s" in r:
-        print(f"  cold start, app (streamlit start -> first overlay in the browser): {r['cold_start_app_s']:.2f} s")
-    print(f"  model load in process: {r['model_load_s']:.2f} s")
+        app = r["cold_start_app_s"]
+        print(f"  cold start, app (streamlit start -> first diagnosis / overlay in the browser): "
+              f"{app['first_result']:.2f} s / {app['overlay']:.2f} s")
+    print(f"  service load in process (LiteRT; Keras loads in the background): {r['model_load_s']:.2f} s")
     for name, s in r["latency_ms"].items():
         print(f"  {name:20s} p50 {s['p50']:7.1f} ms  p95 {s['p95']:7.1f} ms  (n={s['n']})")
     rss = r["rss_mb"]

@@ -130,7 +130,8 @@ def gradcam_ui(service: ClassifierService, items: list[BatchItem]) -> None:
     if analysis.flagged_ood:
         st.warning("This image does not look like a dermatoscopic image; its heatmap is not meaningful.",
                    icon="⚠️")
-    with st.spinner("Computing Grad-CAM…"):
+    loading = "" if service.explainer_ready else " (first use since the server started: loading TensorFlow)"
+    with st.spinner(f"Computing Grad-CAM{loading}…"):
         explanation = service.explain(analysis, code, "gradcam")
     view_col, overlay_col = st.columns(2)
     view_col.image(explanation.view, caption=f"{analysis.name}: what the model saw", width="stretch",

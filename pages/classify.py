@@ -203,7 +203,8 @@ def explanation_ui(service: ClassifierService, analysis: Analysis) -> tuple[Expl
     code = class_col.selectbox("Explain the class", ranked, key="cam_class",
                                format_func=lambda c: f"{by_code(c).name.split(' (')[0]} ({c}, {probs[c]:.0%})")
     alpha = alpha_col.slider("Heatmap opacity", 0.0, 1.0, DEFAULT_OPACITY, 0.05, key="cam_alpha")
-    with st.spinner(f"Computing {METHODS[method]}…"):
+    loading = "" if service.explainer_ready else " (first use since the server started: loading TensorFlow)"
+    with st.spinner(f"Computing {METHODS[method]}{loading}…"):
         explanation = explain_cached(service, analysis, code, method)
     original, heat, blended = st.columns(3)
     shown = dict(width="stretch", output_format=IMAGE_FORMAT)
@@ -246,7 +247,7 @@ def classify_page() -> None:
                  "(set `SKIN_WEIGHTS_DIR` to use another folder). Classification is unavailable until it is "
                  "restored.", icon="🚫")
         return
-    except Exception as exc:  # a damaged .keras file, wrong format, ...
+    except Exception as exc:  # a damaged model file, wrong format, ...
         log.exception("Model loading failed")
         st.error(f"**The model cannot be loaded** from `{weights}`: {type(exc).__name__}: {exc}", icon="🚫")
         return
@@ -281,6 +282,9 @@ def classify_page() -> None:
     probabilities_ui(analysis)
     try:
         explanation, alpha = explanation_ui(service, analysis)
+    except ModelIntegrityError as exc:
+        st.error(f"**Grad-CAM is unavailable:** {exc}. The prediction above is unaffected.", icon="🚫")
+        return
     except Exception:
         log.exception("Grad-CAM failed for %s", name)
         st.error("The heatmap could not be computed for this image; the prediction above is unaffected.")

@@ -10,6 +10,9 @@ between the feature map and the score is the small classification head. So the b
 computes Grad-CAM / Grad-CAM++ on a head-only model whose input is that feature map. The result is the
 same map (tested against tf-keras-vis on the full model); ``Explainer(model, split=False)`` gives the
 plain tf-keras-vis path.
+
+TensorFlow and tf-keras-vis are imported when an ``Explainer`` is built, so the app can use this module's
+names and colouring before TensorFlow has loaded.
 """
 
 from __future__ import annotations
@@ -17,15 +20,8 @@ from __future__ import annotations
 from typing import Literal
 
 import cv2
-import keras
 import numpy as np
-import tensorflow as tf
 from scipy.ndimage import zoom
-from tf_keras_vis.gradcam import Gradcam
-from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
-from tf_keras_vis.utils import normalize, zoom_factor
-from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
-from tf_keras_vis.utils.scores import CategoricalScore
 
 from skin_model.model import LAST_CONV_LAYER
 
@@ -41,6 +37,8 @@ FEATURES_LAYER = "gradcam_features"
 
 def _head_model(model, layer_name: str = LAST_CONV_LAYER):
     """The layers after ``layer_name`` as a model taking that layer's output (a chain: pool, dropout, dense)."""
+    import keras
+
     names = [layer.name for layer in model.layers]
     start = names.index(layer_name) + 1
     features = keras.Input(shape=tuple(model.get_layer(layer_name).output.shape[1:]))
@@ -60,6 +58,12 @@ class Explainer:
     """
 
     def __init__(self, model, split: bool = True) -> None:
+        import keras
+        import tensorflow as tf
+        from tf_keras_vis.gradcam import Gradcam
+        from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
+        from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+
         self._split = split
         if split:
             features = keras.Model(model.inputs, model.get_layer(LAST_CONV_LAYER).output)
@@ -74,6 +78,10 @@ class Explainer:
 
     def heatmap(self, model_input: np.ndarray, class_index: int, method: Method = "gradcam") -> np.ndarray:
         """(H, W) map in [0, 1] for one preprocessed image (1, H, W, 3), at the model's input size."""
+        import tensorflow as tf
+        from tf_keras_vis.utils import normalize, zoom_factor
+        from tf_keras_vis.utils.scores import CategoricalScore
+
         if method not in self._cams:
             raise ValueError(f"Unknown method {method!r}; choose from {list(self._cams)}")
         score = CategoricalScore([class_index])

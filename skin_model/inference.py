@@ -1,4 +1,5 @@
-"""Serving: the model bundle loaded once, calibrated predictions for RGB images."""
+"""Calibrated predictions for RGB images: the ``Prediction`` record, the preprocessing -> network ->
+temperature path every backend shares, and its Keras backend (``Predictor``)."""
 
 from __future__ import annotations
 
@@ -61,15 +62,47 @@ class Prediction:
                 "probabilities": dict(zip(CODES, self.probabilities))}
 
 
-class Predictor:
-    """A loaded model bundle; ``predict`` is thread-safe and runs a compiled tf.function."""
+class CalibratedPredictor:
+    """The serving path shared by every backend: preprocessing, the network, temperature scaling.
+
+    Subclasses supply ``raw_probabilities`` (the network's softmax for a preprocessed batch).
+    """
+
+    def __init__(self, metadata: ModelMetadata) -> None:
+        self.metadata = metadata
+        self.input_size = metadata.input_size
+
+    def raw_probabilities(self, model_input: np.ndarray) -> np.ndarray:
+        """Uncalibrated (N, 7) softmax for a batch already through ``model_input``."""
+        raise NotImplementedError
+
+    def model_input(self, images: list[Image.Image]) -> np.ndarray:
+        """The float32 batch the model sees for these images (the shared preprocessing path)."""
+        return scale_pixels(np.stack([to_model_array(im, self.input_size) for im in images]).astype(np.float32))
+
+    def probabilities_of(self, model_input: np.ndarray) -> np.ndarray:
+        """Calibrated (N, 7) probabilities for a batch already through ``model_input``."""
+        return apply_temperature(np.asarray(self.raw_probabilities(model_input), np.float64),
+                                 self.metadata.temperature)
+
+    def predict_probabilities(self, images: list[Image.Image]) -> np.ndarray:
+        """Calibrated (N, 7) probabilities."""
+        return self.probabilities_of(self.model_input(images))
+
+    def predict(self, image: Image.Image) -> Prediction:
+        probs = self.predict_probabilities([image])[0]
+        return Prediction(tuple(float(p) for p in probs), self.metadata.unsure_threshold)
+
+
+class Predictor(CalibratedPredictor):
+    """The Keras model of a bundle (evaluation, training reports, Grad-CAM); ``predict`` is thread-safe and
+    runs a compiled tf.function. The app serves predictions with ``lite.LitePredictor`` instead."""
 
     def __init__(self, model, metadata: ModelMetadata) -> None:
         import tensorflow as tf
 
+        super().__init__(metadata)
         self.model = model
-        self.metadata = metadata
-        self.input_size = metadata.input_size
         spec = tf.TensorSpec((None, self.input_size, self.input_size, 3), tf.float32)
         self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
 
@@ -79,19 +112,5 @@ class Predictor:
         log.info("Loaded model %s from %s", metadata.version, weights_dir)
         return cls(model, metadata)
 
-    def model_input(self, images: list[Image.Image]) -> np.ndarray:
-        """The float32 batch the model sees for these images (the shared preprocessing path)."""
-        return scale_pixels(np.stack([to_model_array(im, self.input_size) for im in images]).astype(np.float32))
-
-    def probabilities_of(self, model_input: np.ndarray) -> np.ndarray:
-        """Calibrated (N, 7) probabilities for a batch already through ``model_input``."""
-        raw = self._forward(model_input).numpy().astype(np.float64)
-        return apply_temperature(raw, self.metadata.temperature)
-
-    def predict_probabilities(self, images: list[Image.Image]) -> np.ndarray:
-        """Calibrated (N, 7) probabilities."""
-        return self.probabilities_of(self.model_input(images))
-
-    def predict(self, image: Image.Image) -> Prediction:
-        probs = self.predict_probabilities([image])[0]
-        return Prediction(tuple(float(p) for p in probs), self.metadata.unsure_threshold)
+    def raw_probabilities(self, model_input: np.ndarray) -> np.ndarray:
+        return self._forward(model_input).numpy()

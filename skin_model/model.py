@@ -3,6 +3,10 @@
 The head is built on ``backbone.output`` rather than by calling a nested backbone, so the model is one flat
 graph that tf-keras-vis can explain. Batch-norm layers are never trainable, which keeps them in inference
 mode (Keras 3 runs a non-trainable BatchNormalization with its moving statistics even when training).
+The bundle also holds ``model.tflite`` (``skin_model.lite``), the same network for fast serving.
+
+Keras is imported inside the functions that need it, so reading metadata does not load TensorFlow (the
+app shows its first prediction before TensorFlow has finished importing).
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-import keras
+from typing import TYPE_CHECKING, Any
 
 from skin_model.labels import CLASSES, NUM_CLASSES
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,8 @@ def build_classifier(input_size: int = 224, backbone_weights: str | Path | None 
     ``backbone_weights``: a ``.weights.h5`` file for ``MobileNetV2(include_top=False)``, the string
     ``"imagenet"`` (Keras' own download), or None for random initialisation (tests only).
     """
+    import keras
+
     from_file = backbone_weights not in (None, "imagenet")
     backbone = keras.applications.MobileNetV2(
         input_shape=(input_size, input_size, 3), include_top=False,
@@ -65,6 +72,8 @@ def set_trainable_backbone(model: keras.Model, first_layer: str | None) -> None:
 
     Head layers are always trainable; batch-norm layers never are (they stay in inference mode).
     """
+    import keras
+
     trainable = first_layer == "all"
     for layer in model.layers:
         if layer.name in HEAD_LAYERS:
@@ -95,6 +104,8 @@ class ModelMetadata:
     metrics: dict[str, Any] = field(default_factory=dict)
     model_file: str = MODEL_FILE
     model_sha256: str = ""
+    lite_file: str = ""  # the same network as a LiteRT flat buffer (skin_model.lite), used for serving
+    lite_sha256: str = ""
     intended_use: str = ("Education and research demonstration of dermoscopic lesion classification. "
                          "Not a medical device; not for diagnosis.")
     licence: str = "Model trained on HAM10000 (CC BY-NC-SA 4.0): non-commercial, share-alike."
@@ -128,31 +139,51 @@ def network_data_format(input_size: int) -> dict[str, Any]:
 
 
 def save_bundle(model: keras.Model, metadata: ModelMetadata, out_dir: Path) -> Path:
-    """Write ``model.keras`` (no optimizer state) and ``metadata.json`` with the model's sha256."""
+    """Write ``model.keras`` (no optimizer state), its LiteRT twin ``model.tflite`` and ``metadata.json``
+    with both files' sha256."""
+    import keras
+
+    from skin_model.lite import LITE_FILE, export_lite
+
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / MODEL_FILE
     # A fresh, uncompiled Model over the same layers: the .keras file carries no optimizer state.
     keras.Model(model.inputs, model.outputs, name=model.name).save(model_path)
     metadata.model_file = MODEL_FILE
     metadata.model_sha256 = sha256_of(model_path)
+    metadata.lite_file = LITE_FILE
+    metadata.lite_sha256 = sha256_of(export_lite(model, out_dir / LITE_FILE))
     metadata.to_json(out_dir / METADATA_FILE)
     log.info("Saved model bundle to %s (sha256 %s)", out_dir, metadata.model_sha256[:12])
     return model_path
 
 
-def load_bundle(weights_dir: Path) -> tuple[keras.Model, ModelMetadata]:
-    """Load ``model.keras`` in Keras safe mode after checking its sha256 against ``metadata.json``."""
+def read_metadata(weights_dir: Path) -> ModelMetadata:
+    """The bundle's ``metadata.json`` (raises ``ModelIntegrityError`` when it is missing)."""
     meta_path = weights_dir / METADATA_FILE
     if not meta_path.is_file():
         raise ModelIntegrityError(f"No {METADATA_FILE} in {weights_dir}: train a model with `python train.py`")
-    metadata = ModelMetadata.from_json(meta_path)
-    model_path = weights_dir / metadata.model_file
-    if not model_path.is_file():
-        raise ModelIntegrityError(f"Model file {model_path} is missing")
-    actual = sha256_of(model_path)
-    if actual != metadata.model_sha256:
+    return ModelMetadata.from_json(meta_path)
+
+
+def checked_file(weights_dir: Path, file_name: str, expected_sha256: str) -> Path:
+    """``weights_dir / file_name`` after checking it exists and matches the sha256 recorded in the metadata."""
+    path = weights_dir / file_name
+    if not file_name or not path.is_file():
+        raise ModelIntegrityError(f"Model file {path} is missing")
+    actual = sha256_of(path)
+    if actual != expected_sha256:
         raise ModelIntegrityError(
-            f"{model_path} has sha256 {actual[:12]}..., metadata expects {metadata.model_sha256[:12]}...: "
+            f"{path} has sha256 {actual[:12]}..., metadata expects {expected_sha256[:12]}...: "
             "the weights were changed or corrupted")
+    return path
+
+
+def load_bundle(weights_dir: Path) -> tuple[keras.Model, ModelMetadata]:
+    """Load ``model.keras`` in Keras safe mode after checking its sha256 against ``metadata.json``."""
+    import keras
+
+    metadata = read_metadata(weights_dir)
+    model_path = checked_file(weights_dir, metadata.model_file, metadata.model_sha256)
     model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
     return model, metadata

@@ -2,8 +2,13 @@
 
 One :class:`ClassifierService` is built per process and shared between sessions and pages (the app
 caches it with ``st.cache_resource`` in ``pages.load_service``). Prediction and the out-of-distribution
-check run compiled ``tf.function``\ s (thread-safe); the tf-keras-vis explainers share one cloned model
-and run in eager mode, so their calls are serialised with a lock. Nothing here writes to disk.
+features come from one pass of the bundle's LiteRT model (``lite.LitePredictor``), which loads in well
+under a second. Grad-CAM needs the Keras model and TensorFlow (~5 s to import and load here): that loads
+once, in a background thread started by the first ``explain`` (or ``load_explainer``). It is not started
+with the service: importing TensorFlow holds Python's GIL for seconds, and in the app that delayed the
+first page (the file uploader appeared 2.3 s later) and the first prediction by ~3 s. The
+tf-keras-vis explainers share one cloned model and run in eager mode, so their calls are serialised with
+a lock. Nothing here writes to disk.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +26,11 @@ from PIL import Image, ImageOps
 from skin_model.config import DEFAULT_WEIGHTS_DIR
 from skin_model.explain import METHODS, Explainer, colorize, overlay
 from skin_model.imaging import load_image
-from skin_model.inference import Prediction, Predictor
+from skin_model.inference import Prediction
 from skin_model.labels import class_index
-from skin_model.model import ModelMetadata
-from skin_model.ood import OodGate, OodResult, OodScorer, load_gate
+from skin_model.lite import LitePredictor
+from skin_model.model import ModelMetadata, checked_file, load_bundle
+from skin_model.ood import OodGate, OodResult, load_gate
 from skin_model.tta import predict_probabilities_tta
 
 log = logging.getLogger(__name__)
@@ -75,35 +82,68 @@ def centre_square(image: Image.Image, side: int = EXPLAIN_DISPLAY_SIDE) -> np.nd
     return np.asarray(square, dtype=np.uint8)
 
 
-class ClassifierService:
-    """The loaded model, its explainer and (when fitted) its out-of-distribution gate; ``analyse`` and
-    ``explain`` are safe to call from many threads."""
+def build_explainer(weights_dir: Path) -> Explainer:
+    """Load the bundle's Keras model (sha256-checked) and build its Grad-CAM explainer, traced once."""
+    model, metadata = load_bundle(Path(weights_dir))
+    explainer = Explainer(model)
+    size = metadata.input_size
+    explainer.heatmap(np.zeros((1, size, size, 3), np.float32), 0, "gradcam")
+    log.info("Grad-CAM ready for model %s", metadata.version)
+    return explainer
 
-    def __init__(self, predictor: Predictor, ood_gate: OodGate | None = None,
+
+def build_explainer_in_background(weights_dir: Path) -> Future[Explainer]:
+    """``build_explainer`` in a worker thread; the future holds the explainer or the loading error."""
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explainer-loader")
+    future = executor.submit(build_explainer, Path(weights_dir))
+    executor.shutdown(wait=False)
+    return future
+
+
+class ClassifierService:
+    """The served model (LiteRT), its out-of-distribution gate when fitted, and its Grad-CAM explainer
+    (Keras, possibly still loading); ``analyse`` and ``explain`` are safe to call from many threads."""
+
+    def __init__(self, predictor: LitePredictor, weights_dir: Path, ood_gate: OodGate | None = None,
                  ood_status: str = "no gate given") -> None:
         self.predictor = predictor
-        self._explainer = Explainer(predictor.model)
+        self._weights_dir = Path(weights_dir)
+        self._explainer: Future[Explainer] | None = None
+        self._start_lock = threading.Lock()
         self._explain_lock = threading.Lock()
-        self._ood = OodScorer(predictor.model, ood_gate) if ood_gate is not None else None
+        self._ood_gate = ood_gate
         self.ood_status = "on" if ood_gate is not None else ood_status
 
     @classmethod
     def from_dir(cls, weights_dir: Path = DEFAULT_WEIGHTS_DIR) -> "ClassifierService":
-        """Load and sha256-check the bundle (raises ``ModelIntegrityError`` when missing or altered) and
-        the ``ood.npz`` gate fitted for it, if any (a missing or stale gate leaves the check off)."""
-        predictor = Predictor.from_dir(Path(weights_dir))
+        """Load and sha256-check the served model (raises ``ModelIntegrityError`` when missing or altered)
+        and the ``ood.npz`` gate fitted for it, if any (a missing or stale gate leaves the check off); start
+        loading the Keras model for Grad-CAM in the background."""
+        predictor = LitePredictor.from_dir(Path(weights_dir))
+        metadata = predictor.metadata
+        checked_file(Path(weights_dir), metadata.model_file, metadata.model_sha256)  # fail now, not at Grad-CAM
         gate, status = load_gate(Path(weights_dir), predictor.metadata.model_sha256)
-        return cls(predictor, gate, status)
+        return cls(predictor, Path(weights_dir), gate, status)
 
     @property
     def ood_enabled(self) -> bool:
-        return self._ood is not None
+        return self._ood_gate is not None
+
+    def load_explainer(self) -> Future[Explainer]:
+        """Start loading the Keras model for Grad-CAM in a background thread (once); its future."""
+        with self._start_lock:
+            if self._explainer is None:
+                self._explainer = build_explainer_in_background(self._weights_dir)
+            return self._explainer
+
+    @property
+    def explainer_ready(self) -> bool:
+        """True once the Keras model for Grad-CAM has loaded (or failed to: ``explain`` then raises why)."""
+        return self._explainer is not None and self._explainer.done()
 
     def warm_up(self) -> None:
-        """Run one prediction and one Grad-CAM on a grey image so the first upload does not pay for tracing."""
-        grey = Image.new("RGB", (self.predictor.input_size,) * 2, (128, 128, 128))
-        analysis = self.analyse_image(grey, name="warm-up")
-        self.explain(analysis, analysis.prediction.top_code, "gradcam")
+        """Run one prediction on a grey image so the first upload does not pay for memory allocation."""
+        self.analyse_image(Image.new("RGB", (self.predictor.input_size,) * 2, (128, 128, 128)), name="warm-up")
 
     @property
     def metadata(self) -> ModelMetadata:
@@ -118,20 +158,21 @@ class ClassifierService:
                       tta: bool = False) -> Analysis:
         """Check and predict for an already decoded RGB image (``tta``: average the 8 dihedral views)."""
         batch = self.predictor.model_input([image])
+        probs, features = self.predictor.outputs(batch)
         if tta:
-            probs = predict_probabilities_tta(self.predictor, [image])[0]
-        else:
-            probs = self.predictor.probabilities_of(batch)[0]
-        prediction = Prediction(tuple(float(p) for p in probs), self.metadata.unsure_threshold)
-        ood = self._ood.check(batch)[0] if self._ood is not None else None
+            probs = predict_probabilities_tta(self.predictor, [image])
+        prediction = Prediction(tuple(float(p) for p in probs[0]), self.metadata.unsure_threshold)
+        ood = self._ood_gate.check(features)[0] if self._ood_gate is not None else None
         return Analysis(name=name, digest=digest, image=image, model_input=batch, prediction=prediction,
                         ood=ood, tta=tta)
 
     def explain(self, analysis: Analysis, class_code: str, method: str = "gradcam") -> Explanation:
-        """Grad-CAM (``"gradcam"``) or Grad-CAM++ (``"gradcam++"``) for ``class_code``."""
+        """Grad-CAM (``"gradcam"``) or Grad-CAM++ (``"gradcam++"``) for ``class_code``; waits for the
+        Keras model to load the first time (re-raises its loading error if it failed)."""
         if method not in METHODS:
             raise ValueError(f"Unknown method {method!r}; choose from {list(METHODS)}")
+        explainer = self.load_explainer().result()
         with self._explain_lock:
-            heatmap = self._explainer.heatmap(analysis.model_input, class_index(class_code), method)
+            heatmap = explainer.heatmap(analysis.model_input, class_index(class_code), method)
         return Explanation(method=method, class_code=class_code, heatmap=heatmap,
                            view=centre_square(analysis.image))

@@ -140,9 +140,10 @@ def test_missing_bundle_shows_a_clear_message(monkeypatch, tmp_path):
     assert len(at.file_uploader) == 0
 
 
-def test_tampered_bundle_fails_the_sha256_check(monkeypatch, tiny_bundle, tmp_path):
+@pytest.mark.parametrize("model_file", ["model.keras", "model.tflite"])
+def test_tampered_bundle_fails_the_sha256_check(monkeypatch, tiny_bundle, tmp_path, model_file):
     bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
-    with (bundle / "model.keras").open("ab") as handle:
+    with (bundle / model_file).open("ab") as handle:
         handle.write(b"tampered")
     monkeypatch.setenv("SKIN_WEIGHTS_DIR", str(bundle))
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
@@ -175,12 +176,13 @@ def service(tiny_bundle):
 
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
-def test_fast_gradcam_equals_tf_keras_vis_on_the_full_model(service, image_bytes, method):
+def test_fast_gradcam_equals_tf_keras_vis_on_the_full_model(service, tiny_bundle, image_bytes, method):
     """The compiled-backbone split in explain.Explainer gives tf-keras-vis's own full-model map."""
     from skin_model.explain import Explainer
+    from skin_model.model import load_bundle
 
     analysis = service.analyse(image_bytes, name="x.jpg")
-    reference = Explainer(service.predictor.model, split=False)
+    reference = Explainer(load_bundle(tiny_bundle)[0], split=False)
     spreads = []
     for code in CODES:  # with the untrained head some classes' maps are all zero (Grad-CAM's ReLU)
         fast = service.explain(analysis, code, method).heatmap

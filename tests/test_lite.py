@@ -1,0 +1,84 @@
+"""The served LiteRT model: same predictions and OOD features as the Keras model, sha256-checked, TF-free."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TINY_SIZE
+from skin_model.imaging import load_image, to_model_input
+from skin_model.lite import LITE_FILE, LitePredictor, main
+from skin_model.model import METADATA_FILE, ModelIntegrityError, sha256_of
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def real_batch(real_image_path: Path, ham_dir: Path) -> np.ndarray:
+    paths = [real_image_path, *sorted((ham_dir / "images_200x150").glob("*.jpg"))[:5]]
+    return to_model_input([load_image(p) for p in paths], TINY_SIZE)
+
+
+def test_lite_model_matches_keras_on_real_images(tiny_bundle, real_batch):
+    from skin_model.inference import Predictor
+    from skin_model.ood import FeatureExtractor
+
+    keras_predictor = Predictor.from_dir(tiny_bundle)
+    lite = LitePredictor.from_dir(tiny_bundle)
+    probabilities, features = lite.outputs(real_batch)
+    expected = keras_predictor.probabilities_of(real_batch)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-9)
+    assert len(set(expected.argmax(axis=1))) > 1 or expected.std() > 1e-3, "the images give different outputs"
+    keras_features = FeatureExtractor(keras_predictor.model)(real_batch)
+    np.testing.assert_allclose(features, keras_features, rtol=1e-4, atol=1e-4 * np.abs(keras_features).max())
+    single = lite.probabilities_of(real_batch[:1])  # batch size changes between calls are handled
+    np.testing.assert_allclose(single, expected[:1], atol=1e-5)
+
+
+def test_tampered_lite_file_is_refused(tiny_bundle, tmp_path):
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    with (bundle / LITE_FILE).open("ab") as handle:
+        handle.write(b"x")
+    with pytest.raises(ModelIntegrityError, match="sha256"):
+        LitePredictor.from_dir(bundle)
+
+
+def test_bundle_without_lite_file_names_the_fix_and_the_cli_adds_it(tiny_bundle, tmp_path, real_batch):
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    (bundle / LITE_FILE).unlink()
+    meta = json.loads((bundle / METADATA_FILE).read_text())
+    meta.update(lite_file="", lite_sha256="")
+    (bundle / METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ModelIntegrityError, match="python -m skin_model.lite"):
+        LitePredictor.from_dir(bundle)
+
+    assert main(["--weights", str(bundle)]) == 0
+    meta = json.loads((bundle / METADATA_FILE).read_text())
+    assert meta["lite_file"] == LITE_FILE and meta["lite_sha256"] == sha256_of(bundle / LITE_FILE)
+    reference = LitePredictor.from_dir(tiny_bundle).probabilities_of(real_batch)
+    np.testing.assert_allclose(LitePredictor.from_dir(bundle).probabilities_of(real_batch), reference, atol=1e-6)
+
+
+def test_serving_path_does_not_import_tensorflow(tiny_bundle, real_image_path):
+    """The point of the LiteRT model: a prediction without importing TensorFlow (the app's cold start)."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from skin_model.imaging import load_image\n"
+        "from skin_model.lite import LitePredictor\n"
+        f"predictor = LitePredictor.from_dir(Path({str(tiny_bundle)!r}))\n"
+        f"probs = predictor.predict_probabilities([load_image(Path({str(real_image_path)!r}))])\n"
+        "assert abs(probs.sum() - 1) < 1e-6, probs\n"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'tf_keras_vis') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
