@@ -2,7 +2,7 @@
 
 Prints the top class and the calibrated probabilities for each file. A file that cannot be used is
 reported by name and the batch goes on; the exit status is 1 if any file failed (2 if the model could
-not be loaded).
+not be loaded). It predicts with the bundle's ``model.tflite``, as the app does.
 """
 
 from __future__ import annotations
@@ -46,11 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from skin_model.imaging import InvalidImageError, load_image
-    from skin_model.inference import Predictor
+    from skin_model.lite import LitePredictor
     from skin_model.model import ModelIntegrityError
 
     try:
-        predictor = Predictor.from_dir(args.weights)
+        predictor = LitePredictor.from_dir(args.weights)  # the app's serving model: no TensorFlow import
     except (ModelIntegrityError, OSError, ValueError) as exc:
         print(f"error: cannot load the model from {args.weights}: {exc}", file=sys.stderr)
         return 2
