@@ -8,7 +8,7 @@ Figures (printed and written to benchmarks/results/train.json):
 
 * ``training``: images per second for each stage of ``train.py``'s recipe, measured with ``model.fit`` on
   the same tf.data pipeline (augmentation included) and the same compiled optimiser: ``head`` (backbone
-  frozen), ``block_8`` (the default fine-tuning, top half of the backbone unfrozen) and ``all``. The first
+  frozen), ``block_8`` (top half of the backbone unfrozen) and ``all`` (the default fine-tuning). The first
   ``--warmup-steps`` batches (graph tracing) are not timed; then ``--steps`` batches are. Also the
   projected minutes per epoch on the 70 % training split of HAM10000 (7,010 images).
 * ``inference_ms``: single-image latency, p50 / p95 / mean over ``--latency-runs`` real 600x450 HAM10000

@@ -157,7 +157,8 @@ def batch_page() -> None:
     uploads = st.file_uploader(
         f"Dermatoscopic images ({SUPPORTED_DESCRIPTION}, up to {MAX_FILE_BYTES // 2**20} MB each, "
         f"at most {MAX_FILES} files)", type=UPLOAD_TYPES, accept_multiple_files=True, key="batch_upload")
-    tta = st.toggle("Test-time augmentation (average 8 flips/rotations; ~8x slower)", key="batch_tta")
+    tta = st.toggle("Test-time augmentation (average 8 flips/rotations; ~8x slower)", key="batch_tta",
+                    value=service.metadata.test_time_augmentation)
     if not service.ood_enabled:
         st.caption(f"Dermatoscopic-image check: off ({service.ood_status}).")
     if not uploads:

@@ -144,7 +144,10 @@ def training_ui(meta: ModelMetadata) -> None:
     st.markdown(f"**Backbone:** {backbone.get('architecture', NOT_RECORDED)}, ImageNet weights "
                 f"`{backbone.get('source', '?')}` (sha256 `{backbone.get('sha256') or '?'}`).  \n"
                 f"**Calibration:** softmax temperature {meta.temperature:.3f} (fitted on validation). "
-                f"**\"Unsure\" threshold:** top probability below {meta.unsure_threshold:.0%}.")
+                f"**\"Unsure\" threshold:** top probability below {meta.unsure_threshold:.0%}.  \n"
+                f"**Test-time augmentation** (average of the 8 flips/rotations): "
+                f"{'on' if meta.test_time_augmentation else 'off'} by default in the app and the evaluate CLI "
+                "(on only when it raised validation balanced accuracy; `val_tta` in the metrics below).")
 
 
 def metrics_ui(meta: ModelMetadata) -> None:

@@ -189,9 +189,11 @@ def ood_ui(report: EvaluationReport, path: Path) -> None:
 
 def tta_ui(report: EvaluationReport) -> None:
     st.subheader("Test-time augmentation")
-    st.caption("Test-time augmentation (TTA, an option on the Classify page) averages the prediction over the 8 "
-               "flips and 90° rotations of the image, since a dermoscopic image has no natural orientation; it "
-               "runs the model 8 times per image.")
+    st.caption("Test-time augmentation (TTA, a toggle on the Classify page, on by default when it raised the "
+               "validation balanced accuracy: see the model card) averages the prediction over the 8 flips and "
+               "90° rotations of the image, since a dermoscopic image has no natural orientation; it runs the "
+               "model 8 times per image. This report's predictions: "
+               f"{'8-view TTA' if report.model.get('tta') else 'single view'}.")
     path = safety_results_path()
     try:
         summary = cached("tta_summary", path)

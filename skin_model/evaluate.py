@@ -5,8 +5,9 @@ The labels CSV is either ``image_id,dx`` (HAM10000_metadata.csv works as it is; 
 or the ISIC challenge one-hot format ``image,MEL,NV,BCC,AKIEC,BKL,DF,VASC``. Each image is found by its id
 (any supported extension, anywhere under DIR). Images listed but missing, and files that cannot be read,
 are reported by name and left out; images in the folder but not in the CSV are ignored. Predictions go
-through ``Predictor`` (calibrated, the serving preprocessing), metrics through
-``metrics.evaluate_probabilities``; the report is printed and written as JSON. Exit status: 0 ok, 2 for a
+through what the app serves: ``lite.LitePredictor`` (the serving preprocessing, calibrated), averaged over
+the 8 flips/rotations when the model's metadata says ``test_time_augmentation`` (override with
+``--tta`` / ``--no-tta``); metrics through ``metrics.evaluate_probabilities``; the report is printed and written as JSON. Exit status: 0 ok, 2 for a
 usage or data error.
 """
 
@@ -166,9 +167,10 @@ def predict_files(predictor, paths: dict[str, Path], batch_size: int,
 # ---------------------------------------------------------------------------------------------- evaluation
 def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFAULT_WEIGHTS_DIR,
                     name: str | None = None, batch_size: int = 32, predictor=None,
-                    tta: bool = False, split: str | None = None) -> EvaluationReport:
+                    tta: bool | None = None, split: str | None = None) -> EvaluationReport:
     """EvaluationReport of the model bundle in ``weights_dir`` (or a loaded ``predictor``) on the images
-    of ``images_dir`` labelled in ``labels_csv``.
+    of ``images_dir`` labelled in ``labels_csv``, predicted as the app serves them: with the bundle's
+    LiteRT model and, unless ``tta`` says otherwise, the model's ``test_time_augmentation`` setting.
 
     Raises EvaluationError for a bad labels file or folder, a model that cannot be loaded, or when no
     labelled image can be evaluated.
@@ -186,14 +188,16 @@ def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFA
     if not matched.paths:
         raise EvaluationError(f"None of the {len(table)} image(s) listed in {labels_csv.name} is in {images_dir}")
 
-    from skin_model.inference import Predictor  # TensorFlow loads only once the data is known to be usable
+    from skin_model.lite import LitePredictor
     from skin_model.model import ModelIntegrityError
 
     if predictor is None:
         try:
-            predictor = Predictor.from_dir(Path(weights_dir))
+            predictor = LitePredictor.from_dir(Path(weights_dir))
         except (ModelIntegrityError, OSError) as exc:
             raise EvaluationError(f"cannot load the model from {weights_dir}: {exc}") from exc
+    if tta is None:
+        tta = predictor.metadata.test_time_augmentation
 
     ids, probs, unreadable = predict_files(predictor, matched.paths, batch_size, tta)
     if not ids:
@@ -276,8 +280,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="report JSON (default evaluation_<name>.json here)")
     parser.add_argument("--name", help="dataset name in the report (default: the image folder's name)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per prediction batch (default 32)")
-    parser.add_argument("--tta", action="store_true",
-                        help="test-time augmentation: average the 8 flips/rotations (skin_model.tta)")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="test-time augmentation: average the 8 flips/rotations (skin_model.tta); default: "
+                             "the model's metadata (test_time_augmentation), i.e. what the app serves")
     parser.add_argument("--split", help="keep only the labels whose 'split' column equals this (e.g. test, "
                                         "with --labels weights/split.csv)")
     args = parser.parse_args(argv)

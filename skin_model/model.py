@@ -98,6 +98,8 @@ class ModelMetadata:
     network_data_format: dict[str, Any] = field(default_factory=dict)
     temperature: float = 1.0
     unsure_threshold: float = 0.5
+    #: Serve the average over the 8 flips/rotations (``skin_model.tta``): chosen on validation by train.py.
+    test_time_augmentation: bool = False
     training: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     backbone: dict[str, Any] = field(default_factory=dict)

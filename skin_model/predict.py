@@ -23,6 +23,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m skin_model.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", type=Path, help="image files (JPEG, PNG, WebP, BMP or TIFF)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per line")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="average the 8 flips/rotations (default: the model's test_time_augmentation "
+                             "setting, as the app serves it)")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR,
                         help=f"model bundle folder (default {DEFAULT_WEIGHTS_DIR})")
     return parser.parse_args(argv)
@@ -46,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from skin_model.imaging import InvalidImageError, load_image
+    from skin_model.inference import Prediction
     from skin_model.lite import LitePredictor
+    from skin_model.tta import predict_probabilities_tta
     from skin_model.model import ModelIntegrityError
 
     try:
@@ -54,11 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelIntegrityError, OSError, ValueError) as exc:
         print(f"error: cannot load the model from {args.weights}: {exc}", file=sys.stderr)
         return 2
+    tta = predictor.metadata.test_time_augmentation if args.tta is None else args.tta
     failures = 0
     for path in args.files:
         try:
             image = load_image(path)
-            result = {"file": str(path), "ok": True, **predictor.predict(image).as_dict()}
+            views = predict_probabilities_tta if tta else type(predictor).predict_probabilities
+            probs = views(predictor, [image])[0]
+            prediction = Prediction(tuple(float(p) for p in probs), predictor.metadata.unsure_threshold)
+            result = {"file": str(path), "ok": True, **prediction.as_dict(), "tta": tta}
         except InvalidImageError as exc:
             failures += 1
             result = {"file": str(path), "ok": False, "error": exc.reason}

@@ -149,14 +149,17 @@ class ClassifierService:
     def metadata(self) -> ModelMetadata:
         return self.predictor.metadata
 
-    def analyse(self, data: bytes, name: str | None = None, tta: bool = False) -> Analysis:
+    def analyse(self, data: bytes, name: str | None = None, tta: bool | None = None) -> Analysis:
         """Decode ``data`` in memory, check and predict. Raises ``InvalidImageError`` naming the problem."""
         image = load_image(data, name=name)
         return self.analyse_image(image, name=name or "image", digest=hashlib.sha256(data).hexdigest(), tta=tta)
 
     def analyse_image(self, image: Image.Image, name: str = "image", digest: str = "",
-                      tta: bool = False) -> Analysis:
-        """Check and predict for an already decoded RGB image (``tta``: average the 8 dihedral views)."""
+                      tta: bool | None = None) -> Analysis:
+        """Check and predict for an already decoded RGB image (``tta``: average the 8 dihedral views;
+        default: the model's ``test_time_augmentation`` setting)."""
+        if tta is None:
+            tta = self.metadata.test_time_augmentation
         batch = self.predictor.model_input([image])
         probs, features = self.predictor.outputs(batch)
         if tta:

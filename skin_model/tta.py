@@ -57,3 +57,12 @@ def predict_probabilities_tta(predictor: ProbabilityPredictor, images: Sequence[
         probs = np.asarray(predictor.predict_probabilities(views), dtype=np.float64)
         parts.append(probs.reshape(len(chunk), n_views, -1).mean(axis=1))
     return np.concatenate(parts) if parts else np.zeros((0, 0))
+
+
+def dihedral_arrays(images: np.ndarray) -> list[np.ndarray]:
+    """The 8 flips/rotations of a batch of square (N, S, S, C) arrays (the same set as ``dihedral_views``:
+    a centre square crop commutes with them)."""
+    views = []
+    for batch in (images, images[:, :, ::-1]):
+        views.extend(np.rot90(batch, k, axes=(1, 2)) for k in range(4))
+    return views

@@ -297,6 +297,7 @@ def test_tta_toggle_shows_the_averaged_prediction(app, image_bytes, tiny_bundle,
     from skin_model.tta import predict_probabilities_tta
 
     upload(app, real_image_path.name, image_bytes)
+    assert app.toggle(key="tta").value is False, "off by default for a model whose metadata says so"
     plain = displayed_probabilities(app)
     app.toggle(key="tta").set_value(True).run()
     assert not app.exception
@@ -304,6 +305,26 @@ def test_tta_toggle_shows_the_averaged_prediction(app, image_bytes, tiny_bundle,
     shown = displayed_probabilities(app)
     np.testing.assert_allclose([shown[c] for c in CODES], expected, atol=1e-5)
     assert not np.allclose([shown[c] for c in CODES], [plain[c] for c in CODES], atol=1e-4)
+
+
+def test_tta_is_on_by_default_when_the_model_says_so(monkeypatch, tiny_bundle, tmp_path, image_bytes,
+                                                    real_image_path):
+    import json
+
+    from skin_model.imaging import load_image
+    from skin_model.inference import Predictor
+    from skin_model.tta import predict_probabilities_tta
+
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    meta = json.loads((bundle / "metadata.json").read_text())
+    (bundle / "metadata.json").write_text(json.dumps({**meta, "test_time_augmentation": True}))
+    monkeypatch.setenv("SKIN_WEIGHTS_DIR", str(bundle))
+    monkeypatch.setenv("SKIN_SAMPLES_DIR", str(tmp_path / "no-samples"))
+    at = upload(AppTest.from_file(APP, default_timeout=TIMEOUT).run(), real_image_path.name, image_bytes)
+    assert at.toggle(key="tta").value is True
+    expected = predict_probabilities_tta(Predictor.from_dir(bundle), [load_image(real_image_path)])[0]
+    shown = displayed_probabilities(at)
+    np.testing.assert_allclose([shown[c] for c in CODES], expected, atol=1e-5)
 
 
 def test_case_report_downloads_are_offered(app, image_bytes, real_image_path):

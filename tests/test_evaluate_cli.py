@@ -230,3 +230,22 @@ def test_split_filter_keeps_only_that_split(folder, chosen, tiny_bundle, tmp_pat
     assert report["dataset"]["split"] == "test"
     assert run(folder, csv, tiny_bundle, tmp_path / "none.json", "--split", "val")[0] == 2
     assert "no row in split 'val'" in capsys.readouterr().err
+
+
+def test_model_tta_setting_is_the_default_and_no_tta_overrides_it(dx_report, folder, dx_csv, tiny_bundle,
+                                                                   tmp_path):
+    """A bundle whose metadata says test_time_augmentation is evaluated as the app serves it."""
+    import json
+    import shutil
+
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    meta = json.loads((bundle / "metadata.json").read_text())
+    (bundle / "metadata.json").write_text(json.dumps({**meta, "test_time_augmentation": True}))
+    code, default = run(folder, dx_csv, bundle, tmp_path / "default.json")
+    assert code == 0 and default["model"]["tta"] is True
+    code_tta, explicit = run(folder, dx_csv, tiny_bundle, tmp_path / "explicit.json", "--tta")
+    assert code_tta == 0
+    np.testing.assert_allclose(default["predictions"][0]["probs"], explicit["predictions"][0]["probs"], atol=1e-9)
+    code, plain = run(folder, dx_csv, bundle, tmp_path / "plain.json", "--no-tta")
+    assert code == 0 and plain["model"]["tta"] is False
+    np.testing.assert_allclose(plain["predictions"][0]["probs"], dx_report["predictions"][0]["probs"], atol=1e-9)

@@ -37,6 +37,7 @@ def trained(tmp_path_factory, ham_dir: Path, backbone_weights: Path) -> Path:
 def test_writes_a_loadable_bundle_that_predicts(trained, real_image_path):
     from skin_model.imaging import load_image
     from skin_model.inference import Predictor
+    from skin_model.lite import LitePredictor
     from skin_model.model import load_bundle
 
     model, metadata = load_bundle(trained)
@@ -45,6 +46,8 @@ def test_writes_a_loadable_bundle_that_predicts(trained, real_image_path):
     assert len(prediction.probabilities) == len(CODES)
     assert sum(prediction.probabilities) == pytest.approx(1.0, abs=1e-6)
     assert all(0.0 <= p <= 1.0 for p in prediction.probabilities)
+    served = LitePredictor.from_dir(trained).predict(load_image(real_image_path))  # the app's model.tflite
+    assert served.probabilities == pytest.approx(prediction.probabilities, abs=1e-5)
 
 
 def test_metadata_records_classes_temperature_and_data_counts(trained):

@@ -72,3 +72,18 @@ def test_chunking_does_not_change_the_result(predictor, lesion):
     images = [lesion, Image.fromarray(random_square(100, 3)), Image.fromarray(random_square(90, 4))]
     np.testing.assert_allclose(predict_probabilities_tta(predictor, images, batch_images=2),
                                predict_probabilities_tta(predictor, images, batch_images=8), atol=1e-6)
+
+
+def test_array_views_match_the_image_views_after_preprocessing(lesion):
+    """train.py's TTA on preprocessed arrays sees the same 8 inputs as the app's TTA on the image."""
+    from skin_model.imaging import to_model_array
+    from skin_model.tta import dihedral_arrays
+
+    size = 64
+    from_images = [to_model_array(v, size).astype(int) for v in dihedral_views(lesion)]
+    from_arrays = [v[0].astype(int) for v in dihedral_arrays(to_model_array(lesion, size)[None])]
+    assert len({a.tobytes() for a in from_arrays}) == 8
+    # Each image view equals one array view up to resampling round-off (1 grey level at most).
+    matches = [min(range(8), key=lambda j: np.abs(view - from_arrays[j]).max()) for view in from_images]
+    assert sorted(matches) == list(range(8))
+    assert max(np.abs(view - from_arrays[j]).max() for view, j in zip(from_images, matches)) <= 1
