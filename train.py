@@ -8,9 +8,9 @@ How, in the order the code runs:
    train/val/test, stratified by diagnosis and grouped by ``lesion_id``.
 2. Decode every image once through the serving preprocessing (``skin_model.imaging``) into memory.
 3. Stage "head": train pooling/dropout/dense on the frozen backbone.
-4. Stage "finetune": unfreeze the backbone from ``--fine-tune-from`` up (batch norm stays frozen, in
-   inference mode) with a lower learning rate (warm-up, then cosine decay) and gradient clipping; keep the epoch with the best validation
-   balanced accuracy; stop early when it stops improving.
+4. Stage "finetune": unfreeze the backbone from ``--fine-tune-from`` up (all of it by default; batch norm
+   stays frozen, in inference mode) with a lower learning rate (warm-up, then cosine decay) and gradient
+   clipping; keep the epoch with the best validation balanced accuracy; stop early when it stops improving.
 5. On validation: fit the softmax temperature; serve test-time augmentation (the 8 flips/rotations
    averaged) if it raises balanced accuracy; choose the "unsure" threshold on the probabilities as served.
 6. Evaluate on the test split and save ``model.keras`` + its LiteRT copy ``model.tflite`` (what the app serves)

@@ -24,8 +24,8 @@ def ensure_app_shell() -> None:
 
 @st.cache_resource(show_spinner="Loading the model (once per server)…")
 def load_service(weights: str) -> ClassifierService:
-    """The model, its explainer and OOD gate, loaded and warmed up once per server process and shared by
-    every session and page (Classify and Batch)."""
+    """The served model and its OOD gate, loaded and warmed up once per server process and shared by every
+    session and page (Classify and Batch); Grad-CAM's Keras model loads on the first heatmap request."""
     service = ClassifierService.from_dir(Path(weights))
     service.warm_up()
     return service

@@ -7,8 +7,8 @@ or the ISIC challenge one-hot format ``image,MEL,NV,BCC,AKIEC,BKL,DF,VASC``. Eac
 are reported by name and left out; images in the folder but not in the CSV are ignored. Predictions go
 through what the app serves: ``lite.LitePredictor`` (the serving preprocessing, calibrated), averaged over
 the 8 flips/rotations when the model's metadata says ``test_time_augmentation`` (override with
-``--tta`` / ``--no-tta``); metrics through ``metrics.evaluate_probabilities``; the report is printed and written as JSON. Exit status: 0 ok, 2 for a
-usage or data error.
+``--tta`` / ``--no-tta``); metrics through ``metrics.evaluate_probabilities``; the report is printed and
+written as JSON. Exit status: 0 ok, 2 for a usage or data error.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Why: importing TensorFlow takes ~4 s on this 2-core machine and the first compiled call another second,
 so a Keras-served app cannot show its first result within 6 s of starting. The LiteRT interpreter
-(``ai-edge-litert``) imports in ~0.2 s and runs the same float32 network in ~6 ms per image. The app
-predicts with it at once and loads the Keras model for Grad-CAM in the background (``service``).
+(``ai-edge-litert``) imports in ~0.2 s and runs the same float32 network in ~3-6 ms per image. The app
+predicts with it at once and loads TensorFlow and the Keras model only when Grad-CAM is first requested
+(``service``).
 
 The exported network has two outputs, computed in one pass: the classifier's softmax and the OOD gate's
 features (``ood.FEATURE_LAYER`` averaged over space). ``train.py`` writes the file with the bundle (its
@@ -29,7 +30,8 @@ from skin_model.calibration import apply_temperature
 from skin_model.config import DEFAULT_WEIGHTS_DIR
 from skin_model.inference import CalibratedPredictor
 from skin_model.labels import NUM_CLASSES
-from skin_model.model import METADATA_FILE, ModelIntegrityError, ModelMetadata, checked_file, read_metadata, sha256_of
+from skin_model.model import (METADATA_FILE, ModelIntegrityError, ModelMetadata, checked_file, read_metadata,
+                              sha256_of)
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +61,16 @@ def export_lite(model, path: Path) -> Path:
 class LitePredictor(CalibratedPredictor):
     """``model.tflite`` in a LiteRT interpreter: calibrated probabilities and OOD features in one pass.
 
-    One interpreter is shared by every session; ``outputs`` serialises calls with a lock (an interpreter is
-    not thread-safe, and one call takes a few milliseconds).
+    One interpreter is shared by every session; its calls are serialised with a lock (an interpreter is not
+    thread-safe, and one call takes a few milliseconds).
     """
 
     def __init__(self, path: Path, metadata: ModelMetadata, num_threads: int | None = None) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         super().__init__(metadata)
-        self._interpreter = Interpreter(model_path=str(path), num_threads=num_threads or min(4, os.cpu_count() or 1))
+        threads = num_threads or min(4, os.cpu_count() or 1)
+        self._interpreter = Interpreter(model_path=str(path), num_threads=threads)
         self._runner = self._interpreter.get_signature_runner(SIGNATURE)
         self._lock = threading.Lock()
         shapes = {name: tuple(d["shape_signature"]) for name, d in self._runner.get_output_details().items()}

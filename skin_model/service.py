@@ -117,8 +117,8 @@ class ClassifierService:
     @classmethod
     def from_dir(cls, weights_dir: Path = DEFAULT_WEIGHTS_DIR) -> "ClassifierService":
         """Load and sha256-check the served model (raises ``ModelIntegrityError`` when missing or altered)
-        and the ``ood.npz`` gate fitted for it, if any (a missing or stale gate leaves the check off); start
-        loading the Keras model for Grad-CAM in the background."""
+        and the ``ood.npz`` gate fitted for it, if any (a missing or stale gate leaves the check off). The
+        Keras model for Grad-CAM is sha256-checked now and loaded on the first ``explain``."""
         predictor = LitePredictor.from_dir(Path(weights_dir))
         metadata = predictor.metadata
         checked_file(Path(weights_dir), metadata.model_file, metadata.model_sha256)  # fail now, not at Grad-CAM
