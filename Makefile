@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: app test install install-dev train bench
+.PHONY: app test install install-dev serving-model train bench
 
 install:
 	$(PIP) install -q -r requirements.txt
@@ -11,7 +11,11 @@ install-dev:
 	$(PIP) install -q -r requirements-dev.txt
 	bash scripts/install_browser.sh
 
-app: install
+# The app serves a LiteRT copy of weights/model.keras (skin_model/lite.py): build it now, not on the first start.
+serving-model: install
+	$(PYTHON) -m skin_model.lite --weights weights
+
+app: serving-model
 	$(PYTHON) -m streamlit run app.py
 
 test: install-dev
@@ -20,6 +24,6 @@ test: install-dev
 train: install
 	$(PYTHON) train.py
 
-bench: install-dev
+bench: install-dev serving-model
 	$(PYTHON) benchmarks/train_benchmark.py
 	$(PYTHON) benchmarks/serve_benchmark.py

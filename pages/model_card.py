@@ -80,18 +80,15 @@ def format_value(value: Any) -> str:
 def identity_ui(meta: ModelMetadata, weights: Path) -> None:
     st.markdown(f"**Version:** `{meta.version}` · **created:** {meta.created} · **input:** "
                 f"{meta.input_size}×{meta.input_size} px")
-    files = [("Weights", meta.model_file, meta.model_sha256)]
-    if meta.lite_file:
-        files.append(("Served LiteRT copy", meta.lite_file, meta.lite_sha256))
-    for label, file_name, recorded in files:
-        path = weights / file_name
-        st.markdown(f"**{label} sha256** (`{file_name}`): `{recorded or NOT_RECORDED}`")
-        if path.is_file() and recorded:
-            actual = cached_sha256(str(path), path.stat().st_mtime)
-            if actual == recorded:
-                st.caption(f"The file in `{weights}` matches this sha256.")
-            else:
-                st.error(f"`{path}` has sha256 `{actual}`, not the one recorded: the weights were changed.")
+    model_path = weights / meta.model_file
+    st.markdown(f"**Weights sha256** (`{meta.model_file}`): `{meta.model_sha256 or NOT_RECORDED}`")
+    if model_path.is_file() and meta.model_sha256:
+        actual = cached_sha256(str(model_path), model_path.stat().st_mtime)
+        if actual == meta.model_sha256:
+            st.caption(f"The file in `{weights}` matches this sha256. Predictions are served by a LiteRT copy "
+                       "(`model.tflite`) built from it and checked against it.")
+        else:
+            st.error(f"`{model_path}` has sha256 `{actual}`, not the one recorded: the weights were changed.")
 
 
 def intended_use_ui(meta: ModelMetadata) -> None:

@@ -1,4 +1,4 @@
-"""The bundle's LiteRT twin, ``model.tflite``: what the app serves predictions with.
+"""The served copy of the model: ``model.tflite``, a LiteRT flat buffer built from ``model.keras``.
 
 Why: importing TensorFlow takes ~4 s on this 2-core machine and the first compiled call another second,
 so a Keras-served app cannot show its first result within 6 s of starting. The LiteRT interpreter
@@ -7,17 +7,18 @@ predicts with it at once and loads TensorFlow and the Keras model only when Grad
 (``service``).
 
 The exported network has two outputs, computed in one pass: the classifier's softmax and the OOD gate's
-features (``ood.FEATURE_LAYER`` averaged over space). ``train.py`` writes the file with the bundle (its
-sha256 is in ``metadata.json``); for a bundle made before that, add it with
+features (``ood.FEATURE_LAYER`` averaged over space). The file is derived, not shipped: it is built from the
+sha256-checked ``model.keras`` (``make app`` does it; otherwise the first load does, which imports
+TensorFlow once) and recorded in ``model.tflite.json`` with the sha256 of the model it was built from and its
+own. A copy that is missing, altered or built from another model is rebuilt. To build it by hand:
 
     python -m skin_model.lite [--weights DIR]
-
-which also checks that both models agree on a few images.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -30,12 +31,14 @@ from skin_model.calibration import apply_temperature
 from skin_model.config import DEFAULT_WEIGHTS_DIR
 from skin_model.inference import CalibratedPredictor
 from skin_model.labels import NUM_CLASSES
-from skin_model.model import (METADATA_FILE, ModelIntegrityError, ModelMetadata, checked_file, read_metadata,
-                              sha256_of)
+from skin_model.model import ModelIntegrityError, ModelMetadata, read_metadata, sha256_of
 
 log = logging.getLogger(__name__)
 
 LITE_FILE = "model.tflite"
+LITE_INFO_FILE = "model.tflite.json"  # {"source_sha256": model.keras's sha256, "sha256": model.tflite's}
+#: Largest probability difference from the Keras model accepted when building (measured: ~3e-6).
+MAX_DIFFERENCE = 1e-4
 SIGNATURE = "serving_default"
 #: Output names of the exported signature, in the order of ``serving_network``'s outputs.
 PROBABILITIES, FEATURES = "output_0", "output_1"
@@ -80,12 +83,9 @@ class LitePredictor(CalibratedPredictor):
 
     @classmethod
     def from_dir(cls, weights_dir: Path = DEFAULT_WEIGHTS_DIR) -> "LitePredictor":
-        """Load ``model.tflite`` after checking its sha256 against ``metadata.json``."""
+        """The bundle's LiteRT copy, built first if it is missing or does not match ``model.keras``."""
         metadata = read_metadata(Path(weights_dir))
-        if not metadata.lite_file:
-            raise ModelIntegrityError(f"The bundle in {weights_dir} has no {LITE_FILE}: add it with "
-                                      f"`python -m skin_model.lite --weights {weights_dir}`")
-        path = checked_file(Path(weights_dir), metadata.lite_file, metadata.lite_sha256)
+        path = ensure_lite(Path(weights_dir), metadata)
         log.info("Loaded model %s (LiteRT) from %s", metadata.version, weights_dir)
         return cls(path, metadata)
 
@@ -103,35 +103,65 @@ class LitePredictor(CalibratedPredictor):
         return probabilities, np.asarray(out[FEATURES], np.float64)
 
 
-def add_to_bundle(weights_dir: Path, check_images: int = 8, seed: int = 0) -> float:
-    """Export ``model.tflite`` for the Keras bundle in ``weights_dir``, record it in ``metadata.json`` and
-    return the largest probability difference between the two models on ``check_images`` noise images."""
-    from skin_model.inference import Predictor
+def is_current(weights_dir: Path, metadata: ModelMetadata) -> bool:
+    """True when ``model.tflite`` exists, matches its record and was built from the bundle's model.keras."""
+    path, info_path = weights_dir / LITE_FILE, weights_dir / LITE_INFO_FILE
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError):
+        return False
+    return (path.is_file() and info.get("source_sha256") == metadata.model_sha256
+            and info.get("sha256") == sha256_of(path))
 
-    keras_predictor = Predictor.from_dir(weights_dir)
-    metadata = keras_predictor.metadata
-    metadata.lite_file = LITE_FILE
-    metadata.lite_sha256 = sha256_of(export_lite(keras_predictor.model, weights_dir / LITE_FILE))
-    metadata.to_json(weights_dir / METADATA_FILE)
+
+def build_lite(weights_dir: Path, check_images: int = 8, seed: int = 0) -> Path:
+    """Export ``model.tflite`` from the bundle's sha256-checked Keras model, check both agree on
+    ``check_images`` noise images and record it in ``model.tflite.json``."""
+    from skin_model.inference import Predictor
+    from skin_model.model import load_bundle
+
+    loaded, metadata = load_bundle(weights_dir)
+    path = export_lite(loaded, weights_dir / LITE_FILE)
     size = metadata.input_size
     batch = np.random.default_rng(seed).uniform(-1, 1, (check_images, size, size, 3)).astype(np.float32)
-    lite = LitePredictor.from_dir(weights_dir)
-    return float(np.abs(lite.probabilities_of(batch) - keras_predictor.probabilities_of(batch)).max())
+    difference = float(np.abs(LitePredictor(path, metadata).probabilities_of(batch)
+                              - Predictor(loaded, metadata).probabilities_of(batch)).max())
+    if difference > MAX_DIFFERENCE:
+        path.unlink()
+        raise ModelIntegrityError(f"The LiteRT copy differs from {metadata.model_file} by {difference:.2e}")
+    (weights_dir / LITE_INFO_FILE).write_text(json.dumps(
+        {"source_file": metadata.model_file, "source_sha256": metadata.model_sha256, "sha256": sha256_of(path),
+         "max_probability_difference": difference}, indent=1) + "\n")
+    log.info("Built %s from %s (largest probability difference %.1e)", path, metadata.model_file, difference)
+    return path
+
+
+def ensure_lite(weights_dir: Path, metadata: ModelMetadata) -> Path:
+    """``model.tflite`` of the bundle, (re)built when missing, altered or stale (imports TensorFlow once)."""
+    if not is_current(weights_dir, metadata):
+        log.warning("Building %s from %s (first start or changed model): this imports TensorFlow once",
+                    LITE_FILE, metadata.model_file)
+        try:
+            build_lite(weights_dir)
+        except OSError as exc:
+            raise ModelIntegrityError(f"Cannot write {LITE_FILE} in {weights_dir} ({exc}); build it where the "
+                                      f"folder is writable: `python -m skin_model.lite --weights DIR`") from exc
+    return weights_dir / LITE_FILE
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Add model.tflite (the served LiteRT twin) to a model bundle.")
+    parser = argparse.ArgumentParser(description="Build model.tflite, the served LiteRT copy of a bundle's "
+                                                 "model.keras, unless an up-to-date one is there.")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR,
                         help="model bundle folder (default: %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        difference = add_to_bundle(args.weights)
+        path = ensure_lite(args.weights, read_metadata(args.weights))
     except ModelIntegrityError as exc:
         log.error("%s", exc)
         return 1
-    log.info("Wrote %s; largest probability difference from the Keras model: %.2e",
-             args.weights / LITE_FILE, difference)
+    log.info("%s is up to date", path)
     return 0
 
 

@@ -3,7 +3,7 @@
 The head is built on ``backbone.output`` rather than by calling a nested backbone, so the model is one flat
 graph that tf-keras-vis can explain. Batch-norm layers are never trainable, which keeps them in inference
 mode (Keras 3 runs a non-trainable BatchNormalization with its moving statistics even when training).
-The bundle also holds ``model.tflite`` (``skin_model.lite``), the same network for fast serving.
+``model.tflite`` (``skin_model.lite``), the same network for fast serving, is built from ``model.keras``.
 
 Keras is imported inside the functions that need it, so reading metadata does not load TensorFlow (the
 app shows its first prediction before TensorFlow has finished importing).
@@ -106,8 +106,6 @@ class ModelMetadata:
     metrics: dict[str, Any] = field(default_factory=dict)
     model_file: str = MODEL_FILE
     model_sha256: str = ""
-    lite_file: str = ""  # the same network as a LiteRT flat buffer (skin_model.lite), used for serving
-    lite_sha256: str = ""
     intended_use: str = ("Education and research demonstration of dermoscopic lesion classification. "
                          "Not a medical device; not for diagnosis.")
     licence: str = "Model trained on HAM10000 (CC BY-NC-SA 4.0): non-commercial, share-alike."
@@ -141,11 +139,11 @@ def network_data_format(input_size: int) -> dict[str, Any]:
 
 
 def save_bundle(model: keras.Model, metadata: ModelMetadata, out_dir: Path) -> Path:
-    """Write ``model.keras`` (no optimizer state), its LiteRT twin ``model.tflite`` and ``metadata.json``
-    with both files' sha256."""
+    """Write ``model.keras`` (no optimizer state) and ``metadata.json`` with its sha256, then build the
+    served LiteRT copy ``model.tflite`` from it."""
     import keras
 
-    from skin_model.lite import LITE_FILE, export_lite
+    from skin_model.lite import build_lite
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / MODEL_FILE
@@ -153,9 +151,8 @@ def save_bundle(model: keras.Model, metadata: ModelMetadata, out_dir: Path) -> P
     keras.Model(model.inputs, model.outputs, name=model.name).save(model_path)
     metadata.model_file = MODEL_FILE
     metadata.model_sha256 = sha256_of(model_path)
-    metadata.lite_file = LITE_FILE
-    metadata.lite_sha256 = sha256_of(export_lite(model, out_dir / LITE_FILE))
     metadata.to_json(out_dir / METADATA_FILE)
+    build_lite(out_dir)
     log.info("Saved model bundle to %s (sha256 %s)", out_dir, metadata.model_sha256[:12])
     return model_path
 

@@ -1,4 +1,5 @@
-"""The served LiteRT model: same predictions and OOD features as the Keras model, sha256-checked, TF-free."""
+"""The served LiteRT copy: same predictions and OOD features as the Keras model, rebuilt when missing or
+stale, never built from an altered model.keras, and usable without TensorFlow."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import pytest
 
 from conftest import TINY_SIZE
 from skin_model.imaging import load_image, to_model_input
-from skin_model.lite import LITE_FILE, LitePredictor, main
-from skin_model.model import METADATA_FILE, ModelIntegrityError, sha256_of
+from skin_model.lite import LITE_FILE, LITE_INFO_FILE, LitePredictor, is_current, main
+from skin_model.model import ModelIntegrityError, read_metadata, sha256_of
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -42,28 +43,46 @@ def test_lite_model_matches_keras_on_real_images(tiny_bundle, real_batch):
     np.testing.assert_allclose(single, expected[:1], atol=1e-5)
 
 
-def test_tampered_lite_file_is_refused(tiny_bundle, tmp_path):
+def test_missing_altered_or_stale_copy_is_rebuilt_from_model_keras(tiny_bundle, tmp_path, real_batch):
     bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
-    with (bundle / LITE_FILE).open("ab") as handle:
+    reference = LitePredictor.from_dir(tiny_bundle).probabilities_of(real_batch)
+    meta = read_metadata(bundle)
+    assert is_current(bundle, meta)
+
+    def rebuilt_and_equal() -> None:
+        assert not is_current(bundle, meta)
+        np.testing.assert_allclose(LitePredictor.from_dir(bundle).probabilities_of(real_batch), reference, atol=1e-6)
+        assert is_current(bundle, meta)
+
+    (bundle / LITE_FILE).unlink()  # a fresh clone: the copy is not in git
+    rebuilt_and_equal()
+    with (bundle / LITE_FILE).open("ab") as handle:  # altered
+        handle.write(b"x")
+    rebuilt_and_equal()
+    info = json.loads((bundle / LITE_INFO_FILE).read_text())  # built from another model.keras
+    (bundle / LITE_INFO_FILE).write_text(json.dumps({**info, "source_sha256": "0" * 64}))
+    rebuilt_and_equal()
+    assert json.loads((bundle / LITE_INFO_FILE).read_text())["source_sha256"] == meta.model_sha256
+
+
+def test_cli_builds_the_copy_once(tiny_bundle, tmp_path):
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    (bundle / LITE_FILE).unlink()
+    assert main(["--weights", str(bundle)]) == 0
+    built = (bundle / LITE_FILE).stat().st_mtime_ns
+    assert json.loads((bundle / LITE_INFO_FILE).read_text())["sha256"] == sha256_of(bundle / LITE_FILE)
+    assert main(["--weights", str(bundle)]) == 0
+    assert (bundle / LITE_FILE).stat().st_mtime_ns == built, "an up-to-date copy is not rebuilt"
+
+
+def test_tampered_model_keras_is_refused_before_building(tiny_bundle, tmp_path):
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    (bundle / LITE_FILE).unlink()
+    with (bundle / "model.keras").open("ab") as handle:
         handle.write(b"x")
     with pytest.raises(ModelIntegrityError, match="sha256"):
         LitePredictor.from_dir(bundle)
-
-
-def test_bundle_without_lite_file_names_the_fix_and_the_cli_adds_it(tiny_bundle, tmp_path, real_batch):
-    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
-    (bundle / LITE_FILE).unlink()
-    meta = json.loads((bundle / METADATA_FILE).read_text())
-    meta.update(lite_file="", lite_sha256="")
-    (bundle / METADATA_FILE).write_text(json.dumps(meta))
-    with pytest.raises(ModelIntegrityError, match="python -m skin_model.lite"):
-        LitePredictor.from_dir(bundle)
-
-    assert main(["--weights", str(bundle)]) == 0
-    meta = json.loads((bundle / METADATA_FILE).read_text())
-    assert meta["lite_file"] == LITE_FILE and meta["lite_sha256"] == sha256_of(bundle / LITE_FILE)
-    reference = LitePredictor.from_dir(tiny_bundle).probabilities_of(real_batch)
-    np.testing.assert_allclose(LitePredictor.from_dir(bundle).probabilities_of(real_batch), reference, atol=1e-6)
+    assert not (bundle / LITE_FILE).exists()
 
 
 def test_serving_path_does_not_import_tensorflow(tiny_bundle, real_image_path):
