@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
+from skin_model import config
+from skin_model.model import ModelIntegrityError
 from skin_model.service import ClassifierService
+
+log = logging.getLogger(__name__)
 
 
 def ensure_app_shell() -> None:
@@ -29,3 +34,18 @@ def load_service(weights: str) -> ClassifierService:
     service = ClassifierService.from_dir(Path(weights))
     service.warm_up()
     return service
+
+
+def served_service_or_error() -> ClassifierService | None:
+    """The shared service for the served weights, or None after showing why the model cannot be loaded."""
+    weights = config.served_weights_dir()
+    try:
+        return load_service(str(weights))
+    except ModelIntegrityError as exc:
+        st.error(f"**The model cannot be loaded.** {exc}\n\nThe model bundle must be in `{weights}` "
+                 "(set `SKIN_WEIGHTS_DIR` to use another folder). Classification is unavailable until it is "
+                 "restored.", icon="🚫")
+    except Exception as exc:  # a damaged model file, wrong format, ...
+        log.exception("Model loading failed")
+        st.error(f"**The model cannot be loaded** from `{weights}`: {type(exc).__name__}: {exc}", icon="🚫")
+    return None

@@ -9,13 +9,11 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from skin_model import config
 from skin_model.explain import METHODS
 from skin_model.imaging import FILE_SUFFIXES, MAX_FILE_BYTES, SUPPORTED_DESCRIPTION, InvalidImageError
 from skin_model.labels import by_code
-from skin_model.model import ModelIntegrityError
 from skin_model.service import Analysis, ClassifierService
-from pages import ensure_app_shell, load_service
+from pages import ensure_app_shell, served_service_or_error
 
 ensure_app_shell()
 
@@ -144,15 +142,8 @@ def gradcam_ui(service: ClassifierService, items: list[BatchItem]) -> None:
 
 def batch_page() -> None:
     st.title("Classify several images")
-    weights = config.served_weights_dir()
-    try:
-        service = load_service(str(weights))
-    except ModelIntegrityError as exc:
-        st.error(f"**The model cannot be loaded.** {exc}", icon="🚫")
-        return
-    except Exception as exc:
-        log.exception("Model loading failed")
-        st.error(f"**The model cannot be loaded** from `{weights}`: {type(exc).__name__}: {exc}", icon="🚫")
+    service = served_service_or_error()
+    if service is None:
         return
     uploads = st.file_uploader(
         f"Dermatoscopic images ({SUPPORTED_DESCRIPTION}, up to {MAX_FILE_BYTES // 2**20} MB each, "

@@ -21,7 +21,7 @@ from skin_model.imaging import FILE_SUFFIXES, MAX_FILE_BYTES, SUPPORTED_DESCRIPT
 from skin_model.labels import CLASSES, CODES, MALIGNANT_CODES, by_code
 from skin_model.model import ModelIntegrityError
 from skin_model.service import Analysis, ClassifierService, Explanation
-from pages import ensure_app_shell, load_service
+from pages import ensure_app_shell, served_service_or_error
 
 ensure_app_shell()
 
@@ -240,17 +240,8 @@ def case_report_ui(service: ClassifierService, analysis: Analysis, explanation: 
 
 def classify_page() -> None:
     st.title("Classify a skin lesion")
-    weights = config.served_weights_dir()
-    try:
-        service = load_service(str(weights))
-    except ModelIntegrityError as exc:
-        st.error(f"**The model cannot be loaded.** {exc}\n\nThe model bundle must be in `{weights}` "
-                 "(set `SKIN_WEIGHTS_DIR` to use another folder). Classification is unavailable until it is "
-                 "restored.", icon="🚫")
-        return
-    except Exception as exc:  # a damaged model file, wrong format, ...
-        log.exception("Model loading failed")
-        st.error(f"**The model cannot be loaded** from `{weights}`: {type(exc).__name__}: {exc}", icon="🚫")
+    service = served_service_or_error()
+    if service is None:
         return
 
     selected = input_ui()
