@@ -18,7 +18,7 @@ from PIL import Image
 from sklearn.model_selection import StratifiedGroupKFold
 
 from skin_model.imaging import InvalidImageError, load_image, to_model_array
-from skin_model.labels import CODES, class_index
+from skin_model.labels import CODES, NUM_CLASSES, class_index
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +179,9 @@ def augment(image, size: int, config: AugmentConfig = AugmentConfig()):
 
 def make_tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, training: bool,
                     seed: int = 42, augment_config: AugmentConfig = AugmentConfig()):
-    """tf.data pipeline over in-memory uint8 images: shuffled and augmented when ``training``;
-    every image ends in the same ``scale_pixels`` as serving."""
+    """tf.data pipeline over in-memory uint8 images and integer labels, yielding (scaled image, one-hot
+    label): shuffled and augmented when ``training``; every image ends in the same ``scale_pixels`` as
+    serving. One-hot labels let the loss use label smoothing."""
     import tensorflow as tf
 
     from skin_model.imaging import scale_pixels
@@ -202,5 +203,5 @@ def make_tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, tra
         ds = ds.map(lambda x, y: (augment(x, size, augment_config), y), num_parallel_calls=tf.data.AUTOTUNE)
     else:
         ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
-    ds = ds.map(lambda x, y: (scale_pixels(x), y))
+    ds = ds.map(lambda x, y: (scale_pixels(x), tf.one_hot(y, NUM_CLASSES)))
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -29,6 +29,8 @@ class BalancedAccuracy(keras.metrics.Metric):
                                         name="confusion", dtype="float32")
 
     def update_state(self, y_true, y_pred, sample_weight=None) -> None:
+        if len(y_true.shape) == 2 and y_true.shape[-1] == self.num_classes:  # one-hot (or smoothed) labels
+            y_true = ops.argmax(y_true, axis=-1)
         truth = ops.cast(ops.reshape(y_true, (-1,)), "int32")
         pred = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
         counts = ops.bincount(truth * self.num_classes + pred, minlength=self.num_classes ** 2)
@@ -51,13 +53,32 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     return {int(c): float(w) for c, w in zip(present, weights)}
 
 
-def compile_stage(model: keras.Model, learning_rate, jit_compile: bool | str = "auto") -> None:
-    """AdamW (gradient norm clipped at 1) + sparse categorical cross-entropy, reporting accuracy and
-    balanced accuracy."""
-    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=1e-4,
-                                                   clipnorm=1.0),
-                  loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy", BalancedAccuracy()], jit_compile=jit_compile)
+def logit_adjusted_loss(log_prior_shift: np.ndarray, label_smoothing: float = 0.0):
+    """Logit-adjusted cross-entropy (Menon et al. 2021, "Long-tail learning via logit adjustment"): the loss
+    sees the softmax output shifted by ``log_prior_shift`` (tau * log of the training class prior), so the
+    network's own output learns the class-balanced posterior without per-sample class weights."""
+    shift = ops.convert_to_tensor(np.asarray(log_prior_shift, np.float32))
+    cross_entropy = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing)
+
+    def loss(y_true, y_pred):
+        # log-softmax = logits minus a per-image constant, which the softmax inside the loss ignores
+        return cross_entropy(y_true, ops.log(ops.maximum(y_pred, 1e-12)) + shift)
+
+    return loss
+
+
+def compile_stage(model: keras.Model, learning_rate, jit_compile: bool | str = "auto", label_smoothing: float = 0.0,
+                  ema_momentum: float = 0.0, log_prior_shift: np.ndarray | None = None) -> None:
+    """AdamW (gradient norm clipped at 1; keeping an exponential moving average of the weights when
+    ``ema_momentum`` > 0) + categorical cross-entropy on one-hot labels with ``label_smoothing`` (logit-adjusted
+    by ``log_prior_shift`` when given), reporting accuracy and balanced accuracy."""
+    optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=1e-4, clipnorm=1.0,
+                                       use_ema=ema_momentum > 0, ema_momentum=ema_momentum or 0.99)
+    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing) if log_prior_shift is None
+            else logit_adjusted_loss(log_prior_shift, label_smoothing))
+    model.compile(optimizer=optimizer, loss=loss,
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"), BalancedAccuracy()],
+                  jit_compile=jit_compile)
 
 
 def warmup_cosine(peak: float, total_steps: int, warmup_steps: int):
@@ -87,12 +108,16 @@ def best_logged(csv_path: Path, monitor: str = MONITOR) -> float | None:
     return max(values) if values else None
 
 
-def stage_callbacks(work_dir: Path, stage: str, patience: int | None) -> list[keras.callbacks.Callback]:
-    """Resume-safe callbacks: epoch backup, CSV history, best-on-validation checkpoint, early stopping."""
+def stage_callbacks(work_dir: Path, stage: str, patience: int | None,
+                    ema: bool = False) -> list[keras.callbacks.Callback]:
+    """Resume-safe callbacks: epoch backup, CSV history, best-on-validation checkpoint, early stopping.
+    With ``ema`` (an optimizer keeping a moving average of the weights), validation, the history and the
+    checkpoint all use the averaged weights; the backup keeps the raw ones (it runs before the swap)."""
     history_csv = work_dir / f"history_{stage}.csv"
     callbacks: list[keras.callbacks.Callback] = [
         BatchLog(),
         keras.callbacks.BackupAndRestore(str(work_dir / f"backup_{stage}")),
+        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         keras.callbacks.ModelCheckpoint(
             str(work_dir / f"best_{stage}.weights.h5"), monitor=MONITOR, mode="max", save_best_only=True,

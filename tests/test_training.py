@@ -1,0 +1,115 @@
+"""The training recipe's pieces: the balanced-accuracy metric on one-hot and integer labels, one-hot
+labels from the tf.data pipeline, and label smoothing reaching the loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import balanced_accuracy_score
+
+from skin_model.labels import NUM_CLASSES
+
+
+@pytest.fixture(scope="module")
+def predictions() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, NUM_CLASSES, 300)
+    labels[:5] = 6  # every class present, unevenly
+    probs = rng.dirichlet(np.ones(NUM_CLASSES), 300)
+    probs[np.arange(150), labels[:150]] += 1.0  # half the images predicted right
+    return labels, probs / probs.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_balanced_accuracy_metric_matches_sklearn(predictions, one_hot):
+    from skin_model.training import BalancedAccuracy
+
+    labels, probs = predictions
+    metric = BalancedAccuracy()
+    y_true = np.eye(NUM_CLASSES, dtype=np.float32)[labels] if one_hot else labels
+    for start in range(0, len(labels), 64):  # accumulated over batches, like an epoch
+        metric.update_state(y_true[start:start + 64], probs[start:start + 64])
+    expected = balanced_accuracy_score(labels, probs.argmax(axis=1))
+    assert float(metric.result()) == pytest.approx(expected, abs=1e-6)
+    assert 0.3 < expected < 0.9, "a fixture that can tell a wrong metric apart"
+
+
+def test_dataset_yields_one_hot_labels_in_order():
+    from skin_model.dataset import make_tf_dataset
+
+    labels = np.array([0, 3, 6, 5, 1], np.int32)
+    images = np.zeros((len(labels), 32, 32, 3), np.uint8)
+    (_, y), = make_tf_dataset(images, labels, batch_size=len(labels), training=False).as_numpy_iterator()
+    np.testing.assert_array_equal(y, np.eye(NUM_CLASSES)[labels])
+
+
+def test_label_smoothing_reaches_the_loss():
+    import keras
+
+    from skin_model.training import compile_stage
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(NUM_CLASSES, activation="softmax")])
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    y = np.eye(NUM_CLASSES, dtype=np.float32)[np.arange(8) % NUM_CLASSES]
+    probs = model.predict_on_batch(x)
+    losses = {}
+    for smoothing in (0.0, 0.2):
+        compile_stage(model, 1e-3, jit_compile=False, label_smoothing=smoothing)
+        losses[smoothing] = model.evaluate(x, y, verbose=0, return_dict=True)["loss"]
+    target = y * 0.8 + 0.2 / NUM_CLASSES
+    assert losses[0.0] == pytest.approx(float(np.mean(-np.log(probs[y == 1]))), rel=1e-4)
+    assert losses[0.2] == pytest.approx(float(np.mean(-(target * np.log(probs)).sum(axis=1))), rel=1e-4)
+
+
+def test_checkpoint_holds_the_validated_moving_average(tmp_path):
+    """With EMA on, the weights validated, logged and checkpointed are the moving average: reloading the
+    checkpoint reproduces the logged validation loss (the raw weights give another loss)."""
+    import csv
+
+    import keras
+
+    from skin_model.training import compile_stage, stage_callbacks
+
+    def small_model() -> keras.Model:
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(NUM_CLASSES, activation="softmax")])
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    y = np.eye(NUM_CLASSES, dtype=np.float32)[rng.integers(0, NUM_CLASSES, 64)]
+    model = small_model()
+    compile_stage(model, 0.05, jit_compile=False, ema_momentum=0.9)
+    model.fit(x, y, batch_size=8, epochs=1, validation_data=(x, y), verbose=0, shuffle=False,
+              callbacks=stage_callbacks(tmp_path, "finetune", patience=None, ema=True))
+    with open(tmp_path / "history_finetune.csv") as fh:
+        logged = float(next(csv.DictReader(fh))["val_loss"])
+    restored = small_model()
+    restored.load_weights(tmp_path / "best_finetune.weights.h5")
+    compile_stage(restored, 0.05, jit_compile=False)
+    assert restored.evaluate(x, y, verbose=0, return_dict=True)["loss"] == pytest.approx(logged, rel=1e-5)
+    raw = small_model()
+    compile_stage(raw, 0.05, jit_compile=False)
+    raw.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)  # the same steps without the average
+    assert raw.evaluate(x, y, verbose=0, return_dict=True)["loss"] != pytest.approx(logged, rel=1e-3)
+
+
+def test_logit_adjusted_loss_shifts_the_softmax_by_the_log_prior():
+    """The loss is the cross-entropy of softmax(log p + tau * log prior); with a uniform prior it is plain
+    cross-entropy, and a rare true class costs more than a common one at the same predicted probability."""
+    from skin_model.training import logit_adjusted_loss
+
+    rng = np.random.default_rng(2)
+    probs = rng.dirichlet(np.ones(NUM_CLASSES), 6).astype(np.float32)
+    y = np.eye(NUM_CLASSES, dtype=np.float32)[[0, 1, 2, 3, 4, 5]]
+    prior = np.array([0.03, 0.05, 0.11, 0.01, 0.11, 0.67, 0.02])
+    shift = np.log(prior)
+    adjusted = np.log(probs) + shift
+    expected = -np.mean((y * (adjusted - np.log(np.exp(adjusted).sum(axis=1, keepdims=True)))).sum(axis=1))
+    assert float(logit_adjusted_loss(shift)(y, probs)) == pytest.approx(expected, rel=1e-5)
+    uniform = np.full(NUM_CLASSES, np.log(1 / NUM_CLASSES))
+    assert float(logit_adjusted_loss(uniform)(y, probs)) == pytest.approx(
+        float(np.mean(-np.log(probs[y == 1]))), rel=1e-5)
+    even = np.full((1, NUM_CLASSES), 1 / NUM_CLASSES, np.float32)
+    rare, common = (float(logit_adjusted_loss(shift)(np.eye(NUM_CLASSES, dtype=np.float32)[[c]], even))
+                    for c in (3, 5))
+    assert rare > common
