@@ -45,8 +45,8 @@ from skin_model.labels import CODES
 from skin_model.metrics import choose_unsure_threshold, evaluate_probabilities
 from skin_model.model import (ModelMetadata, build_classifier, default_preprocessing, network_data_format,
                               save_bundle, set_trainable_backbone, sha256_of)
-from skin_model.training import (class_weights, compile_stage, predict_arrays, read_history, stage_callbacks,
-                                 warmup_cosine)
+from skin_model.training import (class_weights, compile_stage, predict_arrays, prior_shift, read_history,
+                                 stage_callbacks, warmup_cosine)
 from skin_model.tta import dihedral_arrays
 
 log = logging.getLogger("train")
@@ -128,10 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     train_ds = make_tf_dataset(images["train"], labels["train"], args.batch_size, training=True, seed=args.seed)
     val_ds = make_tf_dataset(images["val"], labels["val"], args.batch_size, training=False)
     if args.logit_adjustment:
-        prior = np.bincount(labels["train"], minlength=len(CODES)) / len(labels["train"])
-        log_prior_shift, weights = args.logit_adjustment * np.log(np.maximum(prior, 1e-6)), None
-        log.info("Logit-adjusted loss, tau %.2f, training prior %s", args.logit_adjustment,
-                 {c: round(float(q), 3) for c, q in zip(CODES, prior)})
+        log_prior_shift, weights = prior_shift(labels["train"], args.logit_adjustment), None
+        log.info("Logit-adjusted loss, shift %s", {c: round(float(q), 2) for c, q in zip(CODES, log_prior_shift)})
     else:
         log_prior_shift, weights = None, class_weights(labels["train"])
         log.info("Class weights: %s", {CODES[k]: round(v, 2) for k, v in weights.items()})

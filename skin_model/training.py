@@ -53,6 +53,13 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     return {int(c): float(w) for c, w in zip(present, weights)}
 
 
+def prior_shift(labels: np.ndarray, tau: float) -> np.ndarray:
+    """``tau`` * log of the class frequencies in ``labels`` (absent classes count as 1e-6): the logit
+    adjustment of ``logit_adjusted_loss``."""
+    prior = np.bincount(labels, minlength=NUM_CLASSES) / max(len(labels), 1)
+    return tau * np.log(np.maximum(prior, 1e-6))
+
+
 def logit_adjusted_loss(log_prior_shift: np.ndarray, label_smoothing: float = 0.0):
     """Logit-adjusted cross-entropy (Menon et al. 2021, "Long-tail learning via logit adjustment"): the loss
     sees the softmax output shifted by ``log_prior_shift`` (tau * log of the training class prior), so the

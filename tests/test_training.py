@@ -96,13 +96,15 @@ def test_checkpoint_holds_the_validated_moving_average(tmp_path):
 def test_logit_adjusted_loss_shifts_the_softmax_by_the_log_prior():
     """The loss is the cross-entropy of softmax(log p + tau * log prior); with a uniform prior it is plain
     cross-entropy, and a rare true class costs more than a common one at the same predicted probability."""
-    from skin_model.training import logit_adjusted_loss
+    from skin_model.training import logit_adjusted_loss, prior_shift
 
     rng = np.random.default_rng(2)
     probs = rng.dirichlet(np.ones(NUM_CLASSES), 6).astype(np.float32)
     y = np.eye(NUM_CLASSES, dtype=np.float32)[[0, 1, 2, 3, 4, 5]]
-    prior = np.array([0.03, 0.05, 0.11, 0.01, 0.11, 0.67, 0.02])
-    shift = np.log(prior)
+    labels = np.repeat(np.arange(NUM_CLASSES), [3, 5, 11, 1, 11, 67, 2])
+    shift = prior_shift(labels, tau=1.0)
+    np.testing.assert_allclose(shift, np.log(np.array([3, 5, 11, 1, 11, 67, 2]) / 100))
+    np.testing.assert_allclose(prior_shift(labels, tau=0.5), shift / 2)
     adjusted = np.log(probs) + shift
     expected = -np.mean((y * (adjusted - np.log(np.exp(adjusted).sum(axis=1, keepdims=True)))).sum(axis=1))
     assert float(logit_adjusted_loss(shift)(y, probs)) == pytest.approx(expected, rel=1e-5)
