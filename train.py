@@ -39,8 +39,8 @@ from sklearn.metrics import balanced_accuracy_score
 from skin_model import __version__
 from skin_model.calibration import apply_temperature, fit_temperature
 from skin_model.config import DEFAULT_BACKBONE_WEIGHTS, DEFAULT_DATA_DIR, DEFAULT_WEIGHTS_DIR
-from skin_model.dataset import (SPLITS, find_metadata, load_arrays, load_catalogue, make_tf_dataset, split_by_lesion,
-                                subsample)
+from skin_model.dataset import (SPLITS, AugmentConfig, find_metadata, load_arrays, load_catalogue, make_tf_dataset,
+                                split_by_lesion, subsample)
 from skin_model.labels import CODES
 from skin_model.metrics import choose_unsure_threshold, evaluate_probabilities
 from skin_model.model import (ModelMetadata, build_classifier, default_preprocessing, network_data_format,
@@ -83,6 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="handle class imbalance with the logit-adjusted loss (softmax shifted by TAU * log of the "
                         "training class prior; 1.0 is the balanced choice) instead of balanced class weights "
                         "(default 0 = class weights)")
+    p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                   help="MixUp training batches with Beta(ALPHA, ALPHA) blends of image pairs and their labels "
+                        "(e.g. 0.2; default 0 = off). With class weights a blend is weighted as its larger part")
     p.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     p.add_argument("--output-dir", type=Path, default=DEFAULT_WEIGHTS_DIR,
                    help="where the model bundle, split and reports go (default: %(default)s)")
@@ -125,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     # 2. Decode every image once, through the serving preprocessing -------------------------------------
     images = {s: load_arrays(list(parts[s]["path"]), args.image_size) for s in SPLITS}
     labels = {s: parts[s]["label"].to_numpy(np.int32) for s in SPLITS}
-    train_ds = make_tf_dataset(images["train"], labels["train"], args.batch_size, training=True, seed=args.seed)
+    train_ds = make_tf_dataset(images["train"], labels["train"], args.batch_size, training=True, seed=args.seed,
+                               augment_config=AugmentConfig(mixup_alpha=args.mixup))
     val_ds = make_tf_dataset(images["val"], labels["val"], args.batch_size, training=False)
     if args.logit_adjustment:
         log_prior_shift, weights = prior_shift(labels["train"], args.logit_adjustment), None

@@ -25,7 +25,7 @@ TRAINING_KEYS = (  # (metadata.training key, label), in reading order
     ("fine_tune_from", "Fine-tuned from layer"), ("head_lr", "Head learning rate"),
     ("finetune_lr", "Peak fine-tuning learning rate"), ("patience", "Early-stopping patience"),
     ("label_smoothing", "Label smoothing"), ("ema_momentum", "Weight moving-average momentum (0 = off)"),
-    ("logit_adjustment", "Logit-adjusted loss, tau (0 = class weights instead)"),
+    ("logit_adjustment", "Logit-adjusted loss, tau (0 = class weights instead)"), ("mixup", "MixUp alpha (0 = off)"),
     ("batch_size", "Batch size"), ("seed", "Seed"), ("device", "Device"), ("max_images", "Image limit (0 = all)"),
 )
 METRIC_LABELS = {"balanced_accuracy": "Balanced accuracy", "accuracy": "Accuracy", "macro_auc": "Macro AUC",

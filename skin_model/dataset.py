@@ -148,13 +148,16 @@ def load_arrays(paths: list[Path], size: int, workers: int = 4, progress: bool =
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Training augmentation: flips, 90-degree rotations, random resized crops and colour jitter."""
+    """Training augmentation: flips, 90-degree rotations, random resized crops and colour jitter on each
+    image, then optionally MixUp across the batch (``mixup_alpha`` > 0: Beta(alpha, alpha) blends of image
+    pairs and of their one-hot labels, Zhang et al. 2018)."""
 
     min_crop_area: float = 0.6
     brightness: float = 0.15
     contrast: float = 0.2
     saturation: float = 0.2
     hue: float = 0.03
+    mixup_alpha: float = 0.0
 
 
 def augment(image, size: int, config: AugmentConfig = AugmentConfig()):
@@ -181,7 +184,7 @@ def make_tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, tra
                     seed: int = 42, augment_config: AugmentConfig = AugmentConfig()):
     """tf.data pipeline over in-memory uint8 images and integer labels, yielding (scaled image, one-hot
     label): shuffled and augmented when ``training``; every image ends in the same ``scale_pixels`` as
-    serving. One-hot labels let the loss use label smoothing."""
+    serving. One-hot labels let the loss use label smoothing and MixUp blend labels."""
     import tensorflow as tf
 
     from skin_model.imaging import scale_pixels
@@ -203,5 +206,15 @@ def make_tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, tra
         ds = ds.map(lambda x, y: (augment(x, size, augment_config), y), num_parallel_calls=tf.data.AUTOTUNE)
     else:
         ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
-    ds = ds.map(lambda x, y: (scale_pixels(x), tf.one_hot(y, NUM_CLASSES)))
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(lambda x, y: (scale_pixels(x), tf.one_hot(y, NUM_CLASSES))).batch(batch_size)
+    if training and augment_config.mixup_alpha > 0:
+        import keras
+
+        mixup = keras.layers.MixUp(alpha=augment_config.mixup_alpha, seed=seed)
+
+        def mix(x, y):
+            mixed = mixup({"images": x, "labels": y})
+            return mixed["images"], mixed["labels"]
+
+        ds = ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -43,6 +43,32 @@ def test_dataset_yields_one_hot_labels_in_order():
     np.testing.assert_array_equal(y, np.eye(NUM_CLASSES)[labels])
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.4])
+def test_mixup_blends_images_and_labels_with_the_same_weight(alpha):
+    from skin_model.dataset import AugmentConfig, make_tf_dataset
+    from skin_model.imaging import scale_pixels
+
+    # Flat grey images, one level per class: flips, crops, contrast, saturation and hue leave them as they
+    # are, and brightness jitter is off, so any pixel of a training image is the blend of its class levels
+    # with the same weights as its label.
+    levels = np.array([0, 40, 80, 120, 160, 200, 240], np.float32)
+    labels = np.arange(64, dtype=np.int32) % NUM_CLASSES
+    images = np.broadcast_to(levels[labels].astype(np.uint8)[:, None, None, None], (64, 16, 16, 3)).copy()
+    still = AugmentConfig(brightness=0.0, mixup_alpha=alpha)
+    batches = list(make_tf_dataset(images, labels, 16, training=True, augment_config=still).as_numpy_iterator())
+    x, y = (np.concatenate(part) for part in zip(*batches))
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, atol=1e-5)
+    assert ((y > 1e-6).sum(axis=1) <= 2).all(), "a blend of two images at most"
+    expected = np.asarray(scale_pixels(y @ levels))
+    np.testing.assert_allclose(x[:, 8, 8, 0], expected, atol=2e-3)
+    blended = (y.max(axis=1) < 0.99).mean()
+    if alpha:
+        assert 0.2 < blended < 1.0, f"MixUp should blend some but not all pairs ({blended:.0%})"
+    else:
+        assert blended == 0.0
+        np.testing.assert_array_equal(np.sort(y.argmax(axis=1)), np.sort(labels))
+
+
 def test_label_smoothing_reaches_the_loss():
     import keras
 
