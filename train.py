@@ -6,7 +6,8 @@ evaluated on a lesion-grouped held-out test split.
 How, in the order the code runs:
 1. Catalogue HAM10000 (metadata + highest-resolution copy of each image) and split it into
    train/val/test, stratified by diagnosis and grouped by ``lesion_id``.
-2. Decode every image once through the serving preprocessing (``skin_model.imaging``) into memory.
+2. Decode every image once through the serving preprocessing (``skin_model.imaging``) into memory; training
+   batches are augmented on the fly (flips, rotations, resized crops, colour jitter; ``--mixup`` blends pairs).
 3. Stage "head": train pooling/dropout/dense on the frozen backbone.
 4. Stage "finetune": unfreeze the backbone from ``--fine-tune-from`` up (all of it by default; batch norm
    stays frozen, in inference mode) with a lower learning rate (warm-up, then cosine decay) and gradient
