@@ -1,5 +1,6 @@
 """The training recipe's pieces: the balanced-accuracy metric on one-hot and integer labels, one-hot
-labels from the tf.data pipeline, and label smoothing reaching the loss."""
+labels and MixUp in the tf.data pipeline, label smoothing reaching the loss, the checkpointed moving
+average of the weights, and the logit-adjusted loss."""
 
 from __future__ import annotations
 
