@@ -80,8 +80,7 @@ def compile_stage(model: keras.Model, learning_rate, jit_compile: bool | str = "
     ``ema_momentum`` > 0) + categorical cross-entropy on one-hot labels with ``label_smoothing`` (logit-adjusted
     by ``log_prior_shift`` when given), reporting accuracy and balanced accuracy."""
     optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=1e-4, clipnorm=1.0,
-                                       use_ema=ema_momentum > 0,
-                                       ema_momentum=ema_momentum or 0.99)  # Keras checks it even when unused
+                                       use_ema=ema_momentum > 0, ema_momentum=ema_momentum)
     loss = (keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing) if log_prior_shift is None
             else logit_adjusted_loss(log_prior_shift, label_smoothing))
     model.compile(optimizer=optimizer, loss=loss,
