@@ -8,6 +8,7 @@ How, in the order the code runs:
    train/val/test, stratified by diagnosis and grouped by ``lesion_id``.
 2. Decode every image once through the serving preprocessing (``skin_model.imaging``) into memory; training
    batches are augmented on the fly (flips, rotations, resized crops, colour jitter; ``--mixup`` blends pairs).
+   With ``--distill-from`` the targets blend each label with earlier models' probabilities (distillation).
 3. Stage "head": train pooling/dropout/dense on the frozen backbone.
 4. Stage "finetune": unfreeze the backbone from ``--fine-tune-from`` up (all of it by default; batch norm
    stays frozen, in inference mode) with a lower learning rate (warm-up, then cosine decay) and gradient
@@ -46,8 +47,8 @@ from skin_model.labels import CODES
 from skin_model.metrics import choose_unsure_threshold, evaluate_probabilities
 from skin_model.model import (ModelMetadata, build_classifier, default_preprocessing, network_data_format,
                               save_bundle, set_trainable_backbone, sha256_of)
-from skin_model.training import (class_weights, compile_stage, predict_arrays, prior_shift, read_history,
-                                 stage_callbacks, warmup_cosine)
+from skin_model.training import (class_weights, compile_stage, distillation_targets, predict_arrays, prior_shift,
+                                 read_history, stage_callbacks, teacher_probabilities, warmup_cosine)
 from skin_model.tta import dihedral_arrays
 
 log = logging.getLogger("train")
@@ -87,6 +88,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
                    help="MixUp training batches with Beta(ALPHA, ALPHA) blends of image pairs and their labels "
                         "(e.g. 0.2; default 0 = off). With class weights a blend is weighted as its larger part")
+    p.add_argument("--distill-from", type=Path, nargs="+", default=[], metavar="DIR",
+                   help="knowledge distillation: train towards a blend of the label and the mean calibrated "
+                        "probabilities of these model bundles (e.g. earlier runs' output dirs) on each training "
+                        "image (default: none)")
+    p.add_argument("--distill-weight", type=float, default=0.5,
+                   help="share of the teachers' probabilities in the training targets with --distill-from "
+                        "(default 0.5)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     p.add_argument("--output-dir", type=Path, default=DEFAULT_WEIGHTS_DIR,
                    help="where the model bundle, split and reports go (default: %(default)s)")
@@ -129,7 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     # 2. Decode every image once, through the serving preprocessing -------------------------------------
     images = {s: load_arrays(list(parts[s]["path"]), args.image_size) for s in SPLITS}
     labels = {s: parts[s]["label"].to_numpy(np.int32) for s in SPLITS}
-    train_ds = make_tf_dataset(images["train"], labels["train"], args.batch_size, training=True, seed=args.seed,
+    targets = labels["train"]
+    if args.distill_from:
+        teachers = teacher_probabilities(args.distill_from, images["train"])
+        targets = distillation_targets(labels["train"], teachers, args.distill_weight)
+        log.info("Distilling from %d teacher(s), weight %.2f; teachers' training balanced accuracy %.3f",
+                 len(args.distill_from), args.distill_weight,
+                 balanced_accuracy_score(labels["train"], teachers.argmax(axis=1)))
+    train_ds = make_tf_dataset(images["train"], targets, args.batch_size, training=True, seed=args.seed,
                                augment_config=AugmentConfig(mixup_alpha=args.mixup))
     val_ds = make_tf_dataset(images["val"], labels["val"], args.batch_size, training=False)
     if args.logit_adjustment:
@@ -216,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         input_size=args.image_size, preprocessing=default_preprocessing(args.image_size),
         network_data_format=network_data_format(args.image_size),
         temperature=temperature, unsure_threshold=unsure_threshold, test_time_augmentation=use_tta,
-        training={**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        training={**{k: [str(x) for x in v] if isinstance(v, list) else str(v) if isinstance(v, Path) else v
+                     for k, v in vars(args).items()},
                   "device": "GPU" if gpu else "CPU",
                   "class_weights": {CODES[k]: v for k, v in weights.items()} if weights else None,
                   "epochs_run": {k: len(v) for k, v in history.items()}},

@@ -26,6 +26,8 @@ TRAINING_KEYS = (  # (metadata.training key, label), in reading order
     ("finetune_lr", "Peak fine-tuning learning rate"), ("patience", "Early-stopping patience"),
     ("label_smoothing", "Label smoothing"), ("ema_momentum", "Weight moving-average momentum (0 = off)"),
     ("logit_adjustment", "Logit-adjusted loss, tau (0 = class weights instead)"), ("mixup", "MixUp alpha (0 = off)"),
+    ("distill_from", "Distilled from (teacher model folders)"),
+    ("distill_weight", "Teachers' share of the targets (when distilled)"),
     ("batch_size", "Batch size"), ("seed", "Seed"), ("device", "Device"), ("max_images", "Image limit (0 = all)"),
 )
 METRIC_LABELS = {"balanced_accuracy": "Balanced accuracy", "accuracy": "Accuracy", "macro_auc": "Macro AUC",
@@ -73,6 +75,8 @@ def copy_resolution(folder: str) -> int | None:
 def format_value(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}: {format_value(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(format_value(v) for v in value) or "none"
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)

@@ -182,31 +182,34 @@ def augment(image, size: int, config: AugmentConfig = AugmentConfig()):
 
 def make_tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, training: bool,
                     seed: int = 42, augment_config: AugmentConfig = AugmentConfig()):
-    """tf.data pipeline over in-memory uint8 images and integer labels, yielding (scaled image, one-hot
-    label): shuffled and augmented when ``training``; every image ends in the same ``scale_pixels`` as
-    serving. One-hot labels let the loss use label smoothing and MixUp blend labels."""
+    """tf.data pipeline over in-memory uint8 images and their labels, yielding (scaled image, target
+    distribution): shuffled and augmented when ``training``; every image ends in the same ``scale_pixels`` as
+    serving. ``labels`` are class indices (N,), turned into one-hot targets, or already targets (N, classes),
+    e.g. soft targets for distillation. Distributions let the loss use label smoothing and MixUp blend labels."""
     import tensorflow as tf
 
     from skin_model.imaging import scale_pixels
 
     size = images.shape[1]
     n = len(images)
+    targets = (np.eye(NUM_CLASSES, dtype=np.float32)[labels] if labels.ndim == 1
+               else labels.astype(np.float32))
 
     def generator():
         order = np.random.default_rng(seed + generator.epoch).permutation(n) if training else np.arange(n)
         generator.epoch += 1
         for i in order:
-            yield images[i], labels[i]
+            yield images[i], targets[i]
 
     generator.epoch = 0
-    spec = (tf.TensorSpec((size, size, 3), tf.uint8), tf.TensorSpec((), tf.int32))
+    spec = (tf.TensorSpec((size, size, 3), tf.uint8), tf.TensorSpec((NUM_CLASSES,), tf.float32))
     ds = tf.data.Dataset.from_generator(generator, output_signature=spec)
     ds = ds.apply(tf.data.experimental.assert_cardinality(n))  # known length: progress bars, no warnings
     if training:
         ds = ds.map(lambda x, y: (augment(x, size, augment_config), y), num_parallel_calls=tf.data.AUTOTUNE)
     else:
         ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
-    ds = ds.map(lambda x, y: (scale_pixels(x), tf.one_hot(y, NUM_CLASSES))).batch(batch_size)
+    ds = ds.map(lambda x, y: (scale_pixels(x), y)).batch(batch_size)
     if training and augment_config.mixup_alpha > 0:
         import keras
 

@@ -1,5 +1,5 @@
 """Pieces of the training recipe used by ``train.py``: the balanced-accuracy metric, class weights,
-stage compilation, callbacks and batched prediction on in-memory images."""
+distillation targets, stage compilation, callbacks and batched prediction on in-memory images."""
 
 from __future__ import annotations
 
@@ -72,6 +72,38 @@ def logit_adjusted_loss(log_prior_shift: np.ndarray, label_smoothing: float = 0.
         return cross_entropy(y_true, ops.log(ops.maximum(y_pred, 1e-12)) + shift)
 
     return loss
+
+
+def teacher_probabilities(teacher_dirs: list[Path], images: np.ndarray) -> np.ndarray:
+    """The mean of the calibrated probabilities (each bundle's own temperature, one view) that the model
+    bundles in ``teacher_dirs`` give uint8 (N, S, S, 3) images. Every teacher must take S-pixel inputs."""
+    from skin_model.calibration import apply_temperature
+    from skin_model.model import load_bundle
+
+    if not teacher_dirs:
+        raise ValueError("No teacher model given")
+    probs = []
+    for teacher_dir in teacher_dirs:
+        model, metadata = load_bundle(Path(teacher_dir))
+        if metadata.input_size != images.shape[1]:
+            raise ValueError(f"Teacher {teacher_dir} takes {metadata.input_size}-pixel images but training uses "
+                             f"{images.shape[1]}: pass --image-size {metadata.input_size} or another teacher")
+        probs.append(apply_temperature(predict_arrays(model, images), metadata.temperature))
+        log.info("Teacher %s (version %s): predicted %d images", teacher_dir, metadata.version, len(images))
+        del model
+    return np.mean(probs, axis=0)
+
+
+def distillation_targets(labels: np.ndarray, teacher_probs: np.ndarray, weight: float) -> np.ndarray:
+    """Soft training targets for knowledge distillation (Hinton et al. 2015, at temperature 1):
+    ``(1 - weight) * one-hot label + weight * teacher probabilities``. Below 0.5 the true class stays the
+    largest target, so class weights (which Keras takes from its argmax) still follow the label."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"Distillation weight must be between 0 and 1, got {weight}")
+    if teacher_probs.shape != (len(labels), NUM_CLASSES):
+        raise ValueError(f"Teacher probabilities have shape {teacher_probs.shape}, expected "
+                         f"({len(labels)}, {NUM_CLASSES})")
+    return (1.0 - weight) * np.eye(NUM_CLASSES)[labels] + weight * teacher_probs
 
 
 def compile_stage(model: keras.Model, learning_rate, jit_compile: bool | str = "auto", label_smoothing: float = 0.0,

@@ -17,6 +17,7 @@ PAGE = "pages/model_card.py"
 TIMEOUT = 120
 TRAINING = {"image_size": 96, "head_epochs": 3, "finetune_epochs": 11, "fine_tune_from": "block_13",
             "head_lr": 0.002, "finetune_lr": 5e-05, "patience": 5, "batch_size": 16, "seed": 7, "device": "CPU",
+            "distill_from": ["/runs/a", "/runs/b"], "distill_weight": 0.5,
             "epochs_run": {"head": 3, "finetune": 9}, "class_weights": {"mel": 1.25, "nv": 0.2}}
 DATA = {"source": "HAM10000 (Tschandl et al. 2018, doi:10.1038/sdata.2018.161), CC BY-NC-SA 4.0",
         "split_seed": 7, "counts": {"train": {"mel": 10, "nv": 30}, "val": {"mel": 2, "nv": 6},
@@ -75,6 +76,7 @@ def test_card_shows_version_sha256_and_recipe(bundle):
     assert settings["Peak fine-tuning learning rate"] == "5e-05"
     assert settings["Epochs actually run"] == "head: 3, finetune: 9"
     assert "mel: 1.25" in settings["Class weights (balanced)"]
+    assert settings["Distilled from (teacher model folders)"] == "/runs/a, /runs/b"
     assert f"temperature {meta['temperature']:.3f}" in text
 
     (metrics,) = tables(at, "Balanced accuracy")

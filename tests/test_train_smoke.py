@@ -1,5 +1,5 @@
 """train.py end to end on ~70 real HAM10000 images at 96 px, one epoch per stage, with the weights' moving
-average, label smoothing and MixUp on (about a minute on a CPU)."""
+average, label smoothing, MixUp and distillation (from the tiny test bundle) on (about a minute on a CPU)."""
 
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ def train_module():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, ham_dir: Path, backbone_weights: Path) -> Path:
+def trained(tmp_path_factory, ham_dir: Path, backbone_weights: Path, tiny_bundle: Path) -> Path:
     out = tmp_path_factory.mktemp("train_smoke")
     code = train_module().main([*ARGS, "--data-dir", str(ham_dir), "--backbone-weights", str(backbone_weights),
-                                "--output-dir", str(out)])
+                                "--output-dir", str(out), "--distill-from", str(tiny_bundle)])
     assert code == 0
     return out
 
@@ -64,6 +64,7 @@ def test_metadata_records_classes_temperature_and_data_counts(trained):
         assert metadata["data"]["lesions"][s] == split.loc[split["split"] == s, "lesion_id"].nunique()
     assert metadata["training"]["max_images"] == 70 and metadata["training"]["image_size"] == 96
     assert metadata["training"]["epochs_run"] == {"head": 1, "finetune": 1}
+    assert len(metadata["training"]["distill_from"]) == 1 and metadata["training"]["distill_weight"] == 0.5
 
 
 def test_split_keeps_each_lesion_in_one_split(trained):

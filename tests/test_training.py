@@ -1,8 +1,10 @@
 """The training recipe's pieces: the balanced-accuracy metric on one-hot and integer labels, one-hot
-labels and MixUp in the tf.data pipeline, label smoothing reaching the loss, the checkpointed moving
-average of the weights, and the logit-adjusted loss."""
+labels, soft targets and MixUp in the tf.data pipeline, distillation targets from teacher bundles, label
+smoothing reaching the loss, the checkpointed moving average of the weights, and the logit-adjusted loss."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,6 +44,54 @@ def test_dataset_yields_one_hot_labels_in_order():
     images = np.zeros((len(labels), 32, 32, 3), np.uint8)
     (_, y), = make_tf_dataset(images, labels, batch_size=len(labels), training=False).as_numpy_iterator()
     np.testing.assert_array_equal(y, np.eye(NUM_CLASSES)[labels])
+
+
+def test_dataset_passes_soft_targets_through_unchanged():
+    from skin_model.dataset import make_tf_dataset
+
+    targets = np.random.default_rng(0).dirichlet(np.ones(NUM_CLASSES), 5).astype(np.float32)
+    images = np.zeros((len(targets), 32, 32, 3), np.uint8)
+    (_, y), = make_tf_dataset(images, targets, batch_size=len(targets), training=False).as_numpy_iterator()
+    np.testing.assert_array_equal(y, targets)
+
+
+def test_distillation_targets_blend_label_and_teacher():
+    from skin_model.training import distillation_targets
+
+    labels = np.array([0, 4, 6])
+    teacher = np.random.default_rng(1).dirichlet(np.ones(NUM_CLASSES), 3)
+    np.testing.assert_allclose(distillation_targets(labels, teacher, 0.0), np.eye(NUM_CLASSES)[labels])
+    np.testing.assert_allclose(distillation_targets(labels, teacher, 1.0), teacher)
+    blended = distillation_targets(labels, teacher, 0.3)
+    np.testing.assert_allclose(blended, 0.7 * np.eye(NUM_CLASSES)[labels] + 0.3 * teacher)
+    np.testing.assert_allclose(blended.sum(axis=1), 1.0)
+    assert (blended.argmax(axis=1) == labels).all(), "below 0.5 the label stays the largest target"
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        distillation_targets(labels, teacher, 1.5)
+    with pytest.raises(ValueError, match="shape"):
+        distillation_targets(labels, teacher[:2], 0.5)
+
+
+def test_teacher_probabilities_average_the_calibrated_bundles(tiny_bundle, tmp_path):
+    import shutil
+
+    from skin_model.calibration import apply_temperature
+    from skin_model.model import ModelMetadata, load_bundle
+    from skin_model.training import predict_arrays, teacher_probabilities
+
+    # A second teacher: the same network with another temperature, so only calibration tells them apart.
+    hotter = Path(shutil.copytree(tiny_bundle, tmp_path / "hotter"))
+    metadata = ModelMetadata.from_json(hotter / "metadata.json")
+    metadata.temperature = 3.0
+    metadata.to_json(hotter / "metadata.json")
+    model, tiny_meta = load_bundle(tiny_bundle)
+    images = np.random.default_rng(2).integers(0, 256, (4, tiny_meta.input_size, tiny_meta.input_size, 3),
+                                                dtype=np.uint8)
+    raw = predict_arrays(model, images)
+    expected = (apply_temperature(raw, tiny_meta.temperature) + apply_temperature(raw, 3.0)) / 2
+    np.testing.assert_allclose(teacher_probabilities([tiny_bundle, hotter], images), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="--image-size"):
+        teacher_probabilities([tiny_bundle], np.zeros((1, 32, 32, 3), np.uint8))
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.4])
