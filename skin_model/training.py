@@ -96,7 +96,7 @@ def teacher_probabilities(teacher_dirs: list[Path], images: np.ndarray) -> np.nd
 
 def distillation_targets(labels: np.ndarray, teacher_probs: np.ndarray, weight: float) -> np.ndarray:
     """Soft training targets for knowledge distillation (Hinton et al. 2015, at temperature 1):
-    ``(1 - weight) * one-hot label + weight * teacher probabilities``. Below 0.5 the true class stays the
+    ``(1 - weight) * one-hot label + weight * teacher probabilities``. Up to 0.5 the true class stays the
     largest target, so class weights (which Keras takes from its argmax) still follow the label."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"Distillation weight must be between 0 and 1, got {weight}")

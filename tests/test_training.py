@@ -65,7 +65,10 @@ def test_distillation_targets_blend_label_and_teacher():
     blended = distillation_targets(labels, teacher, 0.3)
     np.testing.assert_allclose(blended, 0.7 * np.eye(NUM_CLASSES)[labels] + 0.3 * teacher)
     np.testing.assert_allclose(blended.sum(axis=1), 1.0)
-    assert (blended.argmax(axis=1) == labels).all(), "below 0.5 the label stays the largest target"
+    assert (blended.argmax(axis=1) == labels).all(), "up to 0.5 the label stays the largest target"
+    confident_other = np.full((3, NUM_CLASSES), 0.01)
+    confident_other[:, 1] = 1 - 0.01 * (NUM_CLASSES - 1)  # the teachers favour class 1 for every image
+    assert (distillation_targets(labels, confident_other, 0.5).argmax(axis=1) == labels).all()
     with pytest.raises(ValueError, match="between 0 and 1"):
         distillation_targets(labels, teacher, 1.5)
     with pytest.raises(ValueError, match="shape"):
