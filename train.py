@@ -47,9 +47,9 @@ from skin_model.labels import CODES
 from skin_model.metrics import choose_unsure_threshold, evaluate_probabilities
 from skin_model.model import (ModelMetadata, build_classifier, default_preprocessing, network_data_format,
                               save_bundle, set_trainable_backbone, sha256_of)
-from skin_model.training import (class_weights, compile_stage, distillation_targets, predict_arrays, prior_shift,
-                                 read_history, stage_callbacks, teacher_probabilities, warmup_cosine)
-from skin_model.tta import dihedral_arrays
+from skin_model.training import (class_weights, compile_stage, distillation_targets, predict_arrays,
+                                 predict_arrays_tta, prior_shift, read_history, stage_callbacks, teacher_probabilities,
+                                 warmup_cosine)
 
 log = logging.getLogger("train")
 
@@ -194,8 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     calibrated = {s: apply_temperature(raw[s], temperature) for s in raw}
     log.info("Temperature %.3f", temperature)
     # Test-time augmentation (average of the 8 flips/rotations) is served only if it helps on validation.
-    val_tta = np.mean([apply_temperature(predict_arrays(model, view), temperature)
-                       for view in dihedral_arrays(images["val"])], axis=0)
+    val_tta = predict_arrays_tta(model, images["val"], temperature)
     tta_report = evaluate_probabilities(labels["val"], val_tta, list(parts["val"]["image_id"]),
                                         dataset={"name": "HAM10000 val split, test-time augmentation"}, model={},
                                         temperature=temperature)
@@ -231,8 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         input_size=args.image_size, preprocessing=default_preprocessing(args.image_size),
         network_data_format=network_data_format(args.image_size),
         temperature=temperature, unsure_threshold=unsure_threshold, test_time_augmentation=use_tta,
-        training={**{k: [str(x) for x in v] if isinstance(v, list) else str(v) if isinstance(v, Path) else v
-                     for k, v in vars(args).items()},
+        training={**json.loads(json.dumps(vars(args), default=str)),  # paths as strings
                   "device": "GPU" if gpu else "CPU",
                   "class_weights": {CODES[k]: v for k, v in weights.items()} if weights else None,
                   "epochs_run": {k: len(v) for k, v in history.items()}},

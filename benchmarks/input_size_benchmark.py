@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 256])
-    parser.add_argument("--val-limit", type=int, default=None, help="first N val images (default: all)")
+    parser.add_argument("--val-limit", type=int, default=None, help="random N val images (default: all)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     return parser.parse_args(argv)
 
@@ -53,13 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     from skin_model.dataset import load_arrays, load_catalogue
     from skin_model.metrics import evaluate_probabilities
     from skin_model.model import build_classifier, load_bundle
-    from skin_model.training import predict_arrays
-    from skin_model.tta import dihedral_arrays
+    from skin_model.training import predict_arrays, predict_arrays_tta
 
     trained, metadata = load_bundle(args.weights)
     split = pd.read_csv(args.weights / "split.csv", usecols=["image_id", "split", "label"])
     val = split[split["split"] == "val"].merge(load_catalogue(args.data_dir)[["image_id", "path"]], on="image_id")
-    val = val.head(args.val_limit) if args.val_limit else val
+    val = val.sample(n=min(args.val_limit, len(val)), random_state=0) if args.val_limit else val
     labels, ids = val["label"].to_numpy(), list(val["image_id"])
 
     def figures(probs: np.ndarray) -> dict[str, float | None]:
@@ -73,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         images = load_arrays(list(val["path"]), size, progress=False)
         raw = predict_arrays(model, images)
         temperature = fit_temperature(raw, labels)
-        tta = np.mean([apply_temperature(predict_arrays(model, view), temperature)
-                       for view in dihedral_arrays(images)], axis=0)
+        tta = predict_arrays_tta(model, images, temperature)
         sizes[str(size)] = {"temperature": temperature, "single_view": figures(apply_temperature(raw, temperature)),
                             "tta": figures(tta)}
         log.info("%d px: %s", size, json.dumps(sizes[str(size)]))

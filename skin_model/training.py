@@ -175,6 +175,16 @@ def predict_arrays(model: keras.Model, images: np.ndarray, batch_size: int = 64)
     return np.concatenate(out).astype(np.float64) if out else np.zeros((0, NUM_CLASSES))
 
 
+def predict_arrays_tta(model: keras.Model, images: np.ndarray, temperature: float) -> np.ndarray:
+    """Calibrated probabilities averaged over the 8 flips/rotations of each uint8 image (test-time
+    augmentation, as served), batch by batch."""
+    from skin_model.calibration import apply_temperature
+    from skin_model.tta import dihedral_arrays
+
+    return np.mean([apply_temperature(predict_arrays(model, view), temperature)
+                    for view in dihedral_arrays(images)], axis=0)
+
+
 def read_history(work_dir: Path, stages: tuple[str, ...]) -> dict[str, list[dict[str, float]]]:
     """The per-epoch CSV histories of each stage, as lists of rows."""
     history = {}

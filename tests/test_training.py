@@ -1,6 +1,7 @@
 """The training recipe's pieces: the balanced-accuracy metric on one-hot and integer labels, one-hot
-labels, soft targets and MixUp in the tf.data pipeline, distillation targets from teacher bundles, label
-smoothing reaching the loss, the checkpointed moving average of the weights, and the logit-adjusted loss."""
+labels, soft targets and MixUp in the tf.data pipeline, distillation targets from teacher bundles, the
+8-view test-time average, label smoothing reaching the loss, the checkpointed moving average of the weights,
+and the logit-adjusted loss."""
 
 from __future__ import annotations
 
@@ -195,3 +196,20 @@ def test_logit_adjusted_loss_shifts_the_softmax_by_the_log_prior():
     rare, common = (float(logit_adjusted_loss(shift)(np.eye(NUM_CLASSES, dtype=np.float32)[[c]], even))
                     for c in (3, 5))
     assert rare > common
+
+
+def test_predict_arrays_tta_is_invariant_to_flips_and_rotations(tiny_bundle):
+    """The 8-view average covers every flip/rotation, so turning the inputs first must not change it,
+    while a single view does change (the network itself is not invariant)."""
+    from skin_model.calibration import apply_temperature
+    from skin_model.model import load_bundle
+    from skin_model.training import predict_arrays, predict_arrays_tta
+
+    model, meta = load_bundle(tiny_bundle)
+    images = np.random.default_rng(5).integers(0, 256, (3, meta.input_size, meta.input_size, 3), dtype=np.uint8)
+    turned = np.ascontiguousarray(np.rot90(images[:, ::-1], k=1, axes=(1, 2)))  # flip, then rotate 90 degrees
+    averaged = predict_arrays_tta(model, images, meta.temperature)
+    np.testing.assert_allclose(averaged.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(predict_arrays_tta(model, turned, meta.temperature), averaged, atol=1e-5)
+    single, single_turned = (apply_temperature(predict_arrays(model, x), meta.temperature) for x in (images, turned))
+    assert np.abs(single - single_turned).max() > 1e-4
