@@ -7,7 +7,9 @@ How, in the order the code runs:
 1. Catalogue HAM10000 (metadata + highest-resolution copy of each image) and split it into
    train/val/test, stratified by diagnosis and grouped by ``lesion_id``.
 2. Decode every image once through the serving preprocessing (``skin_model.imaging``) into memory; training
-   batches are augmented on the fly (flips, rotations, resized crops, colour jitter; ``--mixup`` blends pairs).
+   batches are augmented on the fly (``skin_model.augment``: flips, rotations, resized crops, colour jitter;
+   ``--augment`` adds camera colours, zoom/any-angle framing and dermatoscope artefacts; ``--mixup`` blends
+   pairs). ``--colour-constancy shades-of-grey`` makes colour constancy the network's first layer.
    With ``--distill-from`` the targets blend each label with earlier models' probabilities (distillation).
 3. Stage "head": train pooling/dropout/dense on the frozen backbone.
 4. Stage "finetune": unfreeze the backbone from ``--fine-tune-from`` up (all of it by default; batch norm
@@ -36,13 +38,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
 from skin_model import __version__
 from skin_model.calibration import apply_temperature, fit_temperature
+from skin_model.colour import METHODS, describe
 from skin_model.config import DEFAULT_BACKBONE_WEIGHTS, DEFAULT_DATA_DIR, DEFAULT_WEIGHTS_DIR
-from skin_model.dataset import (SPLITS, AugmentConfig, find_metadata, load_arrays, load_catalogue, make_tf_dataset,
+from skin_model.augment import ADDITIONS, AugmentConfig
+from skin_model.dataset import (SPLITS, find_metadata, load_arrays, load_catalogue, make_tf_dataset,
                                 split_by_lesion, subsample)
+from skin_model.holdout import HELD_OUT, held_out_dataset, hold_out_sources, recipe_flags, report_file
 from skin_model.labels import CODES
 from skin_model.metrics import choose_unsure_threshold, evaluate_probabilities
 from skin_model.model import (ModelMetadata, build_classifier, default_preprocessing, network_data_format,
@@ -54,7 +60,7 @@ from skin_model.training import (class_weights, compile_stage, distillation_targ
 log = logging.getLogger("train")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
                    help="HAM10000 folder: HAM10000_metadata.csv and the images anywhere below it "
@@ -88,6 +94,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
                    help="MixUp training batches with Beta(ALPHA, ALPHA) blends of image pairs and their labels "
                         "(e.g. 0.2; default 0 = off). With class weights a blend is weighted as its larger part")
+    p.add_argument("--colour-constancy", choices=METHODS, default="none",
+                   help="shades-of-grey: put shades-of-grey colour constancy (Minkowski p = 6) at the input of the "
+                        "network, so training, serving, Grad-CAM and reports all see colour-normalised images "
+                        "(skin_model/colour.py; default: none)")
+    p.add_argument("--augment", nargs="+", default=[], choices=ADDITIONS, metavar="NAME",
+                   help="add to today's augmentation (flips, 90-degree rotations, resized crops, mild colour "
+                        "jitter): 'colour' (colour cast, brightness, contrast, saturation, hue, gamma wide enough "
+                        "for other cameras, instead of the mild jitter), 'framing' (zoom in to 1/4 of the area "
+                        "or out to 2x, aspect, any rotation, reflect padding, instead of the crops), 'artefacts' "
+                        "(dermatoscope vignettes, hair, ruler marks, ink dots, random erasing); see "
+                        "skin_model/augment.py (default: none)")
     p.add_argument("--distill-from", type=Path, nargs="+", default=[], metavar="DIR",
                    help="knowledge distillation: train towards a blend of the label and the mean calibrated "
                         "probabilities of these model bundles (e.g. earlier runs' output dirs) on each training "
@@ -103,7 +120,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="continue an interrupted run from the checkpoints in OUTPUT_DIR/checkpoints")
     p.add_argument("--max-images", type=int, default=0,
                    help="train on a stratified subset of about this many images (quick checks; 0 = all)")
-    return p.parse_args(argv)
+    p.add_argument("--holdout-source", nargs="+", default=[], metavar="NAME",
+                   help="leave-source-out protocol: set aside every image of these HAM10000 sources (the "
+                        "metadata's 'dataset' column: rosendahl, vidir_modern, vidir_molemax, vienna_dias), train "
+                        "and validate on the others, and evaluate on the held-out images "
+                        "(OUTPUT_DIR/evaluations/heldout_NAME.json). Default: none, train on all sources")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,15 +154,22 @@ def main(argv: list[str] | None = None) -> int:
     catalogue = load_catalogue(args.data_dir)
     if args.max_images:
         catalogue = subsample(catalogue, args.max_images, args.seed)
+    holdout = hold_out_sources(catalogue, args.holdout_source) if args.holdout_source else None
+    if holdout is not None:
+        catalogue = holdout.kept
+        log.info("Holding out source(s) %s: %d images; training on %s", ", ".join(holdout.sources),
+                 len(holdout.held_out), ", ".join(holdout.kept_sources))
     catalogue = split_by_lesion(catalogue, seed=args.seed)
-    catalogue.drop(columns=["path"]).to_csv(out_dir / "split.csv", index=False)
     parts = {s: catalogue[catalogue["split"] == s].reset_index(drop=True) for s in SPLITS}
-    for s in SPLITS:
-        log.info("%-5s %5d images, %5d lesions", s, len(parts[s]), parts[s]["lesion_id"].nunique())
+    if holdout is not None:
+        parts[HELD_OUT] = holdout.held_out
+    pd.concat(parts.values()).drop(columns=["path"]).to_csv(out_dir / "split.csv", index=False)
+    for s in parts:
+        log.info("%-7s %5d images, %5d lesions", s, len(parts[s]), parts[s]["lesion_id"].nunique())
 
     # 2. Decode every image once, through the serving preprocessing -------------------------------------
-    images = {s: load_arrays(list(parts[s]["path"]), args.image_size) for s in SPLITS}
-    labels = {s: parts[s]["label"].to_numpy(np.int32) for s in SPLITS}
+    images = {s: load_arrays(list(parts[s]["path"]), args.image_size) for s in parts}
+    labels = {s: parts[s]["label"].to_numpy(np.int32) for s in parts}
     targets = labels["train"]
     if args.distill_from:
         teachers = teacher_probabilities(args.distill_from, images["train"])
@@ -145,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                  len(args.distill_from), args.distill_weight,
                  balanced_accuracy_score(labels["train"], teachers.argmax(axis=1)))
     train_ds = make_tf_dataset(images["train"], targets, args.batch_size, training=True, seed=args.seed,
-                               augment_config=AugmentConfig(mixup_alpha=args.mixup))
+                               augment_config=AugmentConfig.from_names(args.augment, args.mixup))
     val_ds = make_tf_dataset(images["val"], labels["val"], args.batch_size, training=False)
     if args.logit_adjustment:
         log_prior_shift, weights = prior_shift(labels["train"], args.logit_adjustment), None
@@ -159,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     fit_options = {"validation_data": val_ds, "class_weight": weights, "verbose": verbose,
                    "shuffle": False}  # the tf.data pipeline shuffles
 
-    model = build_classifier(args.image_size, args.backbone_weights)
+    model = build_classifier(args.image_size, args.backbone_weights, colour_constancy=args.colour_constancy)
 
     # 3. Head on the frozen backbone -------------------------------------------------------------------
     head_done = work_dir / "head_final.weights.h5"
@@ -221,13 +254,25 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s: balanced accuracy %.3f, macro AUC %.3f, melanoma sensitivity %.3f, ECE %.3f", s,
                  reports[s].balanced_accuracy, reports[s].macro_auc or float("nan"),
                  reports[s].melanoma_sensitivity, reports[s].ece)
+    if holdout is not None:  # as served: calibrated on validation, TTA if validation chose it
+        served = (predict_arrays_tta(model, images[HELD_OUT], temperature) if use_tta
+                  else apply_temperature(predict_arrays(model, images[HELD_OUT]), temperature))
+        recipe = recipe_flags(vars(args), vars(build_parser().parse_args([])))
+        reports[HELD_OUT] = evaluate_probabilities(
+            labels[HELD_OUT], served, list(parts[HELD_OUT]["image_id"]), temperature=temperature, model=model_info,
+            dataset=held_out_dataset(holdout, recipe, use_tta))
+        reports[HELD_OUT].to_json(out_dir / "evaluations" / report_file(holdout.sources))
+        log.info("Held out %s (%s): balanced accuracy %.3f, macro AUC %.3f, melanoma AUC %.3f, sensitivity %.3f, "
+                 "ECE %.3f", ", ".join(holdout.sources), recipe, reports[HELD_OUT].balanced_accuracy,
+                 reports[HELD_OUT].macro_auc or float("nan"), reports[HELD_OUT].per_class["mel"]["auc"] or float("nan"),
+                 reports[HELD_OUT].melanoma_sensitivity or float("nan"), reports[HELD_OUT].ece)
     history = read_history(work_dir, ("head", "finetune"))
     (out_dir / "history.json").write_text(json.dumps(history, indent=1) + "\n")
 
     backbone_path = Path(args.backbone_weights)
     metadata = ModelMetadata(
         version=version, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        input_size=args.image_size, preprocessing=default_preprocessing(args.image_size),
+        input_size=args.image_size, preprocessing=default_preprocessing(args.image_size, describe(model)),
         network_data_format=network_data_format(args.image_size),
         temperature=temperature, unsure_threshold=unsure_threshold, test_time_augmentation=use_tta,
         training={**json.loads(json.dumps(vars(args), default=str)),  # paths as strings
@@ -239,14 +284,16 @@ def main(argv: list[str] | None = None) -> int:
               "metadata_sha256": sha256_of(find_metadata(args.data_dir)),
               "split_sha256": sha256_of(out_dir / "split.csv"),
               "counts": {s: parts[s]["dx"].value_counts().reindex(CODES, fill_value=0).astype(int).to_dict()
-                         for s in SPLITS},
-              "lesions": {s: int(parts[s]["lesion_id"].nunique()) for s in SPLITS},
+                         for s in parts},
+              "lesions": {s: int(parts[s]["lesion_id"].nunique()) for s in parts},
+              "held_out_sources": list(holdout.sources) if holdout is not None else [],
               "image_copies": catalogue["path"].map(lambda p: Path(p).parent.name).value_counts().to_dict()},
         backbone={"architecture": "MobileNetV2 alpha 1.0", "source": backbone_path.name if backbone_path.is_file()
                   else args.backbone_weights,
                   "sha256": sha256_of(backbone_path) if backbone_path.is_file() else None},
         metrics={"test": reports["test"].headline(), "val": reports["val"].headline(),
-                 "val_tta": tta_report.headline()},
+                 "val_tta": tta_report.headline(),
+                 **({HELD_OUT: reports[HELD_OUT].headline()} if holdout is not None else {})},
     )
     save_bundle(model, metadata, out_dir)
     return 0

@@ -9,7 +9,9 @@ import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
 from skin_model import config
+from skin_model.holdout import PROTOCOL_NOTE, YARDSTICK_SOURCES, held_out_rows, rows_frame
 from skin_model.model import ModelIntegrityError
+from skin_model.report_data import list_evaluation_files
 from skin_model.service import ClassifierService
 
 log = logging.getLogger(__name__)
@@ -49,3 +51,25 @@ def served_service_or_error() -> ClassifierService | None:
         log.exception("Model loading failed")
         st.error(f"**The model cannot be loaded** from `{weights}`: {type(exc).__name__}: {exc}", icon="🚫")
     return None
+
+
+def other_clinics_ui(weights: Path, key: str) -> None:
+    """The "Other clinics" section: held-out-source figures of every recipe with a report in the bundle's
+    evaluations folder (shipped recipe and baseline side by side), and what the protocol can and cannot tell."""
+    st.header("Other clinics (held-out sources)")
+    try:
+        rows = held_out_rows([f.path for f in list_evaluation_files(weights)])
+    except Exception as exc:  # a damaged report: say which, keep the page
+        log.exception("Held-out reports unreadable")
+        st.error(f"**The held-out-source reports cannot be read.** {type(exc).__name__}: {exc}", icon="🚫")
+        return
+    if rows:
+        number = st.column_config.NumberColumn(format="%.3f")
+        st.dataframe(rows_frame(rows), hide_index=True, key=f"{key}_other_clinics",
+                     column_config={c: number for c in ("balanced acc.", "melanoma AUC", "melanoma sens.",
+                                                        "macro AUC", "ECE")})
+    else:
+        st.info("No held-out-source report in this bundle yet. Measure a recipe with "
+                f"`python train.py --holdout-source {YARDSTICK_SOURCES[0]}` (and `{YARDSTICK_SOURCES[1]}`) and put "
+                "the `evaluations/heldout_*.json` it writes in this bundle's `evaluations/` folder.")
+    st.markdown(PROTOCOL_NOTE)

@@ -14,7 +14,7 @@ import streamlit as st
 
 from skin_model import config
 from skin_model.model import METADATA_FILE, ModelMetadata, sha256_of
-from pages import ensure_app_shell
+from pages import ensure_app_shell, other_clinics_ui
 
 ensure_app_shell()
 
@@ -26,6 +26,9 @@ TRAINING_KEYS = (  # (metadata.training key, label), in reading order
     ("finetune_lr", "Peak fine-tuning learning rate"), ("patience", "Early-stopping patience"),
     ("label_smoothing", "Label smoothing"), ("ema_momentum", "Weight moving-average momentum (0 = off)"),
     ("logit_adjustment", "Logit-adjusted loss, tau (0 = class weights instead)"), ("mixup", "MixUp alpha (0 = off)"),
+    ("colour_constancy", "Colour constancy (network's first layer)"),
+    ("augment", "Augmentation added to flips/rotations/crops/jitter"),
+    ("holdout_source", "Held-out sources (leave-source-out run)"),
     ("distill_from", "Distilled from (teacher model folders)"),
     ("distill_weight", "Teachers' share of the targets (when distilled)"),
     ("batch_size", "Batch size"), ("seed", "Seed"), ("device", "Device"), ("max_images", "Image limit (0 = all)"),
@@ -193,8 +196,9 @@ def limits_ui(meta: ModelMetadata) -> None:
         "- **No patient context.** Age, sex and body site are not inputs, although clinicians use them.",
         "- **Seven classes only.** Any other lesion (e.g. invasive squamous cell carcinoma, "
         "Merkel cell carcinoma, non-lesion images) is forced into one of the seven classes.",
-        "- **One data set.** Trained and tested on HAM10000 only; the metrics above say nothing about other "
-        "clinics or cameras (use `python -m skin_model.evaluate` on such data before relying on it).",
+        "- **One data set.** Trained and tested on HAM10000 only. On external dermoscopy from other clinics the "
+        "model of 2026-11-26 missed most melanomas (sensitivity 0.27-0.60); the held-out-source figures above "
+        "are HAM10000's own proxy for that. Use `python -m skin_model.evaluate` on such data before relying on it.",
     ]))
 
 
@@ -211,6 +215,7 @@ def model_card_page() -> None:
     preprocessing_ui(meta)
     training_ui(meta)
     metrics_ui(meta)
+    other_clinics_ui(weights, key="card")
     limits_ui(meta)
 
 

@@ -22,7 +22,7 @@ from skin_model.report_data import (CURVE_METRICS, HISTORY_FILE, NON_DERMOSCOPIC
                                     ood_category_frame, ood_summary, operating_point, per_class_frame, reports_dir,
                                     safety_results_path, split_audit, training_curves, tta_frame, tta_summary,
                                     unsure_rule, unsure_threshold)
-from pages import ensure_app_shell
+from pages import ensure_app_shell, other_clinics_ui
 
 ensure_app_shell()
 
@@ -328,6 +328,7 @@ def report_page() -> None:
                "no model is run here.")
     weights = config.served_weights_dir()
     evaluation_ui(weights)
+    other_clinics_ui(weights, key="report")
     training_ui(weights)
     split_ui(weights)
 

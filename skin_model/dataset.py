@@ -1,4 +1,5 @@
-"""HAM10000 catalogue (metadata + file discovery), lesion-grouped split, in-memory arrays and tf.data.
+"""HAM10000 catalogue (metadata + file discovery), lesion-grouped split, in-memory arrays and tf.data
+(augmentation itself lives in ``skin_model.augment``).
 
 Images are found anywhere under the data folder (the official ``HAM10000_images_part_1/2`` layout,
 Kaggle's, or ``../shared/data/ham10000``'s ``images_*`` folders); when an image_id exists in several
@@ -9,8 +10,8 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,9 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from skin_model.imaging import InvalidImageError, load_image, to_model_array
 from skin_model.labels import CODES, NUM_CLASSES, class_index
+
+if TYPE_CHECKING:
+    from skin_model.augment import AugmentConfig
 
 log = logging.getLogger(__name__)
 
@@ -146,74 +150,45 @@ def load_arrays(paths: list[Path], size: int, workers: int = 4, progress: bool =
     return np.stack(results) if results else np.zeros((0, size, size, 3), np.uint8)
 
 
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Training augmentation: flips, 90-degree rotations, random resized crops and colour jitter on each
-    image, then optionally MixUp across the batch (``mixup_alpha`` > 0: Beta(alpha, alpha) blends of image
-    pairs and of their one-hot labels, Zhang et al. 2018)."""
-
-    min_crop_area: float = 0.6
-    brightness: float = 0.15
-    contrast: float = 0.2
-    saturation: float = 0.2
-    hue: float = 0.03
-    mixup_alpha: float = 0.0
-
-
-def augment(image, size: int, config: AugmentConfig = AugmentConfig()):
-    """Randomly augment one uint8 (size, size, 3) tensor; returns float32 pixels in [0, 255]."""
-    import tensorflow as tf
-
-    image = tf.image.convert_image_dtype(image, tf.float32)  # [0, 1]
-    image = tf.image.random_flip_left_right(image)
-    image = tf.image.random_flip_up_down(image)
-    image = tf.image.rot90(image, k=tf.random.uniform([], 0, 4, dtype=tf.int32))
-    begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
-        tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
-        min_object_covered=0.0, aspect_ratio_range=(0.75, 1.333), area_range=(config.min_crop_area, 1.0),
-        use_image_if_no_bounding_boxes=True)
-    image = tf.image.resize(tf.slice(image, begin, crop_size), (size, size), method="bilinear")
-    image = tf.image.random_brightness(image, config.brightness)
-    image = tf.image.random_contrast(image, 1 - config.contrast, 1 + config.contrast)
-    image = tf.image.random_saturation(image, 1 - config.saturation, 1 + config.saturation)
-    image = tf.image.random_hue(image, config.hue)
-    return tf.clip_by_value(image, 0.0, 1.0) * 255.0
-
-
 def make_tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, training: bool,
-                    seed: int = 42, augment_config: AugmentConfig = AugmentConfig()):
+                    seed: int = 42, augment_config: AugmentConfig | None = None):
     """tf.data pipeline over in-memory uint8 images and their labels, yielding (scaled image, target
-    distribution): shuffled and augmented when ``training``; every image ends in the same ``scale_pixels`` as
-    serving. ``labels`` are class indices (N,), turned into one-hot targets, or already targets (N, classes),
-    e.g. soft targets for distillation. Distributions let the loss use label smoothing and MixUp blend labels."""
+    distribution): shuffled and augmented (``skin_model.augment``, a seed of its own for each image of each
+    epoch) when ``training``; every image ends in the same ``scale_pixels`` as serving. ``labels`` are class
+    indices (N,), turned into one-hot targets, or already targets (N, classes), e.g. soft targets for
+    distillation. Distributions let the loss use label smoothing and MixUp blend labels."""
     import tensorflow as tf
 
+    from skin_model.augment import AugmentConfig, augment
     from skin_model.imaging import scale_pixels
 
+    config = augment_config or AugmentConfig()
     size = images.shape[1]
     n = len(images)
     targets = (np.eye(NUM_CLASSES, dtype=np.float32)[labels] if labels.ndim == 1
                else labels.astype(np.float32))
 
     def generator():
-        order = np.random.default_rng(seed + generator.epoch).permutation(n) if training else np.arange(n)
+        epoch = generator.epoch
+        order = np.random.default_rng(seed + epoch).permutation(n) if training else np.arange(n)
         generator.epoch += 1
         for i in order:
-            yield images[i], targets[i]
+            yield images[i], targets[i], np.array([seed, epoch * n + i], np.int64)
 
     generator.epoch = 0
-    spec = (tf.TensorSpec((size, size, 3), tf.uint8), tf.TensorSpec((NUM_CLASSES,), tf.float32))
+    spec = (tf.TensorSpec((size, size, 3), tf.uint8), tf.TensorSpec((NUM_CLASSES,), tf.float32),
+            tf.TensorSpec((2,), tf.int64))
     ds = tf.data.Dataset.from_generator(generator, output_signature=spec)
     ds = ds.apply(tf.data.experimental.assert_cardinality(n))  # known length: progress bars, no warnings
     if training:
-        ds = ds.map(lambda x, y: (augment(x, size, augment_config), y), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda x, y, s: (augment(x, s, config), y), num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
+        ds = ds.map(lambda x, y, s: (tf.cast(x, tf.float32), y))
     ds = ds.map(lambda x, y: (scale_pixels(x), y)).batch(batch_size)
-    if training and augment_config.mixup_alpha > 0:
+    if training and config.mixup_alpha > 0:
         import keras
 
-        mixup = keras.layers.MixUp(alpha=augment_config.mixup_alpha, seed=seed)
+        mixup = keras.layers.MixUp(alpha=config.mixup_alpha, seed=seed)
 
         def mix(x, y):
             mixed = mixup({"images": x, "labels": y})

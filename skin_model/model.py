@@ -45,26 +45,44 @@ def sha256_of(path: Path) -> str:
 
 
 def build_classifier(input_size: int = 224, backbone_weights: str | Path | None = None,
-                     dropout: float = 0.3) -> keras.Model:
+                     dropout: float = 0.3, colour_constancy: str = "none") -> keras.Model:
     """MobileNetV2 backbone + global average pooling + dropout + Dense(7, softmax), as one flat graph.
 
     ``backbone_weights``: a ``.weights.h5`` file for ``MobileNetV2(include_top=False)``, the string
     ``"imagenet"`` (Keras' own download), or None for random initialisation (tests only).
+    ``colour_constancy``: "shades-of-grey" puts ``colour.ShadesOfGrey`` between the input and the backbone.
     """
     import keras
 
+    from skin_model.colour import colour_constancy_layer
+
     from_file = backbone_weights not in (None, "imagenet")
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    layer = colour_constancy_layer(colour_constancy)
     backbone = keras.applications.MobileNetV2(
-        input_shape=(input_size, input_size, 3), include_top=False,
+        input_tensor=layer(inputs) if layer is not None else inputs, include_top=False,
         weights=None if from_file else backbone_weights)
     if from_file:
-        backbone.load_weights(str(backbone_weights))
+        _load_backbone_weights(backbone, input_size, Path(backbone_weights))
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(backbone.output)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="predictions")(x)
-    model = keras.Model(backbone.input, outputs, name="skin_mobilenetv2")
+    model = keras.Model(inputs, outputs, name="skin_mobilenetv2")
     set_trainable_backbone(model, None)
     return model
+
+
+def _load_backbone_weights(backbone: keras.Model, input_size: int, path: Path) -> None:
+    """Copy the ImageNet weights of a plain ``MobileNetV2(include_top=False)`` into ``backbone`` layer by
+    layer name (``backbone`` may start with extra, weightless layers such as colour constancy)."""
+    import keras
+
+    plain = keras.applications.MobileNetV2(input_shape=(input_size, input_size, 3), include_top=False,
+                                           weights=None)
+    plain.load_weights(str(path))
+    for layer in plain.layers:
+        if layer.weights:
+            backbone.get_layer(layer.name).set_weights(layer.get_weights())
 
 
 def set_trainable_backbone(model: keras.Model, first_layer: str | None) -> None:
@@ -118,14 +136,16 @@ class ModelMetadata:
         return cls(**json.loads(path.read_text()))
 
 
-def default_preprocessing(input_size: int) -> dict[str, Any]:
-    """Description of ``skin_model.imaging``'s path, recorded in the metadata."""
-    return {
+def default_preprocessing(input_size: int, colour_constancy: str | None = None) -> dict[str, Any]:
+    """Description of ``skin_model.imaging``'s path, recorded in the metadata, and of the network's
+    colour-constancy layer when it has one (``colour.describe``)."""
+    steps = {
         "decode": "Pillow; EXIF orientation applied; any mode to 8-bit RGB (transparency on white)",
         "crop": "centre square",
         "resize": f"{input_size}x{input_size}, bicubic (PIL.ImageOps.fit)",
         "scaling": "x / 127.5 - 1 (MobileNetV2)",
     }
+    return {**steps, "colour_constancy": colour_constancy} if colour_constancy else steps
 
 
 def network_data_format(input_size: int) -> dict[str, Any]:
@@ -181,6 +201,8 @@ def checked_file(weights_dir: Path, file_name: str, expected_sha256: str) -> Pat
 def load_bundle(weights_dir: Path) -> tuple[keras.Model, ModelMetadata]:
     """Load ``model.keras`` in Keras safe mode after checking its sha256 against ``metadata.json``."""
     import keras
+
+    import skin_model.colour  # noqa: F401  (registers ShadesOfGrey for safe-mode loading)
 
     metadata = read_metadata(weights_dir)
     model_path = checked_file(weights_dir, metadata.model_file, metadata.model_sha256)

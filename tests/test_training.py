@@ -100,7 +100,8 @@ def test_teacher_probabilities_average_the_calibrated_bundles(tiny_bundle, tmp_p
 
 @pytest.mark.parametrize("alpha", [0.0, 0.4])
 def test_mixup_blends_images_and_labels_with_the_same_weight(alpha):
-    from skin_model.dataset import AugmentConfig, make_tf_dataset
+    from skin_model.augment import AugmentConfig
+    from skin_model.dataset import make_tf_dataset
     from skin_model.imaging import scale_pixels
 
     # Flat grey images, one level per class: flips, crops, contrast, saturation and hue leave them as they

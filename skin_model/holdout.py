@@ -1,0 +1,175 @@
+"""Leave-source-out protocol: judge a recipe on a HAM10000 source (clinic, camera, period) it never saw.
+
+HAM10000 comes from four sources (the metadata's ``dataset`` column: rosendahl, vidir_modern,
+vidir_molemax, vienna_dias). ``train.py --holdout-source NAME`` trains and validates on the others and
+evaluates on every image of the held-out source(s), which is how the model will be used on photos from
+another clinic. This module owns that protocol: dividing the catalogue (``hold_out_sources``), naming and
+describing the held-out report (``held_out_dataset``, ``report_file``) and reading the reports back for the
+report page and model card (``held_out_rows``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from skin_model.labels import MELANOMA
+
+log = logging.getLogger(__name__)
+
+#: ``split`` value of held-out images in ``split.csv``, and the split method named in their report.
+HELD_OUT = "heldout"
+SPLIT_METHOD = "held-out source"
+#: HAM10000's source column.
+SOURCE_COLUMN = "dataset"
+#: The protocol's yardstick: each recipe is judged with each of these held out in turn.
+YARDSTICK_SOURCES = ("rosendahl", "vidir_modern")
+
+
+#: What the protocol can and cannot tell (the report page and the model card show it with the figures).
+PROTOCOL_NOTE = """\
+Each row is a model trained, validated and calibrated **without** one HAM10000 source and then run, as the
+app serves it, on every image of that source: a clinic, camera or period it never saw. That is how the
+model meets photos from another clinic, so it measures a **recipe's** robustness. The shipped model itself
+is trained on all four sources, so no row is the shipped model; rows are the recipe it was trained with and
+the baseline (today's recipe before this work), trained the same way.
+
+What it can tell: whether a change to the recipe (colour constancy, augmentation, ...) helps on unseen
+sources, with the same seed, split and epochs on both sides. rosendahl (Queensland practice) holds most of
+the actinic keratoses, so holding it out also tests the rare classes; vidir_modern (Vienna, modern
+dermatoscope) holds 61% of the melanomas.
+
+What it cannot tell: all four sources are two practices curated the same way (lesion centred, same
+resizing and labelling), with mostly fair-skinned patients; external sets from other clinics differ more
+(vignettes, rulers, ink, zoom, colour casts), and a held-out source is one draw: differences of a few points
+on a class of tens of images are noise. Only the external sets held back from the project can confirm a gain.
+"""
+
+
+class HoldoutError(ValueError):
+    """The held-out sources cannot be set aside (unknown name, no source column, nothing left)."""
+
+
+@dataclass(frozen=True)
+class SourceHoldout:
+    """The catalogue divided by source: ``kept`` (split and trained on) and ``held_out`` (every image of the
+    held-out sources); ``dropped`` counts images of kept sources whose lesion is also in a held-out one."""
+
+    kept: pd.DataFrame
+    held_out: pd.DataFrame
+    sources: tuple[str, ...]
+    kept_sources: tuple[str, ...]
+    dropped: int
+
+
+def hold_out_sources(frame: pd.DataFrame, sources: list[str] | tuple[str, ...]) -> SourceHoldout:
+    """Set aside every image of ``sources``. A lesion photographed in a held-out source is removed from the
+    kept sources too (9 lesions of HAM10000 span two sources), so no lesion is both trained on and held out."""
+    if SOURCE_COLUMN not in frame.columns:
+        raise HoldoutError(f"The metadata has no {SOURCE_COLUMN!r} column: cannot hold out a source")
+    known = sorted(frame[SOURCE_COLUMN].dropna().unique())
+    unknown = sorted(set(sources) - set(known))
+    if unknown:
+        raise HoldoutError(f"Unknown source(s) {', '.join(unknown)}; the metadata has {', '.join(known)}")
+    if set(sources) >= set(known):
+        raise HoldoutError("Holding out every source leaves nothing to train on")
+    out = frame[SOURCE_COLUMN].isin(sources)
+    shared = frame["lesion_id"].isin(frame.loc[out, "lesion_id"]) & ~out
+    if shared.any():
+        log.info("Leaving out %d image(s) of kept sources whose lesion is also held out", int(shared.sum()))
+    held_out = frame[out].copy()
+    held_out["split"] = HELD_OUT
+    kept = frame[~out & ~shared].reset_index(drop=True)
+    return SourceHoldout(kept=kept, held_out=held_out.reset_index(drop=True), sources=tuple(sorted(sources)),
+                         kept_sources=tuple(sorted(kept[SOURCE_COLUMN].unique())), dropped=int(shared.sum()))
+
+
+def report_file(sources: tuple[str, ...]) -> str:
+    """File name of the held-out report in a bundle's ``evaluations/`` folder."""
+    return f"heldout_{'+'.join(sources)}.json"
+
+
+def held_out_dataset(holdout: SourceHoldout, recipe: str, tta: bool) -> dict[str, Any]:
+    """The ``dataset`` dict of a held-out report: which source, how the model was trained, what it means."""
+    names = ", ".join(holdout.sources)
+    return {"name": f"HAM10000 held-out source {names}", "split": HELD_OUT, "split_method": SPLIT_METHOD,
+            "sources": list(holdout.sources), "trained_on": list(holdout.kept_sources), "recipe": recipe,
+            "tta": tta, "n_lesions": int(holdout.held_out["lesion_id"].nunique()),
+            "description": (f"every image of {names}; the model was trained, validated and calibrated on "
+                            f"{', '.join(holdout.kept_sources)} only ({'8-view TTA' if tta else 'single view'})")}
+
+
+def recipe_flags(args: dict[str, Any], defaults: dict[str, Any],
+                 ignore: tuple[str, ...] = ("data_dir", "backbone_weights", "output_dir", "resume",
+                                            "holdout_source")) -> str:
+    """The training flags that differ from ``train.py``'s defaults, as a command-line fragment
+    ("today's recipe" when none does): how a held-out report names the recipe it measures."""
+    changed = [f"--{k.replace('_', '-')} {_flag_value(v)}".strip() for k, v in args.items()
+               if k not in ignore and k in defaults and v != defaults[k]]
+    return " ".join(changed) or "today's recipe"
+
+
+def _flag_value(value: Any) -> str:
+    if value is True:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+@dataclass(frozen=True)
+class HeldOutRow:
+    """The protocol's figures for one recipe on one held-out source."""
+
+    source: str
+    recipe: str
+    model_version: str
+    n_images: int
+    classes_present: int
+    balanced_accuracy: float
+    melanoma_auc: float | None
+    melanoma_sensitivity: float | None
+    macro_auc: float | None
+    ece: float
+    file: str
+
+
+def is_held_out(report) -> bool:
+    """True for an EvaluationReport written by the leave-source-out protocol."""
+    return report.dataset.get("split_method") == SPLIT_METHOD
+
+
+def held_out_row(report, file_name: str) -> HeldOutRow:
+    """One table row from a held-out EvaluationReport."""
+    present = sum(1 for row in report.per_class.values() if row["support"])
+    return HeldOutRow(source=", ".join(report.dataset.get("sources", [])), recipe=report.dataset.get("recipe", "?"),
+                      model_version=str(report.model.get("version", "?")), n_images=report.n_images,
+                      classes_present=present, balanced_accuracy=report.balanced_accuracy,
+                      melanoma_auc=report.per_class[MELANOMA]["auc"],
+                      melanoma_sensitivity=report.melanoma_sensitivity, macro_auc=report.macro_auc,
+                      ece=report.ece, file=file_name)
+
+
+def held_out_rows(paths: list[Path]) -> list[HeldOutRow]:
+    """Rows for every held-out report among ``paths`` (other reports are skipped), by source then recipe."""
+    from skin_model.metrics import EvaluationReport
+
+    rows = []
+    for path in paths:
+        report = EvaluationReport.from_json(path)
+        if is_held_out(report):
+            rows.append(held_out_row(report, Path(path).name))
+    return sorted(rows, key=lambda r: (r.source, r.recipe))
+
+
+def rows_frame(rows: list[HeldOutRow]) -> pd.DataFrame:
+    """The rows as a table for a page: one line per source and recipe."""
+    return pd.DataFrame([{"held-out source": r.source, "recipe": r.recipe, "images": r.n_images,
+                          "classes": r.classes_present, "balanced acc.": r.balanced_accuracy,
+                          "melanoma AUC": r.melanoma_auc, "melanoma sens.": r.melanoma_sensitivity,
+                          "macro AUC": r.macro_auc, "ECE": r.ece} for r in rows])

@@ -1,0 +1,105 @@
+"""Leave-source-out protocol (skin_model.holdout and train.py --holdout-source): no lesion or image of a
+held-out source is trained on, and the run writes a held-out report the report page can list."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from skin_model.holdout import (HELD_OUT, SPLIT_METHOD, HoldoutError, held_out_rows, hold_out_sources, recipe_flags,
+                                report_file, rows_frame)
+
+
+def toy_catalogue() -> pd.DataFrame:
+    """Four lesions from two sources; lesion L3 was photographed in both."""
+    return pd.DataFrame({"lesion_id": ["L1", "L1", "L2", "L3", "L3", "L4"],
+                         "image_id": [f"I{i}" for i in range(6)],
+                         "dx": ["nv", "nv", "mel", "bcc", "bcc", "nv"],
+                         "dataset": ["a", "a", "b", "a", "b", "b"]})
+
+
+def test_held_out_source_takes_its_lesions_with_it():
+    holdout = hold_out_sources(toy_catalogue(), ["b"])
+    assert set(holdout.held_out["image_id"]) == {"I2", "I4", "I5"}
+    assert set(holdout.kept["image_id"]) == {"I0", "I1"}, "I3 shows lesion L3, which is held out"
+    assert holdout.dropped == 1 and holdout.sources == ("b",) and holdout.kept_sources == ("a",)
+    assert (holdout.held_out["split"] == HELD_OUT).all()
+    assert not set(holdout.kept["lesion_id"]) & set(holdout.held_out["lesion_id"])
+
+
+@pytest.mark.parametrize("sources, problem", [(["c"], "Unknown source"), (["a", "b"], "nothing to train on")])
+def test_bad_sources_are_named(sources, problem):
+    with pytest.raises(HoldoutError, match=problem):
+        hold_out_sources(toy_catalogue(), sources)
+    with pytest.raises(HoldoutError, match="no 'dataset' column"):
+        hold_out_sources(toy_catalogue().drop(columns="dataset"), ["a"])
+
+
+def test_real_sources_split_cleanly(ham_dir: Path):
+    from skin_model.dataset import load_catalogue
+
+    catalogue = load_catalogue(ham_dir)
+    for source, n in (("rosendahl", 2259), ("vidir_modern", 3363)):
+        holdout = hold_out_sources(catalogue, [source])
+        assert len(holdout.held_out) == n
+        assert len(holdout.kept) + len(holdout.held_out) + holdout.dropped == len(catalogue)
+        assert source not in set(holdout.kept["dataset"])
+        assert not set(holdout.kept["lesion_id"]) & set(holdout.held_out["lesion_id"])
+
+
+def test_recipe_names_only_the_changed_flags():
+    defaults = {"finetune_epochs": 14, "augment": [], "colour_constancy": "none", "output_dir": "w", "resume": False}
+    assert recipe_flags(defaults, defaults) == "today's recipe"
+    changed = {**defaults, "finetune_epochs": 6, "augment": ["colour", "framing"], "output_dir": "/x", "resume": True}
+    assert recipe_flags(changed, defaults) == "--finetune-epochs 6 --augment colour framing"
+
+
+@pytest.fixture(scope="module")
+def held_out_run(tmp_path_factory, ham_dir: Path, backbone_weights: Path) -> Path:
+    """train.py on ~150 images at 64 px with rosendahl held out, colour constancy and every augmentation on."""
+    from test_train_smoke import train_module
+
+    out = tmp_path_factory.mktemp("holdout_run")
+    code = train_module().main([
+        "--max-images", "150", "--image-size", "64", "--head-epochs", "1", "--finetune-epochs", "1",
+        "--batch-size", "16", "--holdout-source", "rosendahl", "--colour-constancy", "shades-of-grey",
+        "--augment", "colour", "framing", "artefacts",
+        "--data-dir", str(ham_dir), "--backbone-weights", str(backbone_weights), "--output-dir", str(out)])
+    assert code == 0
+    return out
+
+
+def test_run_never_trains_on_the_held_out_source(held_out_run: Path):
+    split = pd.read_csv(held_out_run / "split.csv")
+    assert set(split.loc[split["split"] == HELD_OUT, "dataset"]) == {"rosendahl"}
+    assert "rosendahl" not in set(split.loc[split["split"] != HELD_OUT, "dataset"])
+    assert (split.groupby("lesion_id")["split"].nunique() == 1).all()
+
+
+def test_run_writes_the_held_out_report_as_served(held_out_run: Path):
+    from skin_model.metrics import EvaluationReport
+
+    split = pd.read_csv(held_out_run / "split.csv")
+    path = held_out_run / "evaluations" / report_file(("rosendahl",))
+    report = EvaluationReport.from_json(path)
+    metadata = json.loads((held_out_run / "metadata.json").read_text())
+    assert sorted(p["image_id"] for p in report.predictions) == sorted(split.loc[split["split"] == HELD_OUT, "image_id"])
+    assert report.dataset["split_method"] == SPLIT_METHOD and report.dataset["sources"] == ["rosendahl"]
+    assert "rosendahl" not in report.dataset["trained_on"]
+    assert report.dataset["tta"] == metadata["test_time_augmentation"]
+    assert "--colour-constancy shades-of-grey" in report.dataset["recipe"]
+    assert metadata["data"]["held_out_sources"] == ["rosendahl"]
+    assert metadata["metrics"][HELD_OUT]["balanced_accuracy"] == pytest.approx(report.balanced_accuracy)
+    assert metadata["training"]["augment"] == ["colour", "framing", "artefacts"]
+    assert "shades of grey" in metadata["preprocessing"]["colour_constancy"]
+    probs = np.array([p["probs"] for p in report.predictions])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+
+    rows = held_out_rows([path, held_out_run / "evaluation_val.json"])
+    assert len(rows) == 1, "only the held-out report is a row"
+    assert rows[0].source == "rosendahl" and rows[0].balanced_accuracy == pytest.approx(report.balanced_accuracy)
+    assert rows_frame(rows).loc[0, "melanoma AUC"] == report.per_class["mel"]["auc"]
