@@ -262,10 +262,10 @@ def main(argv: list[str] | None = None) -> int:
             labels[HELD_OUT], served, list(parts[HELD_OUT]["image_id"]), temperature=temperature, model=model_info,
             dataset=held_out_dataset(holdout, recipe, use_tta))
         reports[HELD_OUT].to_json(out_dir / "evaluations" / report_file(holdout.sources))
-        log.info("Held out %s (%s): balanced accuracy %.3f, macro AUC %.3f, melanoma AUC %.3f, sensitivity %.3f, "
-                 "ECE %.3f", ", ".join(holdout.sources), recipe, reports[HELD_OUT].balanced_accuracy,
-                 reports[HELD_OUT].macro_auc or float("nan"), reports[HELD_OUT].per_class["mel"]["auc"] or float("nan"),
-                 reports[HELD_OUT].melanoma_sensitivity or float("nan"), reports[HELD_OUT].ece)
+        held_out = reports[HELD_OUT]
+        log.info("Held out %s (%s): balanced accuracy %.3f, macro AUC %s, melanoma AUC %s, sensitivity %s, ECE %.3f",
+                 ", ".join(holdout.sources), recipe, held_out.balanced_accuracy, held_out.macro_auc,
+                 held_out.per_class["mel"]["auc"], held_out.melanoma_sensitivity, held_out.ece)
     history = read_history(work_dir, ("head", "finetune"))
     (out_dir / "history.json").write_text(json.dumps(history, indent=1) + "\n")
 

@@ -360,3 +360,33 @@ def test_malformed_safety_json_gives_a_note_not_a_crash(weights, content, proble
     assert "python benchmarks/safety_benchmark.py" in notes[0]
     assert not tables(at, "8-view TTA")
     assert metric_values(at)["Balanced accuracy"].endswith("%")
+
+
+def test_other_clinics_section_lists_held_out_reports_side_by_side(weights: Path):
+    """Two held-out reports (a baseline and another recipe) in the evaluations folder appear as two rows of the
+    "Other clinics" table with their figures; an ordinary evaluation there is not a row."""
+    source = EvaluationReport.from_json(weights / "evaluation_test.json")
+    labels = np.array([CODES.index(p["label"]) for p in source.predictions])
+    probs = np.array([p["probs"] for p in source.predictions])
+    folder = weights / "evaluations"
+    for recipe, shift in (("today's recipe", 0), ("--colour-constancy shades-of-grey", 1)):
+        report = evaluate_probabilities(labels, np.roll(probs, shift, axis=0), [p["image_id"] for p in source.predictions],
+                                        dataset={"name": "held out", "split_method": "held-out source",
+                                                 "sources": ["rosendahl"], "recipe": recipe}, model={"version": "t"})
+        report.to_json(folder / f"heldout_rosendahl_{shift}.json")
+    source.to_json(folder / "other.json")
+    at = open_report()
+    assert any("Other clinics" in h.value for h in at.header)
+    (table,) = tables(at, "held-out source")
+    assert sorted(table["recipe"]) == ["--colour-constancy shades-of-grey", "today's recipe"]
+    expected = EvaluationReport.from_json(folder / "heldout_rosendahl_0.json")
+    row = table[table["recipe"] == "today's recipe"].iloc[0]
+    assert row["balanced acc."] == pytest.approx(expected.balanced_accuracy)
+    assert row["melanoma AUC"] == pytest.approx(expected.per_class["mel"]["auc"])
+    assert any("cannot tell" in m.value for m in at.markdown)
+
+
+def test_other_clinics_section_says_how_to_measure_when_empty(weights: Path):
+    at = open_report()
+    assert not tables(at, "held-out source")
+    assert any("--holdout-source" in i.value for i in at.info)
