@@ -46,7 +46,7 @@ def analyse_one(service: ClassifierService, number: int, name: str, data: bytes,
     key = (name, hashlib.sha256(data).hexdigest(), tta)
     if key not in cache:
         try:
-            cache[key] = (service.analyse(data, name=name, tta=tta), None)
+            cache[key] = (service.analyse(data, name=name, tta=tta).without_image(), None)  # not shown here
         except InvalidImageError as exc:
             cache[key] = (None, exc.reason)
         except Exception as exc:  # one bad file must not stop the batch

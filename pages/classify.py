@@ -264,7 +264,8 @@ def classify_page() -> None:
     show_result = ood_ui(service, analysis)
     image_col, result_col = st.columns([2, 3])
     with image_col:
-        st.image(analysis.image, caption=f"{name} ({analysis.image.width}×{analysis.image.height} px, as uploaded)",
+        width, height = analysis.original_size
+        st.image(analysis.image, caption=f"{name} ({width}×{height} px, as uploaded)",
                  width="stretch", output_format=IMAGE_FORMAT)
     if not show_result:
         return
