@@ -33,7 +33,7 @@ from skin_model.imaging import read_image
 from skin_model.inference import Prediction
 from skin_model.labels import class_index
 from skin_model.lite import LitePredictor
-from skin_model.model import ModelMetadata, checked_file, load_bundle
+from skin_model.model import ModelMetadata, load_bundle
 from skin_model.ood import OodGate, OodResult, load_gate
 from skin_model.tta import average_over_views
 
