@@ -49,3 +49,9 @@ def served_service_or_error() -> ClassifierService | None:
         log.exception("Model loading failed")
         st.error(f"**The model cannot be loaded** from `{weights}`: {type(exc).__name__}: {exc}", icon="🚫")
     return None
+
+
+def ood_off_warning(service: ClassifierService) -> None:
+    """The one visible state of a gate that is off (not fitted, damaged, stale), with the reason."""
+    st.warning(f"**The dermatoscopic-image check is off:** {service.ood_status}. Results are shown without "
+               "it: only use dermatoscopic photos of single skin lesions.", icon="⚠️")
