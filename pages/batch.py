@@ -148,7 +148,7 @@ def batch_page() -> None:
     if service is None:
         return
     uploads = st.file_uploader(
-        f"Dermatoscopic images ({SUPPORTED_DESCRIPTION}, up to {MAX_FILE_BYTES // 2**20} MB each, "
+        f"Dermatoscopic images ({SUPPORTED_DESCRIPTION}, up to {MAX_FILE_BYTES / 1e6:.0f} MB each, "
         f"at most {MAX_FILES} files)", type=UPLOAD_TYPES, accept_multiple_files=True, key="batch_upload")
     tta = st.toggle("Test-time augmentation (average 8 flips/rotations; ~8x slower)", key="batch_tta",
                     value=service.metadata.test_time_augmentation)

@@ -105,7 +105,7 @@ def input_ui() -> tuple[str, bytes, str | None] | None:
         "the image into the 7 HAM10000 diagnostic categories."
     )
     uploaded = st.file_uploader(
-        f"Dermatoscopic image ({SUPPORTED_DESCRIPTION}, up to {MAX_FILE_BYTES // 2**20} MB)",
+        f"Dermatoscopic image ({SUPPORTED_DESCRIPTION}, up to {MAX_FILE_BYTES / 1e6:.0f} MB)",
         type=UPLOAD_TYPES, key="upload",
     )
     folder = samples_dir()

@@ -73,7 +73,8 @@ class FeatureExtractor:
         features = keras.Model(model.inputs, output)
         size = tuple(model.inputs[0].shape[1:])
         spec = tf.TensorSpec((None, *size), tf.float32)
-        self._forward = tf.function(lambda x: features(x, training=False), input_signature=[spec])
+        self._forward = tf.function(lambda x: features(x, training=False), input_signature=[spec],
+                                    autograph=False)  # no Python control flow: no AutoGraph temp files
 
     def __call__(self, model_input: np.ndarray) -> np.ndarray:
         """(N, C) float64 features for a preprocessed float32 batch (run in chunks of ``BATCH``)."""
