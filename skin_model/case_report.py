@@ -238,8 +238,8 @@ def render_png(report: CaseReport) -> bytes:
         page.paste(Image.fromarray(array).resize((side, side), Image.Resampling.BICUBIC), (margin + i * (side + 20), top))
     small = _font(16)
     draw.text((margin, top + side + 6), "What the model saw (centre square)", fill=(80, 80, 80), font=small)
-    draw.text((margin + side + 20, top + side + 6), printable(f"{report.method_name} overlay for {report.explained_class}"),
-              fill=(80, 80, 80), font=small)
+    caption = printable(f"{report.method_name} overlay for {report.explained_class}")
+    draw.text((margin + side + 20, top + side + 6), caption, fill=(80, 80, 80), font=small)
     _png_probabilities(draw, report.prediction, x=margin + 2 * (side + 20) + 10, y=top)
     y = top + side + 44
     body = _font(20)

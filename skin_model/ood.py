@@ -217,7 +217,8 @@ def load_gate(weights_dir: Path, model_sha256: str, expected_sha256: str,
     if not expected_sha256:
         reason = f"metadata.json records no sha256 for {OOD_FILE} ({refit})"
     elif sha256_of(path) != expected_sha256:
-        reason = f"{OOD_FILE} does not match the sha256 recorded in metadata.json: it is damaged or was replaced ({refit})"
+        reason = (f"{OOD_FILE} does not match the sha256 recorded in metadata.json: it is damaged or was "
+                  f"replaced ({refit})")
     else:
         try:
             gate = OodGate.load(path)
