@@ -169,7 +169,7 @@ def batch_upload(browser, url: str, files: list[Path], timeout_ms: int) -> None:
     """Open the Batch page in a new tab, upload ``files``, wait for the table and the overlay, close it."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
-        page.goto(f"{url}/batch")
+        page.goto(f"{url}/batch", timeout=timeout_ms)
         page.get_by_text("Upload one or more images to start.").wait_for(timeout=timeout_ms)  # model loaded
         page.locator("input[type=file]").set_input_files([str(f) for f in files], timeout=timeout_ms)
         page.get_by_text("Download the table (CSV)").wait_for(timeout=timeout_ms)

@@ -9,11 +9,16 @@ input size; ``scale_pixels`` applies MobileNetV2's scaling to [-1, 1].
 Memory: a 50-megapixel photo is 150 MB once decoded. JPEGs are decoded at 1/2, 1/4 or 1/8 scale by
 libjpeg itself (``Image.draft``); other formats are box-reduced by an integer factor (``Image.reduce``)
 before any copy is made, so that the shortest side stays between ``WORKING_SIDE`` and twice that (HAM10000
-images, 600x450 at most, are never reduced). The model only sees a 224-pixel square of it.
+images, 600x450 at most, are never reduced). The model only sees a 224-pixel square of it. After a large
+decode the C allocator is asked to give the freed pages back to the system (glibc ``malloc_trim``), so a
+long-running server returns to its idle size instead of keeping the peak.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import io
 import logging
 import warnings
@@ -39,6 +44,8 @@ MIN_SIDE = 32
 WORKING_SIDE = 1024
 MAX_WORKING_SIDE = 4096
 MIN_WORKING_SIDE = 224
+#: Decodes of more pixels than this are followed by ``release_freed_memory``.
+TRIM_AFTER_PIXELS = 4_000_000
 #: Container formats accepted, as Pillow names them (MPO is the JPEG variant many phones write).
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF"})
 #: File name endings of the supported formats (uploads, evaluation folders).
@@ -111,7 +118,10 @@ def read_image(source: ImageSource, name: str | None = None) -> DecodedImage:
         # Pillow warns (rather than raises) between MAX_IMAGE_PIXELS and twice that: make it an error.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            return _decode(data, name)
+            decoded = _decode(data, name)
+            if decoded.original_size[0] * decoded.original_size[1] > TRIM_AFTER_PIXELS:
+                release_freed_memory()  # the full-size pixels were freed inside _decode
+            return decoded
         except InvalidImageError:
             raise
         except UnidentifiedImageError:
@@ -148,6 +158,24 @@ def _decode(data: bytes, name: str | None) -> DecodedImage:
         image = image.transpose(UPRIGHT[orientation])
     upright = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
     return DecodedImage(to_rgb(image, 65535.0 if source_mode.startswith("I;16") else None), upright)
+
+
+@functools.lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        library = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return library if library is not None and hasattr(library, "malloc_trim") else None
+
+
+def release_freed_memory() -> None:
+    """Return memory freed by Python and Pillow to the operating system (glibc ``malloc_trim``; a no-op
+    elsewhere). Without it, the pages of a decoded 50-megapixel image stay in the process after use."""
+    library = _libc()
+    if library is not None:
+        library.malloc_trim(0)
 
 
 def reduction_factor(width: int, height: int) -> int:

@@ -105,20 +105,23 @@ def test_non_latin_names_print_as_given_and_missing_glyphs_as_question_marks(rep
     assert "??.jpg" in pdf_text(render_pdf(with_name(report, "病変.jpg"))), "no CJK glyphs in DejaVu Sans"
 
 
-def test_long_name_keeps_date_and_version_on_the_pdf_page(report):
+@pytest.mark.parametrize("part, family", [("very_long_part_", "Helvetica"), ("очень_длинная_часть_", "DejaVu")])
+def test_long_name_keeps_date_and_version_on_the_pdf_page(report, part, family):
+    """Latin-1 reports use the core Helvetica, others embed DejaVu Sans: either way the name fits."""
     from fpdf import FPDF
 
     from skin_model.case_report import PDF_TEXT_WIDTH_MM, font_file
 
-    name = "lesion_" + "very_long_part_" * 30 + "end.jpg"
+    name = "lesion_" + part * 30 + "end.jpg"
     text = pdf_text(render_pdf(with_name(report, name)))
     lines = text.splitlines()
     file_line = next(line for line in lines if line.startswith("File: "))
-    assert file_line.startswith("File: lesion_very_long") and file_line.endswith("end.jpg") and "..." in file_line
+    assert file_line.startswith("File: lesion_" + part[:4]) and file_line.endswith("end.jpg") and "..." in file_line
     assert any("Date: 2026-03-04" in line and f"Model version: {report.model_version}" in line for line in lines)
     pdf = FPDF()
-    pdf.add_font("DejaVu", "", str(font_file("")))
-    pdf.set_font("DejaVu", "", 9.5)
+    if family == "DejaVu":
+        pdf.add_font("DejaVu", "", str(font_file("")))
+    pdf.set_font(family, "", 9.5)
     assert pdf.get_string_width(file_line) <= PDF_TEXT_WIDTH_MM
 
 
