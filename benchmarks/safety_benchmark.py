@@ -90,7 +90,7 @@ def ood_benchmark(predictor, served, weights: Path, data_dir: Path, test_limit: 
     from skin_model.imaging import load_image
     from skin_model.ood_images import non_dermoscopic_images
 
-    gate, status = ood.load_gate(weights, predictor.metadata.model_sha256)
+    gate, status = ood.load_gate(weights, predictor.metadata.model_sha256, predictor.metadata.ood_sha256)
     if gate is None:
         return {"skipped": status}
     extractor = ood.FeatureExtractor(predictor.model)

@@ -73,3 +73,7 @@ def other_clinics_ui(weights: Path, key: str) -> None:
                 f"`python train.py --holdout-source {YARDSTICK_SOURCES[0]}` (and `{YARDSTICK_SOURCES[1]}`) and put "
                 "the `evaluations/heldout_*.json` it writes in this bundle's `evaluations/` folder.")
     st.markdown(PROTOCOL_NOTE)
+def ood_off_warning(service: ClassifierService) -> None:
+    """The one visible state of a gate that is off (not fitted, damaged, stale), with the reason."""
+    st.warning(f"**The dermatoscopic-image check is off:** {service.ood_status}. Results are shown without "
+               "it: only use dermatoscopic photos of single skin lesions.", icon="⚠️")

@@ -12,8 +12,9 @@ import streamlit as st
 from skin_model.explain import METHODS
 from skin_model.imaging import FILE_SUFFIXES, MAX_FILE_BYTES, SUPPORTED_DESCRIPTION, InvalidImageError
 from skin_model.labels import by_code
+from skin_model.safe_text import escape_markdown, spreadsheet_safe_frame
 from skin_model.service import Analysis, ClassifierService
-from pages import ensure_app_shell, served_service_or_error
+from pages import ensure_app_shell, ood_off_warning, served_service_or_error
 
 ensure_app_shell()
 
@@ -46,7 +47,7 @@ def analyse_one(service: ClassifierService, number: int, name: str, data: bytes,
     key = (name, hashlib.sha256(data).hexdigest(), tta)
     if key not in cache:
         try:
-            cache[key] = (service.analyse(data, name=name, tta=tta), None)
+            cache[key] = (service.analyse(data, name=name, tta=tta).without_image(), None)  # not shown here
         except InvalidImageError as exc:
             cache[key] = (None, exc.reason)
         except Exception as exc:  # one bad file must not stop the batch
@@ -111,7 +112,8 @@ def table_ui(table: pd.DataFrame) -> None:
         "Not dermatoscopic": st.column_config.CheckboxColumn(help="Flagged by the out-of-distribution check"),
         "Unsure": st.column_config.CheckboxColumn(help="Top probability below the model's unsure threshold"),
     })
-    st.download_button("Download the table (CSV)", table.to_csv(index=False).encode("utf-8"), file_name=CSV_NAME,
+    csv = spreadsheet_safe_frame(table).to_csv(index=False).encode("utf-8")  # names are data, not formulas
+    st.download_button("Download the table (CSV)", csv, file_name=CSV_NAME,
                        mime="text/csv", key="batch_csv", on_click="ignore", icon=":material/download:")
     st.caption("Click a column header to sort. Probabilities are calibrated; 'Malignant' is the sum of the "
                "melanoma, basal cell carcinoma and actinic keratosis / Bowen's probabilities.")
@@ -132,7 +134,7 @@ def gradcam_ui(service: ClassifierService, items: list[BatchItem]) -> None:
     with st.spinner(f"Computing Grad-CAM{loading}…"):
         explanation = service.explain(analysis, code, "gradcam")
     view_col, overlay_col = st.columns(2)
-    view_col.image(explanation.view, caption=f"{analysis.name}: what the model saw", width="stretch",
+    view_col.image(explanation.view, caption=f"{escape_markdown(analysis.name)}: what the model saw", width="stretch",
                    output_format="JPEG")
     overlay_col.image(explanation.overlay(OVERLAY_ALPHA), width="stretch", output_format="JPEG",
                       caption=f"{METHODS['gradcam']} overlay for {code} ({analysis.prediction.top_probability:.0%})")
@@ -146,12 +148,12 @@ def batch_page() -> None:
     if service is None:
         return
     uploads = st.file_uploader(
-        f"Dermatoscopic images ({SUPPORTED_DESCRIPTION}, up to {MAX_FILE_BYTES // 2**20} MB each, "
+        f"Dermatoscopic images ({SUPPORTED_DESCRIPTION}, up to {MAX_FILE_BYTES / 1e6:.0f} MB each, "
         f"at most {MAX_FILES} files)", type=UPLOAD_TYPES, accept_multiple_files=True, key="batch_upload")
     tta = st.toggle("Test-time augmentation (average 8 flips/rotations; ~8x slower)", key="batch_tta",
                     value=service.metadata.test_time_augmentation)
     if not service.ood_enabled:
-        st.caption(f"Dermatoscopic-image check: off ({service.ood_status}).")
+        ood_off_warning(service)
     if not uploads:
         st.info("Upload one or more images to start.")
         return
@@ -162,11 +164,12 @@ def batch_page() -> None:
     failed = [item for item in items if item.analysis is None]
     if failed:
         st.error(f"**{len(failed)} of {len(items)} file(s) could not be used:**\n\n"
-                 + "\n".join(f"- **{item.name}**: {item.error}" for item in failed), icon="🚫")
+                 + "\n".join(f"- **{escape_markdown(item.name)}**: {escape_markdown(item.error)}" for item in failed),
+                 icon="🚫")
     flagged = [item.name for item in items if item.analysis is not None and item.analysis.flagged_ood]
     if flagged:
         st.warning(f"**{len(flagged)} image(s) do not look like dermatoscopic images** and their results "
-                   f"should not be relied on: {', '.join(flagged)}", icon="🛑")
+                   f"should not be relied on: {', '.join(map(escape_markdown, flagged))}", icon="🛑")
     table_ui(results_table(items, service.ood_enabled))
     try:
         gradcam_ui(service, items)

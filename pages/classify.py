@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import os
@@ -20,8 +19,9 @@ from skin_model.explain import METHODS, colorize
 from skin_model.imaging import FILE_SUFFIXES, MAX_FILE_BYTES, SUPPORTED_DESCRIPTION, InvalidImageError
 from skin_model.labels import CLASSES, CODES, MALIGNANT_CODES, by_code
 from skin_model.model import ModelIntegrityError
+from skin_model.safe_text import escape_markdown
 from skin_model.service import Analysis, ClassifierService, Explanation
-from pages import ensure_app_shell, served_service_or_error
+from pages import ensure_app_shell, ood_off_warning, served_service_or_error
 
 ensure_app_shell()
 
@@ -105,7 +105,7 @@ def input_ui() -> tuple[str, bytes, str | None] | None:
         "the image into the 7 HAM10000 diagnostic categories."
     )
     uploaded = st.file_uploader(
-        f"Dermatoscopic image ({SUPPORTED_DESCRIPTION}, up to {MAX_FILE_BYTES // 2**20} MB)",
+        f"Dermatoscopic image ({SUPPORTED_DESCRIPTION}, up to {MAX_FILE_BYTES / 1e6:.0f} MB)",
         type=UPLOAD_TYPES, key="upload",
     )
     folder = samples_dir()
@@ -156,7 +156,7 @@ def prediction_ui(analysis: Analysis, reference: tuple[str, str] | None) -> None
 def ood_ui(service: ClassifierService, analysis: Analysis) -> bool:
     """Warn before any diagnosis when the image does not look dermatoscopic; True if the result may be shown."""
     if not service.ood_enabled:
-        st.caption(f"Dermatoscopic-image check: off ({service.ood_status}).")
+        ood_off_warning(service)
         return True
     if not analysis.flagged_ood:
         st.caption("Dermatoscopic-image check: passed (the image resembles the model's training images).")
@@ -200,6 +200,10 @@ def explanation_ui(service: ClassifierService, analysis: Analysis) -> tuple[Expl
     ranked = [code for code, _ in analysis.prediction.ranked]
     probs = dict(analysis.prediction.ranked)
     method_col, class_col, alpha_col = st.columns(3)
+    # Sent to the browser with every run: after a new upload the browser can re-create the radio at its
+    # default (Grad-CAM) while the session still holds Grad-CAM++; setting the state before the widget
+    # makes Streamlit send the value, so the radio always shows the method in use.
+    st.session_state["cam_method"] = st.session_state.get("cam_method", next(iter(METHODS)))
     method = method_col.radio("Method", list(METHODS), format_func=METHODS.get, horizontal=True, key="cam_method")
     code = class_col.selectbox("Explain the class", ranked, key="cam_class",
                                format_func=lambda c: f"{by_code(c).name.split(' (')[0]} ({c}, {probs[c]:.0%})")
@@ -219,23 +223,37 @@ def explanation_ui(service: ClassifierService, analysis: Analysis) -> tuple[Expl
     return explanation, alpha
 
 
+def case_report_files(service: ClassifierService, analysis: Analysis, explanation: Explanation,
+                      alpha: float) -> tuple[CaseReport, bytes, bytes]:
+    """The report on what is shown and its PDF and PNG bytes, made once per image, method, class and
+    opacity and kept (only the latest) in the session: reruns offer the same bytes at the same URL, so a
+    click during a rerun still downloads (a file generated on click was gone: "Deferred file not found")."""
+    key = (analysis.digest, analysis.name, analysis.tta, explanation.method, explanation.class_code, round(alpha, 3))
+    cached = st.session_state.get("case_report")
+    if cached is None or cached[0] != key:
+        report = CaseReport(
+            file_name=analysis.name, view=explanation.view, overlay=explanation.overlay(alpha),
+            explained_class=explanation.class_code, method_name=METHODS[explanation.method],
+            prediction=analysis.prediction, model_version=service.metadata.version,
+            created=datetime.now(timezone.utc), ood_note=ood_note(service, analysis), tta=analysis.tta)
+        cached = (key, report, render_pdf(report), render_png(report))
+        st.session_state["case_report"] = cached
+    return cached[1], cached[2], cached[3]
+
+
 def case_report_ui(service: ClassifierService, analysis: Analysis, explanation: Explanation, alpha: float) -> None:
-    """PDF and PNG downloads of a one-page case report, generated in memory when a button is clicked."""
-    report = CaseReport(
-        file_name=analysis.name, view=explanation.view, overlay=explanation.overlay(alpha),
-        explained_class=explanation.class_code, method_name=METHODS[explanation.method],
-        prediction=analysis.prediction, model_version=service.metadata.version,
-        created=datetime.now(timezone.utc), ood_note=ood_note(service, analysis), tta=analysis.tta)
+    """PDF and PNG downloads of a one-page case report, generated in memory."""
+    report, pdf, png = case_report_files(service, analysis, explanation, alpha)
     st.subheader("Case report")
     pdf_col, png_col = st.columns(2)
-    pdf_col.download_button("Download case report (PDF)", functools.partial(render_pdf, report),
+    pdf_col.download_button("Download case report (PDF)", pdf,
                             file_name=f"{file_stem(report)}.pdf", mime="application/pdf",
                             key="report_pdf", on_click="ignore", icon=":material/picture_as_pdf:")
-    png_col.download_button("Download case report (PNG)", functools.partial(render_png, report),
+    png_col.download_button("Download case report (PNG)", png,
                             file_name=f"{file_stem(report)}.png", mime="image/png",
                             key="report_png", on_click="ignore", icon=":material/image:")
     st.caption("One page with the image, the heatmap shown above, the probabilities, the model version, "
-               "the date and the disclaimer. Generated on request; nothing is stored on the server.")
+               "the date and the disclaimer. Generated in memory; nothing is stored on the server.")
 
 
 def classify_page() -> None:
@@ -254,17 +272,19 @@ def classify_page() -> None:
         analysis = analyse_cached(service, name, data, tta)
     except InvalidImageError as exc:
         st.session_state.pop("analysis", None)
-        st.error(f"**{name}** cannot be used: {exc.reason}", icon="🚫")
+        st.error(f"**{escape_markdown(name)}** cannot be used: {escape_markdown(exc.reason)}", icon="🚫")
         return
     except Exception:
         log.exception("Analysis of %s failed", name)
-        st.error(f"**{name}** could not be analysed because of an internal error. Please try another image.")
+        st.error(f"**{escape_markdown(name)}** could not be analysed because of an internal error. "
+                 "Please try another image.")
         return
 
     show_result = ood_ui(service, analysis)
     image_col, result_col = st.columns([2, 3])
     with image_col:
-        st.image(analysis.image, caption=f"{name} ({analysis.image.width}×{analysis.image.height} px, as uploaded)",
+        width, height = analysis.original_size
+        st.image(analysis.image, caption=f"{escape_markdown(name)} ({width}×{height} px, as uploaded)",
                  width="stretch", output_format=IMAGE_FORMAT)
     if not show_result:
         return

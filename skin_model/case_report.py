@@ -3,14 +3,24 @@
 The report shows what the model saw, the Grad-CAM overlay, the calibrated probabilities, the malignant
 roll-up, the unsure and out-of-distribution flags, the model version, the date and the disclaimer.
 Nothing is written to disk.
+
+Text is set in DejaVu Sans (a Unicode TrueType font shipped with matplotlib, or the system's copy), so file
+names in Greek, Cyrillic, accented Latin and so on print as given; a character the font lacks (e.g. CJK)
+prints as "?". A file name too long for one line is shortened in the middle ("start...end.jpg") so that
+the date and the model version always stay on the page. Without any DejaVu file it falls back to the core
+Helvetica font (Latin-1 only).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import io
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -23,6 +33,13 @@ DISCLAIMER = ("Demo for education and research only. Not a medical device. It mu
 TITLE = "Skin lesion classifier (demo) - case report"
 PNG_SIZE = (1240, 900)
 PNG_IMAGE_SIDE = 400
+PNG_MARGIN = 30
+PDF_MARGIN_MM = 15
+PDF_TEXT_WIDTH_MM = 210 - 2 * PDF_MARGIN_MM
+ELLIPSIS = "..."
+#: DejaVu Sans files by style: "" regular, "B" bold, "I" oblique.
+FONT_FILES = {"": "DejaVuSans.ttf", "B": "DejaVuSans-Bold.ttf", "I": "DejaVuSans-Oblique.ttf"}
+SYSTEM_FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 
 
 @dataclass(frozen=True)
@@ -61,17 +78,72 @@ class CaseReport:
         lines.append(f"Heatmap: {self.method_name} for {self.explained_class}")
         return lines
 
-    def header_lines(self) -> list[str]:
-        return [f"File: {self.file_name}", f"Date: {self.date_text}", f"Model version: {self.model_version}"]
+    def header_lines(self, measure: Callable[[str], float], width: float) -> list[str]:
+        """Two header lines, each fitting ``width`` as ``measure`` sizes text: the file name (shortened
+        in the middle when too long), then the date and the model version."""
+        return [fit_width(f"File: {self.file_name}", measure, width),
+                fit_width(f"Date: {self.date_text}   |   Model version: {self.model_version}", measure, width)]
 
 
 def short_name(code: str) -> str:
     return by_code(code).name.split(" (")[0]
 
 
-def _latin1(text: str) -> str:
-    """fpdf2's core fonts are Latin-1: replace anything else (e.g. in a file name) with '?'."""
-    return text.encode("latin-1", "replace").decode("latin-1")
+def fit_width(text: str, measure: Callable[[str], float], width: float) -> str:
+    """``text`` if it fits ``width``, else its start and end around "..." (the end keeps the file
+    extension), as long as fits."""
+    if measure(text) <= width:
+        return text
+    low, high = 0, len(text)  # characters kept: the largest count that fits
+    while low < high:
+        keep = (low + high + 1) // 2
+        if measure(_middle_cut(text, keep)) <= width:
+            low = keep
+        else:
+            high = keep - 1
+    return _middle_cut(text, low)
+
+
+def _middle_cut(text: str, keep: int) -> str:
+    head = (keep + 1) // 2
+    return text[:head] + ELLIPSIS + (text[len(text) - (keep - head):] if keep - head else "")
+
+
+@functools.lru_cache(maxsize=None)
+def font_file(style: str = "") -> Path | None:
+    """The DejaVu Sans file of ``style`` ("", "B", "I"): matplotlib's copy (found without importing
+    matplotlib), else the system's, else None."""
+    spec = importlib.util.find_spec("matplotlib")
+    folders = [Path(p) / "mpl-data" / "fonts" / "ttf" for p in (spec.submodule_search_locations or [])] if spec else []
+    for folder in [*folders, SYSTEM_FONT_DIR]:
+        if (folder / FONT_FILES[style]).is_file():
+            return folder / FONT_FILES[style]
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _covered(path: Path | None) -> frozenset[int]:
+    """Code points the font has glyphs for (Latin-1 without a font file)."""
+    if path is None:
+        return frozenset(range(256))
+    from fontTools.ttLib import TTFont
+
+    with TTFont(str(path), lazy=True) as font:
+        return frozenset(font.getBestCmap())
+
+
+def _latin1_text(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(text: str) -> str:
+    """``text`` with every character the report's font cannot draw replaced by '?'."""
+    covered = _covered(font_file(""))
+    return "".join(c if ord(c) in covered or c in "\n" else "?" for c in text)
 
 
 # ---------------------------------------------------------------------------------------------- PDF
@@ -81,46 +153,61 @@ def render_pdf(report: CaseReport) -> bytes:
 
     pdf = FPDF(orientation="portrait", unit="mm", format="A4")
     pdf.set_auto_page_break(False)
-    pdf.set_margins(15, 15, 15)
+    pdf.set_margins(PDF_MARGIN_MM, PDF_MARGIN_MM, PDF_MARGIN_MM)
+    pdf.set_creation_date(report.created)  # the same report gives the same bytes
+    family = _pdf_fonts(pdf, [report.file_name, report.model_version, report.ood_note, report.method_name])
     pdf.add_page()
     pdf.set_title(TITLE)
-    pdf.set_font("Helvetica", "B", 15)
+    pdf.set_font(family, "B", 15)
     pdf.cell(0, 9, TITLE, new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("Helvetica", "", 9.5)
-    pdf.cell(0, 5, _latin1("   |   ".join(report.header_lines())), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font(family, "", 9.5)
+    for line in report.header_lines(lambda t: pdf.get_string_width(printable(t)), PDF_TEXT_WIDTH_MM):
+        pdf.cell(0, 5, printable(line), new_x="LMARGIN", new_y="NEXT")
     top = pdf.get_y() + 3
     side = 82
     pdf.image(Image.fromarray(report.view), x=15, y=top, w=side, h=side)
     pdf.image(Image.fromarray(report.overlay), x=15 + side + 6, y=top, w=side, h=side)
     pdf.set_xy(15, top + side + 1)
-    pdf.set_font("Helvetica", "I", 8.5)
+    pdf.set_font(family, "I", 8.5)
     pdf.cell(side + 6, 5, "What the model saw (centre square)")
-    pdf.cell(side, 5, _latin1(f"{report.method_name} overlay for {report.explained_class} (red = high attention)"),
+    pdf.cell(side, 5, printable(f"{report.method_name} overlay for {report.explained_class} (red = high attention)"),
              new_x="LMARGIN", new_y="NEXT")
     pdf.ln(3)
-    pdf.set_font("Helvetica", "", 10.5)
+    pdf.set_font(family, "", 10.5)
     for line in report.summary_lines():
-        pdf.multi_cell(0, 5.5, _latin1(line), new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(0, 5.5, printable(line), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(3)
-    _pdf_probability_table(pdf, report.prediction)
+    _pdf_probability_table(pdf, report.prediction, family)
     pdf.set_xy(15, 297 - 15 - 20)
-    pdf.set_font("Helvetica", "B", 9)
+    pdf.set_font(family, "B", 9)
     pdf.set_fill_color(255, 243, 205)
-    pdf.multi_cell(0, 5, _latin1(report.disclaimer), border=1, fill=True, new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(0, 5, printable(report.disclaimer), border=1, fill=True, new_x="LMARGIN", new_y="NEXT")
     return bytes(pdf.output())
 
 
-def _pdf_probability_table(pdf, prediction: Prediction) -> None:
-    pdf.set_font("Helvetica", "B", 10)
+def _pdf_fonts(pdf, texts: list[str]) -> str:
+    """The font family for a report with these variable ``texts``: the core Helvetica when they are all
+    Latin-1 (fast: nothing to embed), else DejaVu Sans (regular, bold, oblique), registered with ``pdf``
+    (embedding it costs ~0.3 s), or Helvetica with '?' for other characters when no DejaVu file exists."""
+    files = {style: font_file(style) for style in FONT_FILES}
+    if all(_latin1_text(t) for t in texts) or any(path is None for path in files.values()):
+        return "Helvetica"
+    for style, path in files.items():
+        pdf.add_font("DejaVu", style, str(path))
+    return "DejaVu"
+
+
+def _pdf_probability_table(pdf, prediction: Prediction, family: str) -> None:
+    pdf.set_font(family, "B", 10)
     widths = (16, 92, 22, 50)
     for text, width in zip(("Code", "Diagnosis", "Malignant", "Calibrated probability"), widths):
         pdf.cell(width, 6.5, text, border="B")
     pdf.ln()
-    pdf.set_font("Helvetica", "", 10)
+    pdf.set_font(family, "", 10)
     for code, prob in prediction.ranked:
         lesion = by_code(code)
         pdf.cell(widths[0], 6.5, code)
-        pdf.cell(widths[1], 6.5, _latin1(short_name(code)))
+        pdf.cell(widths[1], 6.5, printable(short_name(code)))
         pdf.cell(widths[2], 6.5, "yes" if lesion.malignant else "no")
         x, y = pdf.get_x(), pdf.get_y()
         pdf.set_fill_color(200, 40, 40) if lesion.malignant else pdf.set_fill_color(40, 100, 200)
@@ -130,33 +217,34 @@ def _pdf_probability_table(pdf, prediction: Prediction) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- PNG
+@functools.lru_cache(maxsize=32)
 def _font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    """DejaVu Sans when the system has it, else Pillow's built-in font at ``size``."""
-    try:
-        return ImageFont.truetype("DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf", size)
-    except OSError:
-        return ImageFont.load_default(size)
+    """DejaVu Sans (``font_file``) at ``size``, else Pillow's built-in font."""
+    path = font_file("B" if bold else "")
+    return ImageFont.truetype(str(path), size) if path is not None else ImageFont.load_default(size)
 
 
 def render_png(report: CaseReport) -> bytes:
     """A PNG page (``PNG_SIZE``) with the same content as the PDF."""
     page = Image.new("RGB", PNG_SIZE, "white")
     draw = ImageDraw.Draw(page)
-    margin = 30
+    margin = PNG_MARGIN
     draw.text((margin, 20), TITLE, fill="black", font=_font(30, bold=True))
-    draw.text((margin, 64), "   |   ".join(report.header_lines()), fill=(60, 60, 60), font=_font(18))
-    top, side = 100, PNG_IMAGE_SIDE
+    header = _font(18)
+    for i, line in enumerate(report.header_lines(lambda t: header.getlength(printable(t)), PNG_SIZE[0] - 2 * margin)):
+        draw.text((margin, 60 + 24 * i), printable(line), fill=(60, 60, 60), font=header)
+    top, side = 116, PNG_IMAGE_SIDE
     for i, array in enumerate((report.view, report.overlay)):
         page.paste(Image.fromarray(array).resize((side, side), Image.Resampling.BICUBIC), (margin + i * (side + 20), top))
     small = _font(16)
     draw.text((margin, top + side + 6), "What the model saw (centre square)", fill=(80, 80, 80), font=small)
-    draw.text((margin + side + 20, top + side + 6), f"{report.method_name} overlay for {report.explained_class}",
-              fill=(80, 80, 80), font=small)
+    caption = printable(f"{report.method_name} overlay for {report.explained_class}")
+    draw.text((margin + side + 20, top + side + 6), caption, fill=(80, 80, 80), font=small)
     _png_probabilities(draw, report.prediction, x=margin + 2 * (side + 20) + 10, y=top)
     y = top + side + 44
     body = _font(20)
     for line in report.summary_lines():
-        for wrapped in textwrap.wrap(line, 100):
+        for wrapped in textwrap.wrap(printable(line), 100):
             draw.text((margin, y), wrapped, fill="black", font=body)
             y += 28
     box_top = PNG_SIZE[1] - 110
@@ -165,7 +253,7 @@ def render_png(report: CaseReport) -> bytes:
     for i, wrapped in enumerate(textwrap.wrap(report.disclaimer, 105)):
         draw.text((margin + 12, box_top + 12 + 26 * i), wrapped, fill="black", font=_font(18, bold=True))
     buffer = io.BytesIO()
-    page.save(buffer, format="PNG", optimize=True)
+    page.save(buffer, format="PNG", compress_level=6)
     return buffer.getvalue()
 
 

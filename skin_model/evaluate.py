@@ -44,11 +44,25 @@ class EvaluationError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------- labels
-def read_label_table(labels_csv: Path, split: str | None = None) -> pd.DataFrame:
-    """The labels CSV as a frame with ``image_id`` and ``dx`` (and ``lesion_id`` when the file has it).
+@dataclass(frozen=True)
+class LabelTable:
+    """One row per labelled image, and the ids the file listed more than once (with the same diagnosis)."""
 
-    The format is detected from the header; raises EvaluationError for anything else. With ``split``, only
-    the rows whose ``split`` column equals it are kept (e.g. the test split of ``weights/split.csv``).
+    frame: pd.DataFrame
+    duplicates: list[str] = field(default_factory=list)
+
+
+def read_label_table(labels_csv: Path, split: str | None = None) -> pd.DataFrame:
+    """The labels CSV as a frame with ``image_id`` and ``dx`` (and ``lesion_id`` when the file has it)."""
+    return load_label_table(labels_csv, split).frame
+
+
+def load_label_table(labels_csv: Path, split: str | None = None) -> LabelTable:
+    """The labels CSV, one row per image, and the repeated ids (logged: they are counted once).
+
+    The format is detected from the header; raises EvaluationError for anything else, naming the rows
+    (CSV line numbers) of empty or unknown diagnoses. With ``split``, only the rows whose ``split`` column
+    equals it are kept (e.g. the test split of ``weights/split.csv``).
     """
     labels_csv = Path(labels_csv)
     if not labels_csv.is_file():
@@ -67,9 +81,11 @@ def read_label_table(labels_csv: Path, split: str | None = None) -> pd.DataFrame
     if set(DX_COLUMNS) <= set(raw.columns):
         table = raw[[c for c in ("image_id", "dx", "lesion_id") if c in raw.columns]].copy()
         table["dx"] = table["dx"].str.strip().str.lower()
-        unknown = sorted(set(table["dx"].dropna()) - set(CODES))
-        if unknown or table["dx"].isna().any():
-            raise EvaluationError(f"{labels_csv.name} has unknown or empty diagnosis codes {unknown}; "
+        bad = ~table["dx"].isin(CODES)
+        if bad.any():
+            unknown = sorted(set(table.loc[bad, "dx"].dropna()))
+            rows = ", ".join(f"line {i + 2} ({table.at[i, 'image_id']})" for i in table.index[bad][:10])
+            raise EvaluationError(f"{labels_csv.name} has unknown or empty diagnosis codes {unknown} on {rows}; "
                                   f"expected one of {', '.join(CODES)}")
     elif ONE_HOT_ID in raw.columns and set(CODES) <= set(raw.columns):
         table = _from_one_hot(raw, labels_csv.name)
@@ -93,15 +109,21 @@ def _from_one_hot(raw: pd.DataFrame, file_name: str) -> pd.DataFrame:
     return pd.DataFrame({"image_id": raw[ONE_HOT_ID], "dx": [CODES[i] for i in values.argmax(axis=1)]})
 
 
-def _drop_duplicates(table: pd.DataFrame, file_name: str) -> pd.DataFrame:
-    """One row per image_id; an image listed twice with different diagnoses is an error."""
+def _drop_duplicates(table: pd.DataFrame, file_name: str) -> LabelTable:
+    """One row per image_id; an image listed twice with different diagnoses is an error, with the same
+    diagnosis a warning (it is counted once)."""
     conflicting = table.groupby("image_id")["dx"].nunique()
     conflicting = conflicting[conflicting > 1].index.tolist()
     if conflicting:
         raise EvaluationError(f"{file_name} gives different diagnoses for {', '.join(conflicting[:10])}")
     if table["image_id"].isna().any() or (table["image_id"] == "").any():
-        raise EvaluationError(f"{file_name} has rows without an image id")
-    return table.drop_duplicates("image_id").reset_index(drop=True)
+        lines = ", ".join(str(i + 2) for i in table.index[table["image_id"].isna() | (table["image_id"] == "")][:10])
+        raise EvaluationError(f"{file_name} has rows without an image id (line {lines})")
+    duplicates = sorted(table.loc[table["image_id"].duplicated(), "image_id"].unique())
+    if duplicates:
+        log.warning("%s lists %d image id(s) more than once (same diagnosis; counted once): %s", file_name,
+                    len(duplicates), ", ".join(duplicates[:20]))
+    return LabelTable(table.drop_duplicates("image_id").reset_index(drop=True), duplicates)
 
 
 def read_labels(labels_csv: Path) -> dict[str, str]:
@@ -178,7 +200,8 @@ def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFA
     images_dir, labels_csv = Path(images_dir), Path(labels_csv)
     if not images_dir.is_dir():
         raise EvaluationError(f"Image folder {images_dir} does not exist")
-    table = read_label_table(labels_csv, split)
+    label_table = load_label_table(labels_csv, split)
+    table = label_table.frame
     matched = match_images(images_dir, table["image_id"].tolist())
     if matched.missing:
         log.warning("%d labelled image(s) have no file under %s: %s", len(matched.missing), images_dir,
@@ -219,6 +242,7 @@ def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFA
                                     temperature=metadata.temperature)
     report.extras.update({"n_labelled": int(len(table)), "n_missing": len(matched.missing),
                           "missing": matched.missing, "n_unreadable": len(unreadable), "unreadable": unreadable,
+                          "n_duplicate_ids": len(label_table.duplicates), "duplicate_ids": label_table.duplicates,
                           "n_unlabelled_ignored": matched.ignored})
     return report
 
@@ -259,6 +283,10 @@ def format_summary(report: EvaluationReport) -> str:
     if extras.get("n_unreadable"):
         lines += ["", f"  {extras['n_unreadable']} unreadable image(s) skipped:"]
         lines += [f"    {message}" for message in extras["unreadable"][:20]]
+    if extras.get("n_duplicate_ids"):
+        lines += ["", f"  {extras['n_duplicate_ids']} image id(s) listed more than once in the labels (same "
+                  "diagnosis, counted once): " + ", ".join(extras["duplicate_ids"][:20])
+                  + (" ..." if extras["n_duplicate_ids"] > 20 else "")]
     if extras.get("n_unlabelled_ignored"):
         lines += ["", f"  {extras['n_unlabelled_ignored']} image(s) in the folder without a label were ignored"]
     return "\n".join(lines)

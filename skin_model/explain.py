@@ -69,7 +69,8 @@ class Explainer:
             features = keras.Model(model.inputs, model.get_layer(LAST_CONV_LAYER).output)
             size = tuple(model.inputs[0].shape[1:])
             spec = tf.TensorSpec((None, *size), tf.float32)
-            self._features = tf.function(lambda x: features(x, training=False), input_signature=[spec])
+            self._features = tf.function(lambda x: features(x, training=False), input_signature=[spec],
+                                         autograph=False)  # no Python control flow: no AutoGraph temp files
             target = _head_model(model)
         else:
             target = model

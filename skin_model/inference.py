@@ -104,7 +104,8 @@ class Predictor(CalibratedPredictor):
         super().__init__(metadata)
         self.model = model
         spec = tf.TensorSpec((None, self.input_size, self.input_size, 3), tf.float32)
-        self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec],
+                                    autograph=False)  # no Python control flow: no AutoGraph temp files
 
     @classmethod
     def from_dir(cls, weights_dir: Path = DEFAULT_WEIGHTS_DIR) -> "Predictor":

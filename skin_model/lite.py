@@ -10,7 +10,10 @@ The exported network has two outputs, computed in one pass: the classifier's sof
 features (``ood.FEATURE_LAYER`` averaged over space). The file is derived, not shipped: it is built from the
 sha256-checked ``model.keras`` (``make app`` does it; otherwise the first load does, which imports
 TensorFlow once) and recorded in ``model.tflite.json`` with the sha256 of the model it was built from and its
-own. A copy that is missing, altered or built from another model is rebuilt. To build it by hand:
+own. Every load (the app, ``predict``, ``evaluate``) first checks ``model.keras`` against the sha256 in
+``metadata.json`` (an altered model is refused: ``ModelIntegrityError``), then ``model.tflite`` against its
+own recorded sha256 and source; a copy that is missing, altered or built from another model is rebuilt,
+with a warning naming the reason. To build it by hand:
 
     python -m skin_model.lite [--weights DIR]
 """
@@ -31,7 +34,7 @@ from skin_model.calibration import apply_temperature
 from skin_model.config import DEFAULT_WEIGHTS_DIR
 from skin_model.inference import CalibratedPredictor
 from skin_model.labels import NUM_CLASSES
-from skin_model.model import ModelIntegrityError, ModelMetadata, read_metadata, sha256_of
+from skin_model.model import ModelIntegrityError, ModelMetadata, checked_file, read_metadata, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,7 @@ class LitePredictor(CalibratedPredictor):
         if set(shapes) != {PROBABILITIES, FEATURES} or shapes[PROBABILITIES][-1] != NUM_CLASSES:
             raise ModelIntegrityError(f"{path} does not have the expected outputs (found {shapes})")
         (self._input_name,) = self._runner.get_input_details()
+        self.feature_dim = int(shapes[FEATURES][-1])
 
     @classmethod
     def from_dir(cls, weights_dir: Path = DEFAULT_WEIGHTS_DIR) -> "LitePredictor":
@@ -103,15 +107,28 @@ class LitePredictor(CalibratedPredictor):
         return probabilities, np.asarray(out[FEATURES], np.float64)
 
 
-def is_current(weights_dir: Path, metadata: ModelMetadata) -> bool:
-    """True when ``model.tflite`` exists, matches its record and was built from the bundle's model.keras."""
+def lite_problem(weights_dir: Path, metadata: ModelMetadata) -> str | None:
+    """Why ``model.tflite`` cannot be served as it is (missing, no record, altered, built from another
+    model.keras), or None when it matches its recorded sha256 and the bundle's model."""
     path, info_path = weights_dir / LITE_FILE, weights_dir / LITE_INFO_FILE
+    if not path.is_file():
+        return f"{LITE_FILE} is missing"
     try:
         info = json.loads(info_path.read_text())
-    except (OSError, ValueError):
-        return False
-    return (path.is_file() and info.get("source_sha256") == metadata.model_sha256
-            and info.get("sha256") == sha256_of(path))
+        recorded, source = str(info["sha256"]), str(info["source_sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"{LITE_INFO_FILE}, the record of its sha256, is missing or unreadable ({type(exc).__name__})"
+    actual = sha256_of(path)
+    if actual != recorded:
+        return f"{LITE_FILE} has sha256 {actual[:12]}..., its record says {recorded[:12]}...: it was altered or damaged"
+    if source != metadata.model_sha256:
+        return f"{LITE_FILE} was built from another {metadata.model_file} (sha256 {source[:12]}...)"
+    return None
+
+
+def is_current(weights_dir: Path, metadata: ModelMetadata) -> bool:
+    """True when ``model.tflite`` exists, matches its record and was built from the bundle's model.keras."""
+    return lite_problem(weights_dir, metadata) is None
 
 
 def build_lite(weights_dir: Path, check_images: int = 8, seed: int = 0) -> Path:
@@ -137,10 +154,14 @@ def build_lite(weights_dir: Path, check_images: int = 8, seed: int = 0) -> Path:
 
 
 def ensure_lite(weights_dir: Path, metadata: ModelMetadata) -> Path:
-    """``model.tflite`` of the bundle, (re)built when missing, altered or stale (imports TensorFlow once)."""
-    if not is_current(weights_dir, metadata):
-        log.warning("Building %s from %s (first start or changed model): this imports TensorFlow once",
-                    LITE_FILE, metadata.model_file)
+    """``model.tflite`` of the bundle, after checking ``model.keras`` against the metadata's sha256
+    (``ModelIntegrityError`` if altered); (re)built, with a logged reason, when missing, altered or stale
+    (imports TensorFlow once)."""
+    checked_file(weights_dir, metadata.model_file, metadata.model_sha256)
+    problem = lite_problem(weights_dir, metadata)
+    if problem is not None:
+        log.warning("Rebuilding %s from %s because %s (this imports TensorFlow once)",
+                    LITE_FILE, metadata.model_file, problem)
         try:
             build_lite(weights_dir)
         except OSError as exc:

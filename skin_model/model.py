@@ -124,6 +124,8 @@ class ModelMetadata:
     metrics: dict[str, Any] = field(default_factory=dict)
     model_file: str = MODEL_FILE
     model_sha256: str = ""
+    #: sha256 of ``ood.npz`` (the out-of-distribution gate), written by ``python -m skin_model.ood fit``.
+    ood_sha256: str = ""
     intended_use: str = ("Education and research demonstration of dermoscopic lesion classification. "
                          "Not a medical device; not for diagnosis.")
     licence: str = "Model trained on HAM10000 (CC BY-NC-SA 4.0): non-commercial, share-alike."
@@ -178,11 +180,14 @@ def save_bundle(model: keras.Model, metadata: ModelMetadata, out_dir: Path) -> P
 
 
 def read_metadata(weights_dir: Path) -> ModelMetadata:
-    """The bundle's ``metadata.json`` (raises ``ModelIntegrityError`` when it is missing)."""
+    """The bundle's ``metadata.json`` (raises ``ModelIntegrityError`` when it is missing or damaged)."""
     meta_path = weights_dir / METADATA_FILE
     if not meta_path.is_file():
         raise ModelIntegrityError(f"No {METADATA_FILE} in {weights_dir}: train a model with `python train.py`")
-    return ModelMetadata.from_json(meta_path)
+    try:
+        return ModelMetadata.from_json(meta_path)
+    except (ValueError, TypeError) as exc:  # not JSON, or not the fields of a model's metadata
+        raise ModelIntegrityError(f"{meta_path} is damaged or not a model's metadata ({exc})") from None
 
 
 def checked_file(weights_dir: Path, file_name: str, expected_sha256: str) -> Path:

@@ -13,7 +13,10 @@ the non-dermoscopic set, missing naked-eye close-ups, retina and histology; ``bl
 diagnoses; mid-level texture statistics tell a dermatoscopic photo from other images better.
 The threshold is a high percentile of training scores, raised if needed so that a target share of
 validation images pass. The gate is stored beside the model as ``ood.npz`` with the sha256 of the model
-it was fitted for; a gate fitted for another model is ignored with a warning.
+it was fitted for, and its own sha256 is recorded in ``metadata.json`` (``ood_sha256``) when it is
+fitted. ``load_gate`` gives one state for anything wrong with the file (missing, sha256 not recorded or
+not matching, unreadable, arrays of the wrong shape or not finite, fitted for another model): the gate
+is off, with the reason, which the app shows as a warning.
 
     python -m skin_model.ood fit [--weights DIR] [--data-dir DIR] [--limit N]
     python -m skin_model.ood measure [--weights DIR] [--data-dir DIR] [--limit N]
@@ -36,6 +39,7 @@ import pandas as pd
 from PIL import Image
 
 from skin_model.config import DEFAULT_DATA_DIR, DEFAULT_WEIGHTS_DIR
+from skin_model.model import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +73,8 @@ class FeatureExtractor:
         features = keras.Model(model.inputs, output)
         size = tuple(model.inputs[0].shape[1:])
         spec = tf.TensorSpec((None, *size), tf.float32)
-        self._forward = tf.function(lambda x: features(x, training=False), input_signature=[spec])
+        self._forward = tf.function(lambda x: features(x, training=False), input_signature=[spec],
+                                    autograph=False)  # no Python control flow: no AutoGraph temp files
 
     def __call__(self, model_input: np.ndarray) -> np.ndarray:
         """(N, C) float64 features for a preprocessed float32 batch (run in chunks of ``BATCH``)."""
@@ -124,6 +129,25 @@ class OodGate:
 
     def check(self, features: np.ndarray) -> list[OodResult]:
         return [OodResult(float(d), self.threshold) for d in self.distances(features)]
+
+    def validate(self, feature_dim: int | None = None) -> None:
+        """Raise OodGateError naming the problem unless the arrays fit together (K components of
+        D features, D = ``feature_dim`` when given) and every number is finite (scales positive)."""
+        k, d = self.pca_components.shape if self.pca_components.ndim == 2 else (-1, -1)
+        expected = {"pca_mean": (d,), "pca_components": (k, d), "location": (k,), "precision": (k, k)}
+        for name, shape in expected.items():
+            array = getattr(self, name)
+            if k < 1 or array.shape != shape:
+                raise OodGateError(f"{name} has shape {array.shape}, expected {shape}")
+            if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all():
+                raise OodGateError(f"{name} holds values that are not finite numbers")
+        if feature_dim is not None and d != feature_dim:
+            raise OodGateError(f"it expects {d} features, the model gives {feature_dim}")
+        for name in ("mahalanobis_scale", "residual_scale", "threshold"):
+            if not np.isfinite(getattr(self, name)):
+                raise OodGateError(f"its {name} is not a finite number")
+        if self.mahalanobis_scale <= 0 or self.residual_scale <= 0:
+            raise OodGateError("its distance scales are not positive")
 
     def save(self, path: Path) -> None:
         """Write an ``.npz`` of plain arrays (no pickles); ``info`` travels as a JSON string."""
@@ -181,22 +205,45 @@ def fit_gate(train_features: np.ndarray, val_features: np.ndarray, model_sha256:
     return replace(gate, threshold=threshold, info=info)
 
 
-def load_gate(weights_dir: Path, model_sha256: str) -> tuple[OodGate | None, str]:
-    """The gate stored with the model, or None and a short reason (missing, unreadable, stale)."""
+def load_gate(weights_dir: Path, model_sha256: str, expected_sha256: str,
+              feature_dim: int | None = None) -> tuple[OodGate | None, str]:
+    """The gate stored with the model, checked against the sha256 recorded in the metadata
+    (``expected_sha256``) and validated; or None and the reason it is off."""
     path = Path(weights_dir) / OOD_FILE
     if not path.is_file():
         log.info("No %s in %s: the out-of-distribution gate is off", OOD_FILE, weights_dir)
         return None, f"no {OOD_FILE} has been fitted for this model"
-    try:
-        gate = OodGate.load(path)
-    except (OSError, ValueError, KeyError) as exc:
-        log.warning("Ignoring unreadable OOD gate %s: %s", path, exc)
-        return None, f"{OOD_FILE} is unreadable"
-    if gate.model_sha256 != model_sha256:
-        log.warning("Ignoring stale OOD gate %s: fitted for model %s..., the model is %s...", path,
-                    gate.model_sha256[:12], model_sha256[:12])
-        return None, f"{OOD_FILE} was fitted for another model (refit it)"
-    return gate, "on"
+    refit = "refit it with `python -m skin_model.ood fit`"
+    if not expected_sha256:
+        reason = f"metadata.json records no sha256 for {OOD_FILE} ({refit})"
+    elif sha256_of(path) != expected_sha256:
+        reason = (f"{OOD_FILE} does not match the sha256 recorded in metadata.json: it is damaged or was "
+                  f"replaced ({refit})")
+    else:
+        try:
+            gate = OodGate.load(path)
+            gate.validate(feature_dim)
+        except Exception as exc:  # BadZipFile, missing arrays, bad shapes, NaN, ...
+            reason = f"{OOD_FILE} is unreadable or invalid: {exc} ({refit})"
+        else:
+            if gate.model_sha256 == model_sha256:
+                return gate, "on"
+            reason = f"{OOD_FILE} was fitted for another model ({refit})"
+    log.warning("Out-of-distribution gate %s is off: %s", path, reason)
+    return None, reason
+
+
+def record_gate_sha256(weights_dir: Path) -> str:
+    """Write the sha256 of ``ood.npz`` into ``metadata.json`` (``ood_sha256``), keeping every other field."""
+    from skin_model.model import METADATA_FILE
+
+    digest = sha256_of(Path(weights_dir) / OOD_FILE)
+    meta_path = Path(weights_dir) / METADATA_FILE
+    metadata = json.loads(meta_path.read_text())
+    metadata["ood_sha256"] = digest
+    meta_path.write_text(json.dumps(metadata, indent=2) + "\n")
+    log.info("Recorded %s sha256 %s in %s", OOD_FILE, digest[:12], meta_path)
+    return digest
 
 
 class OodScorer:
@@ -262,6 +309,7 @@ def fit_command(weights_dir: Path, data_dir: Path, limit: int | None, components
     gate = fit_gate(train, val, predictor.metadata.model_sha256, components=components,
                     percentile=percentile, target_pass=target_pass)
     gate.save(Path(weights_dir) / OOD_FILE)
+    record_gate_sha256(Path(weights_dir))
     return gate
 
 
@@ -272,7 +320,7 @@ def measure_command(weights_dir: Path, data_dir: Path, limit: int | None) -> dic
     from skin_model.ood_images import non_dermoscopic_images
 
     predictor = Predictor.from_dir(weights_dir)
-    gate, status = load_gate(weights_dir, predictor.metadata.model_sha256)
+    gate, status = load_gate(weights_dir, predictor.metadata.model_sha256, predictor.metadata.ood_sha256)
     if gate is None:
         raise OodGateError(f"The OOD gate is off for {weights_dir}: {status}. Run `python -m skin_model.ood fit`")
     extractor = FeatureExtractor(predictor.model)

@@ -1,8 +1,10 @@
 """Batch command line: ``python -m skin_model.predict FILE... [--json] [--weights DIR]``.
 
-Prints the top class and the calibrated probabilities for each file. A file that cannot be used is
-reported by name and the batch goes on; the exit status is 1 if any file failed (2 if the model could
-not be loaded). It predicts with the bundle's ``model.tflite``, as the app does.
+Prints the top class and the calibrated probabilities for each file, and the app's out-of-distribution
+verdict (does it look like a dermatoscopic image?). A file that cannot be used is reported by name and the
+batch goes on; the exit status is 1 if any file failed (2 if the model could not be loaded). It predicts
+as the app does, through ``service.ClassifierService`` (the bundle's sha256-checked ``model.tflite`` and
+``ood.npz``).
 """
 
 from __future__ import annotations
@@ -31,13 +33,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def ood_verdict(analysis, status: str) -> dict:
+    """The out-of-distribution check of one analysis as JSON: checked or not (and why), flagged, score."""
+    if analysis.ood is None:
+        return {"checked": False, "flagged": None, "reason": status}
+    return {"checked": True, "flagged": analysis.ood.flagged, "distance": analysis.ood.distance,
+            "threshold": analysis.ood.threshold}
+
+
 def format_text(name: str, result: dict) -> str:
     """Human-readable lines for one file."""
     from skin_model.labels import by_code
 
     top = result["top_class"]
+    ood = result.get("ood", {})
     lines = [f"{name}: {top} ({by_code(top).name}) {result['top_probability']:.1%}"
-             + ("  [unsure: needs clinician assessment]" if result["unsure"] else "")]
+             + ("  [unsure: needs clinician assessment]" if result["unsure"] else "")
+             + ("  [NOT A DERMATOSCOPIC IMAGE: do not rely on this result]" if ood.get("flagged") else "")]
     lines.append(f"  malignant (mel+bcc+akiec): {result['malignant_probability']:.1%}")
     ranked = sorted(result["probabilities"].items(), key=lambda kv: kv[1], reverse=True)
     lines.append("  " + "  ".join(f"{code} {p:.3f}" for code, p in ranked))
@@ -48,26 +60,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from skin_model.imaging import InvalidImageError, load_image
-    from skin_model.inference import Prediction
-    from skin_model.lite import LitePredictor
-    from skin_model.tta import predict_probabilities_tta
+    from skin_model.imaging import InvalidImageError, read_image
     from skin_model.model import ModelIntegrityError
+    from skin_model.service import ClassifierService
 
     try:
-        predictor = LitePredictor.from_dir(args.weights)  # the app's serving model: no TensorFlow import
+        service = ClassifierService.from_dir(args.weights)  # the app's serving model: no TensorFlow import
     except (ModelIntegrityError, OSError, ValueError) as exc:
         print(f"error: cannot load the model from {args.weights}: {exc}", file=sys.stderr)
         return 2
-    tta = predictor.metadata.test_time_augmentation if args.tta is None else args.tta
+    if not service.ood_enabled:
+        print(f"warning: the dermatoscopic-image check is off: {service.ood_status}", file=sys.stderr)
+    tta = service.metadata.test_time_augmentation if args.tta is None else args.tta
     failures = 0
     for path in args.files:
         try:
-            image = load_image(path)
-            views = predict_probabilities_tta if tta else type(predictor).predict_probabilities
-            probs = views(predictor, [image])[0]
-            prediction = Prediction(tuple(float(p) for p in probs), predictor.metadata.unsure_threshold)
-            result = {"file": str(path), "ok": True, **prediction.as_dict(), "tta": tta}
+            decoded = read_image(path)
+            analysis = service.analyse_image(decoded.image, name=path.name, tta=tta,
+                                             original_size=decoded.original_size)
+            result = {"file": str(path), "ok": True, **analysis.prediction.as_dict(), "tta": tta,
+                      "ood": ood_verdict(analysis, service.ood_status)}
         except InvalidImageError as exc:
             failures += 1
             result = {"file": str(path), "ok": False, "error": exc.reason}

@@ -9,6 +9,10 @@ with the service: importing TensorFlow holds Python's GIL for seconds, and in th
 first page (the file uploader appeared 2.3 s later) and the first prediction by ~3 s. The
 tf-keras-vis explainers share one cloned model and run in eager mode, so their calls are serialised with
 a lock. Nothing here writes to disk.
+
+Memory: an ``Analysis`` keeps only what the pages show: a display copy of the upload (longest side at
+most ``DISPLAY_SIDE``; none in Batch), the model's centre square at ``EXPLAIN_DISPLAY_SIDE`` and the
+224-pixel model input. The decoded working image (``imaging.load_image``) is dropped after analysis.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import hashlib
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,18 +29,20 @@ from PIL import Image, ImageOps
 
 from skin_model.config import DEFAULT_WEIGHTS_DIR
 from skin_model.explain import METHODS, Explainer, colorize, overlay
-from skin_model.imaging import load_image
+from skin_model.imaging import read_image
 from skin_model.inference import Prediction
 from skin_model.labels import class_index
 from skin_model.lite import LitePredictor
-from skin_model.model import ModelMetadata, checked_file, load_bundle
+from skin_model.model import ModelMetadata, load_bundle
 from skin_model.ood import OodGate, OodResult, load_gate
-from skin_model.tta import predict_probabilities_tta
+from skin_model.tta import average_over_views
 
 log = logging.getLogger(__name__)
 
 #: Longest side of the images shown next to the heatmap (the model's centre square, upscaled).
 EXPLAIN_DISPLAY_SIDE = 336
+#: Longest side of the copy of the upload kept for display.
+DISPLAY_SIDE = 1024
 
 
 @dataclass(frozen=True)
@@ -45,16 +51,22 @@ class Analysis:
 
     name: str
     digest: str
-    image: Image.Image
+    image: Image.Image | None  # the upload for display (longest side <= DISPLAY_SIDE); None once dropped
+    view: np.ndarray  # uint8 RGB: the centre square the model classified, at EXPLAIN_DISPLAY_SIDE
     model_input: np.ndarray
     prediction: Prediction
     ood: OodResult | None = None  # None when no gate is fitted for the model
     tta: bool = False  # True when the prediction averages the 8 flipped/rotated views
+    original_size: tuple[int, int] = (0, 0)  # (width, height) of the upload, upright
 
     @property
     def flagged_ood(self) -> bool:
         """True when the gate says this does not look like a dermatoscopic image."""
         return self.ood is not None and self.ood.flagged
+
+    def without_image(self) -> "Analysis":
+        """The same analysis without the display copy (what the Batch page keeps per file)."""
+        return replace(self, image=None)
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,15 @@ def centre_square(image: Image.Image, side: int = EXPLAIN_DISPLAY_SIDE) -> np.nd
     """The centre square the model classifies (same crop as ``imaging.to_model_array``), at ``side`` px."""
     square = ImageOps.fit(image, (side, side), method=Image.Resampling.BICUBIC, centering=(0.5, 0.5))
     return np.asarray(square, dtype=np.uint8)
+
+
+def display_copy(image: Image.Image, side: int = DISPLAY_SIDE) -> Image.Image:
+    """``image`` itself when its longest side is at most ``side``, else a reduced copy."""
+    if max(image.size) <= side:
+        return image
+    scale = side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
 
 
 def build_explainer(weights_dir: Path) -> Explainer:
@@ -117,12 +138,13 @@ class ClassifierService:
     @classmethod
     def from_dir(cls, weights_dir: Path = DEFAULT_WEIGHTS_DIR) -> "ClassifierService":
         """Load and sha256-check the served model (raises ``ModelIntegrityError`` when missing or altered)
-        and the ``ood.npz`` gate fitted for it, if any (a missing or stale gate leaves the check off). The
-        Keras model for Grad-CAM is sha256-checked now and loaded on the first ``explain``."""
+        and the ``ood.npz`` gate fitted for it, if any (a missing, damaged or stale gate leaves the check
+        off, ``ood_status`` saying why). The Keras model for Grad-CAM is sha256-checked by the LiteRT
+        loader and loaded on the first ``explain``."""
         predictor = LitePredictor.from_dir(Path(weights_dir))
         metadata = predictor.metadata
-        checked_file(Path(weights_dir), metadata.model_file, metadata.model_sha256)  # fail now, not at Grad-CAM
-        gate, status = load_gate(Path(weights_dir), predictor.metadata.model_sha256)
+        gate, status = load_gate(Path(weights_dir), metadata.model_sha256, metadata.ood_sha256,
+                                 predictor.feature_dim)
         return cls(predictor, Path(weights_dir), gate, status)
 
     @property
@@ -151,23 +173,25 @@ class ClassifierService:
 
     def analyse(self, data: bytes, name: str | None = None, tta: bool | None = None) -> Analysis:
         """Decode ``data`` in memory, check and predict. Raises ``InvalidImageError`` naming the problem."""
-        image = load_image(data, name=name)
-        return self.analyse_image(image, name=name or "image", digest=hashlib.sha256(data).hexdigest(), tta=tta)
+        decoded = read_image(data, name=name)
+        return self.analyse_image(decoded.image, name=name or "image", digest=hashlib.sha256(data).hexdigest(),
+                                  tta=tta, original_size=decoded.original_size)
 
     def analyse_image(self, image: Image.Image, name: str = "image", digest: str = "",
-                      tta: bool | None = None) -> Analysis:
-        """Check and predict for an already decoded RGB image (``tta``: average the 8 dihedral views;
-        default: the model's ``test_time_augmentation`` setting)."""
+                      tta: bool | None = None, original_size: tuple[int, int] | None = None) -> Analysis:
+        """Check and predict for an already decoded RGB image (``tta``: average the 8 dihedral views of
+        the model input; default: the model's ``test_time_augmentation`` setting)."""
         if tta is None:
             tta = self.metadata.test_time_augmentation
         batch = self.predictor.model_input([image])
         probs, features = self.predictor.outputs(batch)
         if tta:
-            probs = predict_probabilities_tta(self.predictor, [image])
+            probs = average_over_views(self.predictor, batch)
         prediction = Prediction(tuple(float(p) for p in probs[0]), self.metadata.unsure_threshold)
         ood = self._ood_gate.check(features)[0] if self._ood_gate is not None else None
-        return Analysis(name=name, digest=digest, image=image, model_input=batch, prediction=prediction,
-                        ood=ood, tta=tta)
+        return Analysis(name=name, digest=digest, image=display_copy(image), view=centre_square(image),
+                        model_input=batch, prediction=prediction, ood=ood, tta=tta,
+                        original_size=original_size or image.size)
 
     def explain(self, analysis: Analysis, class_code: str, method: str = "gradcam") -> Explanation:
         """Grad-CAM (``"gradcam"``) or Grad-CAM++ (``"gradcam++"``) for ``class_code``; waits for the
@@ -177,5 +201,4 @@ class ClassifierService:
         explainer = self.load_explainer().result()
         with self._explain_lock:
             heatmap = explainer.heatmap(analysis.model_input, class_index(class_code), method)
-        return Explanation(method=method, class_code=class_code, heatmap=heatmap,
-                           view=centre_square(analysis.image))
+        return Explanation(method=method, class_code=class_code, heatmap=heatmap, view=analysis.view)

@@ -1,8 +1,10 @@
 """Test-time augmentation: average the calibrated prediction over the 8 dihedral views of each image.
 
 Dermoscopic images have no canonical orientation (training already augments with flips and 90-degree
-rotations), so the four rotations of the image and of its mirror image are equally valid views. Each
-view is predicted through the predictor's own path (centre crop, resize, temperature scaling) and the
+rotations), so the four rotations of the image and of its mirror image are equally valid views. The
+views are taken of the model-size input (the centre square after resizing: a square crop commutes with
+flips and 90-degree rotations), never of the full-resolution image, so TTA costs 8 small arrays, not 8
+copies of a 50-megapixel photo. Each view goes through the network and temperature scaling and the
 calibrated probabilities are averaged, so the result is again a probability distribution.
 """
 
@@ -27,9 +29,11 @@ DIHEDRAL_VIEWS: tuple[tuple[Image.Transpose, ...], ...] = (
 
 
 class ProbabilityPredictor(Protocol):
-    """Anything with ``inference.Predictor``'s batch method: RGB images -> calibrated (N, 7) probabilities."""
+    """Anything with ``inference.CalibratedPredictor``'s preprocessing and calibrated batch prediction."""
 
-    def predict_probabilities(self, images: list[Image.Image]) -> np.ndarray: ...
+    def model_input(self, images: list[Image.Image]) -> np.ndarray: ...
+
+    def probabilities_of(self, model_input: np.ndarray) -> np.ndarray: ...
 
 
 def dihedral_views(image: Image.Image) -> list[Image.Image]:
@@ -49,14 +53,17 @@ def predict_probabilities_tta(predictor: ProbabilityPredictor, images: Sequence[
 
     ``batch_images`` images (x 8 views) go through the model per call, to bound memory.
     """
-    n_views = len(DIHEDRAL_VIEWS)
-    parts = []
-    for start in range(0, len(images), batch_images):
-        chunk = images[start:start + batch_images]
-        views = [view for image in chunk for view in dihedral_views(image)]
-        probs = np.asarray(predictor.predict_probabilities(views), dtype=np.float64)
-        parts.append(probs.reshape(len(chunk), n_views, -1).mean(axis=1))
+    parts = [average_over_views(predictor, predictor.model_input(list(images[start:start + batch_images])))
+             for start in range(0, len(images), batch_images)]
     return np.concatenate(parts) if parts else np.zeros((0, 0))
+
+
+def average_over_views(predictor: ProbabilityPredictor, model_input: np.ndarray) -> np.ndarray:
+    """Calibrated (N, 7) probabilities averaged over the 8 dihedral views of a preprocessed (N, S, S, 3)
+    batch, in one call of the network."""
+    views = np.concatenate(dihedral_arrays(model_input))  # view-major: (8 * N, S, S, 3)
+    probs = np.asarray(predictor.probabilities_of(views), dtype=np.float64)
+    return probs.reshape(len(DIHEDRAL_VIEWS), len(model_input), -1).mean(axis=0)
 
 
 def dihedral_arrays(images: np.ndarray) -> list[np.ndarray]:

@@ -77,3 +77,18 @@ def gated_bundle(tiny_bundle: Path, ham_dir: Path, tmp_path_factory) -> Path:
     frame.to_csv(bundle / ood.SPLIT_FILE, index=False)
     ood.fit_command(bundle, ham_dir, limit=60, components=32, percentile=99.5, target_pass=0.98)
     return bundle
+
+
+def markdown_html(source: str) -> str:
+    """``source`` rendered as CommonMark (what the browser shows for st.markdown / st.error text)."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").render(source)
+
+
+def markdown_text(source: str) -> str:
+    """The visible text of rendered Markdown (tags removed, entities decoded)."""
+    import html
+    import re
+
+    return html.unescape(re.sub(r"<[^>]+>", "", markdown_html(source)))

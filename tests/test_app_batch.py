@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from conftest import markdown_html, markdown_text
 from skin_model import ood
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -74,7 +75,7 @@ def test_one_row_per_file_and_bad_files_named(monkeypatch, gated_bundle, lesion_
         assert pd.isna(rows.loc[bad, "Probability"])
     assert "not a recognised image" in rows.loc["scan_of_letter.jpg", "Status"]
     assert "empty" in rows.loc["empty.png", "Status"]
-    errors = " ".join(e.value for e in at.error)
+    errors = " ".join(markdown_text(e.value) for e in at.error)
     assert "scan_of_letter.jpg" in errors and "empty.png" in errors and "2 of 5" in errors
     # Good files: the page shows what the library computes, and the astronaut is flagged.
     service = ClassifierService.from_dir(gated_bundle)
@@ -88,7 +89,7 @@ def test_one_row_per_file_and_bad_files_named(monkeypatch, gated_bundle, lesion_
         assert bool(row["Unsure"]) is expected.prediction.unsure
         assert bool(row["Not dermatoscopic"]) is expected.flagged_ood
     assert bool(rows.loc["astronaut.png", "Not dermatoscopic"]) is True
-    assert any("astronaut.png" in w.value and "dermatoscopic" in w.value for w in at.warning)
+    assert any("astronaut.png" in markdown_text(w.value) and "dermatoscopic" in w.value for w in at.warning)
     assert [b.label for b in at.download_button] == ["Download the table (CSV)"]
 
 
@@ -100,7 +101,7 @@ def test_gradcam_of_a_chosen_row(monkeypatch, gated_bundle, lesion_files):
     picker.set_value(f"2. {lesion_files[1].name}").run()
     assert not at.exception
     captions = [c for img in at.get("image") for c in img.captions]
-    assert any(lesion_files[1].name in (c or "") for c in captions)
+    assert any(lesion_files[1].name in markdown_text(c or "") for c in captions)
     row = result_table(at).set_index("File").loc[lesion_files[1].name]
     assert [c for c in captions if (c or "").startswith("Grad-CAM overlay")] == \
         [f"Grad-CAM overlay for {row['Top class']} ({float(row['Probability']):.0%})"]
@@ -111,7 +112,7 @@ def test_without_a_gate_the_flag_column_is_empty(monkeypatch, tiny_bundle, lesio
                     [(lesion_files[0].name, lesion_files[0].read_bytes(), "image/jpeg")])
     table = result_table(at)
     assert len(table) == 1 and table["Not dermatoscopic"].isna().all()
-    assert any("check: off" in c.value for c in at.caption)
+    assert any("check is off" in w.value and "no ood.npz" in w.value for w in at.warning)
 
 
 def test_tta_toggle_changes_the_probabilities_to_the_averaged_views(monkeypatch, tiny_bundle, lesion_files):
@@ -126,3 +127,31 @@ def test_tta_toggle_changes_the_probabilities_to_the_averaged_views(monkeypatch,
     expected = predict_probabilities_tta(Predictor.from_dir(tiny_bundle), [load_image(path)])[0]
     assert float(result_table(at)["Probability"].iloc[0]) == pytest.approx(expected.max(), abs=1e-5)
 
+
+
+def test_file_names_are_data_not_markup_or_formulas(monkeypatch, tiny_bundle, lesion_files):
+    import streamlit
+
+    offered = {}
+    original = streamlit.download_button
+
+    def spy(label, data, *args, **kwargs):
+        offered[label] = data
+        return original(label, data, *args, **kwargs)
+
+    monkeypatch.setattr(streamlit, "download_button", spy)
+    lesion = lesion_files[0].read_bytes()
+    markup = "![px](http://host/pixel.png) [site](http://host/).jpg"
+    formulas = ['=HYPERLINK("http://host","open").jpg', "+1+1.jpg", "-2.jpg", "@SUM(A1).jpg"]
+    files = [(markup, b"not an image", "image/jpeg"), (formulas[0], b"", "image/jpeg")]
+    files += [(name, lesion, "image/jpeg") for name in formulas[1:]]
+    at = upload_all(open_batch_page(monkeypatch, tiny_bundle), files)
+    messages = [e.value for e in at.error] + [w.value for w in at.warning]
+    for message in messages:
+        assert "<img" not in markdown_html(message) and "<a " not in markdown_html(message), message
+    shown = " ".join(markdown_text(e.value) for e in at.error)
+    assert markup in shown and formulas[0] in shown, "the names are shown as given"
+    assert result_table(at)["File"].tolist() == [name for name, _, _ in files], "the table shows them as given"
+    csv = pd.read_csv(io.BytesIO(offered["Download the table (CSV)"]))
+    assert csv["File"].tolist() == [markup] + ["'" + name for name in formulas]
+    assert not any(str(cell).startswith(("=", "+", "-", "@")) for column in csv for cell in csv[column])

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import markdown_html, markdown_text
 from skin_model.labels import CODES, by_code
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -100,7 +101,7 @@ def test_gradcam_controls(app, image_bytes, real_image_path):
 
 def test_bad_file_shows_error_then_good_upload_works(app, image_bytes, real_image_path):
     upload(app, "referral.jpg", b"%PDF-1.4 not an image", "image/jpeg")
-    errors = [e.value for e in app.error]
+    errors = [markdown_text(e.value) for e in app.error]
     assert len(errors) == 1 and "referral.jpg" in errors[0] and "not a recognised image" in errors[0]
     assert not images_with_caption(app, "Overlay")
     upload(app, "empty.png", b"", "image/png")
@@ -258,7 +259,8 @@ def gated_app(monkeypatch, bundle: Path, tmp_path: Path) -> AppTest:
 
 def test_without_a_gate_the_check_is_said_to_be_off(app, image_bytes, real_image_path):
     upload(app, real_image_path.name, image_bytes)
-    assert any("Dermatoscopic-image check: off" in c.value and "ood.npz" in c.value for c in app.caption)
+    off = [w.value for w in app.warning if "check is off" in w.value]
+    assert len(off) == 1 and "no ood.npz has been fitted" in off[0], "a visible warning naming the reason"
     assert not [w for w in app.warning if OOD_WARNING in w.value]
     assert len(app.dataframe) == 1, "the diagnosis is shown as before"
 
@@ -330,3 +332,57 @@ def test_case_report_downloads_are_offered(app, image_bytes, real_image_path):
     upload(app, real_image_path.name, image_bytes)
     labels = [b.label for b in app.download_button]
     assert labels == ["Download case report (PDF)", "Download case report (PNG)"]
+
+
+HOSTILE_NAME = "![px](http://host/pixel.png) [site](http://host/).jpg"
+
+
+def test_file_names_are_shown_as_text_not_markup(app, image_bytes):
+    """A name with Markdown image and link syntax made the browser fetch the image and render the link."""
+    upload(app, HOSTILE_NAME, b"not an image", "image/jpeg")
+    (error,) = app.error
+    assert "<img" not in markdown_html(error.value) and "<a " not in markdown_html(error.value)
+    assert HOSTILE_NAME in markdown_text(error.value)
+    upload(app, HOSTILE_NAME, image_bytes)
+    captions = [c for img in app.get("image") for c in img.captions if c and "as uploaded" in c]
+    assert len(captions) == 1 and "<img" not in markdown_html(captions[0]) and "<a " not in markdown_html(captions[0])
+    assert markdown_text(captions[0]).startswith(HOSTILE_NAME)
+
+
+def test_method_radio_shows_the_method_in_use_after_a_new_upload(app, image_bytes, real_image_path, ham_dir):
+    """With Grad-CAM++ chosen, a new upload showed "Grad-CAM" on the radio but a Grad-CAM++ heatmap (the
+    browser had re-created the widget at its default). The browser is now sent the value on every run."""
+    from skin_model.explain import METHODS
+
+    upload(app, real_image_path.name, image_bytes)
+    app.radio(key="cam_method").set_value("gradcam++").run()
+    other = sorted((ham_dir / "images_600x450").glob("*.jpg"))[5]
+    upload(app, other.name, other.read_bytes())
+    radio = app.radio(key="cam_method")
+    assert radio.value == "gradcam++" and images_with_caption(app, "Grad-CAM++ heatmap")
+    assert radio.proto.set_value and radio.proto.raw_value == METHODS["gradcam++"], \
+        f"the browser is told which method is shown ({radio.proto})"
+    radio.set_value("gradcam").run()
+    assert images_with_caption(app, "Grad-CAM heatmap") and not images_with_caption(app, "Grad-CAM++ heatmap")
+
+
+def test_case_report_is_offered_as_bytes_that_survive_a_rerun(monkeypatch, app, image_bytes, real_image_path):
+    """A file generated on click vanished when the click came during a rerun ("Deferred file not found").
+    The page now hands Streamlit the bytes, the same bytes (same URL) on every rerun for the same report."""
+    from streamlit.delta_generator import DeltaGenerator
+
+    offered: dict[str, list] = {}
+    original = DeltaGenerator.download_button
+
+    def spy(self, label, data, *args, **kwargs):  # the page calls it on its columns
+        offered.setdefault(label, []).append(data)
+        return original(self, label, data, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaGenerator, "download_button", spy)
+    upload(app, real_image_path.name, image_bytes)
+    app.run()
+    for label in ("Download case report (PDF)", "Download case report (PNG)"):
+        first, *rest = offered[label]
+        assert isinstance(first, bytes) and len(first) > 10_000, "bytes, not a callable run on click"
+        assert rest and all(data == first for data in rest), "identical on rerun"
+    assert offered["Download case report (PDF)"][0].startswith(b"%PDF-")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import re
-import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,23 +30,23 @@ def report(tiny_bundle: Path, real_image_path: Path) -> CaseReport:
 
 
 def page_count(pdf: bytes) -> int:
-    """Page objects in a PDF (pypdf is not installed): '/Type /Page' but not '/Type /Pages'."""
-    try:
-        from pypdf import PdfReader
-    except ImportError:
-        return len(re.findall(rb"/Type\s*/Page(?!s)\b", pdf))
+    from pypdf import PdfReader
+
     return len(PdfReader(io.BytesIO(pdf)).pages)
 
 
 def pdf_text(pdf: bytes) -> str:
-    """The text drawing operators of every (Flate-compressed or plain) content stream."""
-    chunks = []
-    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", pdf, flags=re.S):
-        try:
-            chunks.append(zlib.decompress(stream))
-        except zlib.error:
-            chunks.append(stream)
-    return b"\n".join(chunks).decode("latin-1")
+    """The text of the page as a PDF reader extracts it (the font is embedded, so text is glyph ids)."""
+    from pypdf import PdfReader
+
+    text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+    return re.sub(r" +", " ", text)  # justified lines come out with wider spaces
+
+
+def with_name(report: CaseReport, name: str) -> CaseReport:
+    from dataclasses import replace
+
+    return replace(report, file_name=name)
 
 
 def test_pdf_is_one_page_with_the_findings(report):
@@ -60,7 +59,7 @@ def test_pdf_is_one_page_with_the_findings(report):
     assert f"({top})" in text and f"{report.prediction.top_probability:.1%}" in text
     assert report.model_version in text and "2026-03-04" in text
     assert "Not a medical device" in text
-    assert "naevus été ?.jpg" in text, "characters outside Latin-1 are replaced, the rest kept"
+    assert "naevus été 😀.jpg" in text, "the name prints as given (DejaVu Sans has these glyphs)"
     assert len(re.findall(rb"/Subtype\s*/Image", pdf)) == 2, "the model's view and the overlay are embedded"
 
 
@@ -98,3 +97,45 @@ def test_nothing_is_written_to_disk(report, tmp_path, monkeypatch):
     render_pdf(report)
     render_png(report)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_non_latin_names_print_as_given_and_missing_glyphs_as_question_marks(report):
+    text = pdf_text(render_pdf(with_name(report, "Δέρμα_кожа_ğüş_ŧ.jpg")))
+    assert "Δέρμα_кожа_ğüş_ŧ.jpg" in text
+    assert "??.jpg" in pdf_text(render_pdf(with_name(report, "病変.jpg"))), "no CJK glyphs in DejaVu Sans"
+
+
+@pytest.mark.parametrize("part, family", [("very_long_part_", "Helvetica"), ("очень_длинная_часть_", "DejaVu")])
+def test_long_name_keeps_date_and_version_on_the_pdf_page(report, part, family):
+    """Latin-1 reports use the core Helvetica, others embed DejaVu Sans: either way the name fits."""
+    from fpdf import FPDF
+
+    from skin_model.case_report import PDF_TEXT_WIDTH_MM, font_file
+
+    name = "lesion_" + part * 30 + "end.jpg"
+    text = pdf_text(render_pdf(with_name(report, name)))
+    lines = text.splitlines()
+    file_line = next(line for line in lines if line.startswith("File: "))
+    assert file_line.startswith("File: lesion_" + part[:4]) and file_line.endswith("end.jpg") and "..." in file_line
+    assert any("Date: 2026-03-04" in line and f"Model version: {report.model_version}" in line for line in lines)
+    pdf = FPDF()
+    if family == "DejaVu":
+        pdf.add_font("DejaVu", "", str(font_file("")))
+    pdf.set_font(family, "", 9.5)
+    assert pdf.get_string_width(file_line) <= PDF_TEXT_WIDTH_MM
+
+
+def test_long_name_stays_inside_the_png(report):
+    from skin_model.case_report import PNG_MARGIN
+
+    name = "lesion_" + "very_long_part_" * 30 + "end.jpg"
+    pixels = np.asarray(Image.open(io.BytesIO(render_png(with_name(report, name)))).convert("L")).astype(int)
+    header = pixels[55:110]
+    assert (header[:, PNG_SIZE[0] - PNG_MARGIN + 2:] > 240).all(), "no text runs past the right margin"
+    assert (header[24:50, PNG_MARGIN:PNG_MARGIN + 300] < 128).any(), "the date / version line is drawn"
+
+
+def test_same_report_gives_the_same_bytes(report):
+    """The page offers the files as bytes (not generated on click): a rerun must give the same file."""
+    assert render_pdf(report) == render_pdf(report)
+    assert render_png(report) == render_png(report)

@@ -249,3 +249,34 @@ def test_model_tta_setting_is_the_default_and_no_tta_overrides_it(dx_report, fol
     code, plain = run(folder, dx_csv, bundle, tmp_path / "plain.json", "--no-tta")
     assert code == 0 and plain["model"]["tta"] is False
     np.testing.assert_allclose(plain["predictions"][0]["probs"], dx_report["predictions"][0]["probs"], atol=1e-9)
+
+
+def test_corrupt_metadata_exits_2_with_a_message(folder, dx_csv, tiny_bundle, tmp_path, capsys):
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    (bundle / "metadata.json").write_text('{"version": "1.0", "temperature": 1.')
+    code, report = run(folder, dx_csv, bundle, tmp_path / "r.json")
+    err = capsys.readouterr().err
+    assert code == 2 and report is None
+    assert "cannot load the model" in err and "metadata.json is damaged" in err and "Traceback" not in err
+
+
+def test_duplicate_ids_with_the_same_label_are_reported(folder, chosen, tiny_bundle, tmp_path, capsys):
+    rows = chosen[["image_id", "dx"]]
+    repeated = rows.iloc[:2]
+    labels = tmp_path / "labels.csv"
+    pd.concat([rows, repeated]).to_csv(labels, index=False)  # 14 rows, 12 images
+    code, report = run(folder, labels, tiny_bundle, tmp_path / "r.json")
+    assert code == 0
+    assert report["n_images"] == len(rows)
+    assert report["extras"]["n_duplicate_ids"] == 2
+    assert report["extras"]["duplicate_ids"] == sorted(repeated["image_id"])
+    out = capsys.readouterr().out
+    assert "2 image id(s) listed more than once" in out and repeated["image_id"].iloc[0] in out
+
+
+def test_empty_diagnosis_names_its_row(folder, tiny_bundle, tmp_path, capsys):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image_id,dx\nISIC_0024306,nv\nISIC_0024307,\nISIC_0024308,mel\n")
+    code, _ = run(folder, labels, tiny_bundle, tmp_path / "r.json")
+    err = capsys.readouterr().err
+    assert code == 2 and "line 3 (ISIC_0024307)" in err

@@ -209,3 +209,88 @@ def test_a_good_image_still_loads_after_bad_ones():
 def test_real_ham_image_loads(real_image_path):
     image = load_image(real_image_path)
     assert image.size == (600, 450) and image.mode == "RGB"
+
+
+# ---------------------------------------------------------------------------------------------- hostile files
+def png_with_chunk(kind: bytes, body: bytes, size: int = 64) -> bytes:
+    """A valid grey PNG with one extra ancillary chunk before its pixels."""
+    header = struct.pack(">IIBBBBB", size, size, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"".join(b"\x00" + bytes([128]) * size for _ in range(size)))
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(kind, body)
+            + png_chunk(b"IDAT", pixels) + png_chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("kind, prefix", [(b"zTXt", b"Comment\x00\x00"), (b"iCCP", b"icc\x00\x00")])
+def test_metadata_chunk_inflating_past_the_limit_is_unreadable_not_a_crash(kind, prefix):
+    """A chunk of ~2 KB on disk that inflates to 8 MB, past Pillow's 1 MB text/profile limit (ValueError)."""
+    data = png_with_chunk(kind, prefix + zlib.compress(b"\x00" * 8_000_000, 9))
+    assert len(data) < 20_000
+    assert_rejected(data, "not a readable image", name="metadata-bomb.png")
+
+
+def test_any_decoder_error_becomes_an_invalid_image_error(monkeypatch):
+    def broken_load(self):
+        raise struct.error("unpack requires a buffer of 4 bytes")
+
+    monkeypatch.setattr("PIL.PngImagePlugin.PngImageFile.load", broken_load)
+    assert_rejected(encode(two_tone(), "PNG"), "not a readable image", name="odd.png")
+
+
+def test_float_tiff_in_0_1_is_scaled_by_its_range():
+    ramp = np.tile(np.linspace(0.0, 1.0, 64, dtype=np.float32), (48, 1))
+    image = load_image(encode(Image.fromarray(ramp, "F"), "TIFF"), name="float.tif")
+    pixels = np.asarray(image)[:, :, 0].astype(int)
+    assert pixels[0, 0] == 0 and pixels[0, -1] == 255, "1.0 is white, not 1/255"
+    assert abs(pixels[0, 32] - round(32 / 63 * 255)) <= 1
+
+
+def test_float_tiff_in_0_255_keeps_its_grey_levels():
+    image = load_image(encode(Image.fromarray(np.full((40, 40), 90.0, np.float32), "F"), "TIFF"))
+    assert np.all(np.asarray(image) == 90)
+
+
+def test_large_png_is_reduced_right_after_decoding():
+    from skin_model.imaging import WORKING_SIDE, read_image, to_model_array
+
+    rng = np.random.default_rng(5)
+    small = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    full = Image.fromarray(small).resize((4000, 3000), Image.Resampling.BICUBIC)
+    decoded = read_image(encode(full, "PNG", compress_level=1), name="big.png")
+    assert decoded.original_size == (4000, 3000)
+    assert WORKING_SIDE <= min(decoded.image.size) < 2 * WORKING_SIDE
+    assert decoded.image.size == (2000, 1500)
+    # The model's view of the reduced image is the one of the full image, up to resampling round-off.
+    difference = np.abs(to_model_array(decoded.image, 224).astype(int) - to_model_array(full, 224).astype(int))
+    assert difference.mean() < 1.0 and difference.max() <= 8
+
+
+def test_large_jpeg_is_decoded_at_a_reduced_scale():
+    from skin_model.imaging import WORKING_SIDE, read_image
+
+    full = two_tone((4800, 3600))
+    decoded = read_image(encode(full, "JPEG", quality=90), name="camera.jpg")
+    assert decoded.original_size == (4800, 3600)
+    assert WORKING_SIDE <= min(decoded.image.size) < 2 * WORKING_SIDE, decoded.image.size
+    pixels = np.asarray(decoded.image).astype(int)
+    assert pixels[100, 10, 0] > 200 and pixels[100, -10, 2] > 200
+
+
+def test_orientation_is_kept_when_a_large_image_is_reduced():
+    from skin_model.imaging import read_image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    decoded = read_image(encode(two_tone((4000, 2400)), "JPEG", quality=90, exif=exif.tobytes()))
+    assert decoded.original_size == (2400, 4000)
+    width, height = decoded.image.size
+    assert height > width
+    pixels = np.asarray(decoded.image).astype(int)
+    assert pixels[10, width // 2, 0] > 200 and pixels[-10, width // 2, 2] > 200, "red half on top"
+
+
+def test_long_strip_keeps_enough_pixels_for_the_model():
+    from skin_model.imaging import MIN_WORKING_SIDE, read_image
+
+    decoded = read_image(encode(Image.new("RGB", (20000, 1000), "tan"), "PNG"), name="strip.png")
+    assert min(decoded.image.size) >= MIN_WORKING_SIDE
+    assert max(decoded.image.size) < 20000

@@ -4,6 +4,7 @@ stale, never built from an altered model.keras, and usable without TensorFlow.""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -43,25 +44,33 @@ def test_lite_model_matches_keras_on_real_images(tiny_bundle, real_batch):
     np.testing.assert_allclose(single, expected[:1], atol=1e-5)
 
 
-def test_missing_altered_or_stale_copy_is_rebuilt_from_model_keras(tiny_bundle, tmp_path, real_batch):
+def test_missing_altered_or_stale_copy_is_rebuilt_from_model_keras(tiny_bundle, tmp_path, real_batch, caplog):
     bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
     reference = LitePredictor.from_dir(tiny_bundle).probabilities_of(real_batch)
     meta = read_metadata(bundle)
     assert is_current(bundle, meta)
 
-    def rebuilt_and_equal() -> None:
+    def rebuilt_and_equal(reason: str) -> None:
         assert not is_current(bundle, meta)
-        np.testing.assert_allclose(LitePredictor.from_dir(bundle).probabilities_of(real_batch), reference, atol=1e-6)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="skin_model.lite"):
+            predictor = LitePredictor.from_dir(bundle)
+        np.testing.assert_allclose(predictor.probabilities_of(real_batch), reference, atol=1e-6)
         assert is_current(bundle, meta)
+        assert any("Rebuilding" in r.message and reason in r.message for r in caplog.records), \
+            [r.message for r in caplog.records]
 
     (bundle / LITE_FILE).unlink()  # a fresh clone: the copy is not in git
-    rebuilt_and_equal()
-    with (bundle / LITE_FILE).open("ab") as handle:  # altered
-        handle.write(b"x")
-    rebuilt_and_equal()
+    rebuilt_and_equal("is missing")
+    with (bundle / LITE_FILE).open("r+b") as handle:  # one flipped byte in the middle
+        handle.seek(handle.seek(0, 2) // 2)
+        byte = handle.read(1)
+        handle.seek(-1, 1)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    rebuilt_and_equal("altered or damaged")
     info = json.loads((bundle / LITE_INFO_FILE).read_text())  # built from another model.keras
     (bundle / LITE_INFO_FILE).write_text(json.dumps({**info, "source_sha256": "0" * 64}))
-    rebuilt_and_equal()
+    rebuilt_and_equal("built from another")
     assert json.loads((bundle / LITE_INFO_FILE).read_text())["source_sha256"] == meta.model_sha256
 
 
@@ -83,6 +92,27 @@ def test_tampered_model_keras_is_refused_before_building(tiny_bundle, tmp_path):
     with pytest.raises(ModelIntegrityError, match="sha256"):
         LitePredictor.from_dir(bundle)
     assert not (bundle / LITE_FILE).exists()
+
+
+def test_altered_model_keras_is_refused_even_when_the_copy_is_current(tiny_bundle, tmp_path):
+    """The app, predict and evaluate all load through LitePredictor.from_dir: none serves a model whose
+    model.keras no longer matches metadata.json, even from an intact model.tflite."""
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    assert is_current(bundle, read_metadata(bundle))
+    with (bundle / "model.keras").open("ab") as handle:
+        handle.write(b"x")
+    with pytest.raises(ModelIntegrityError, match="sha256"):
+        LitePredictor.from_dir(bundle)
+
+
+def test_damaged_metadata_is_a_model_integrity_error(tiny_bundle, tmp_path):
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    (bundle / "metadata.json").write_text('{"version": "1", "created": ')
+    with pytest.raises(ModelIntegrityError, match="damaged"):
+        LitePredictor.from_dir(bundle)
+    (bundle / "metadata.json").write_text('{"version": "1", "no_such_field": 2}')
+    with pytest.raises(ModelIntegrityError, match="damaged"):
+        LitePredictor.from_dir(bundle)
 
 
 def test_serving_path_does_not_import_tensorflow(tiny_bundle, real_image_path):

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from skin_model import ood
+from skin_model.model import sha256_of
 from skin_model.ood_images import non_dermoscopic_images
 
 HELD_OUT_IMAGE = "ISIC_0024306"  # real_image_path: kept in the test split
@@ -105,7 +106,7 @@ def test_gate_survives_save_and_load(synthetic_features, tmp_path):
     train, val = synthetic_features
     gate = ood.fit_gate(train, val, "abc123", components=6)
     gate.save(tmp_path / ood.OOD_FILE)
-    loaded, status = ood.load_gate(tmp_path, "abc123")
+    loaded, status = ood.load_gate(tmp_path, "abc123", sha256_of(tmp_path / ood.OOD_FILE))
     assert status == "on"
     np.testing.assert_allclose(loaded.distances(val), gate.distances(val))
     assert loaded.threshold == gate.threshold and loaded.info == gate.info
@@ -113,12 +114,54 @@ def test_gate_survives_save_and_load(synthetic_features, tmp_path):
 
 def test_stale_or_missing_gate_is_ignored_with_a_warning(synthetic_features, tmp_path, caplog):
     train, val = synthetic_features
-    assert ood.load_gate(tmp_path, "abc")[0] is None
+    assert ood.load_gate(tmp_path, "abc", "")[0] is None
     ood.fit_gate(train, val, "old-model-sha", components=6).save(tmp_path / ood.OOD_FILE)
     with caplog.at_level(logging.WARNING, logger="skin_model.ood"):
-        gate, status = ood.load_gate(tmp_path, "new-model-sha")
+        gate, status = ood.load_gate(tmp_path, "new-model-sha", sha256_of(tmp_path / ood.OOD_FILE))
     assert gate is None and "another model" in status
-    assert any("stale" in r.message for r in caplog.records)
+    assert any("is off" in r.message and "another model" in r.message for r in caplog.records)
+
+
+def flip_byte(path: Path, position: float = 0.5) -> None:
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * position)] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage, reason", [
+    ("flipped byte", "does not match the sha256"),
+    ("flipped byte, sha256 re-recorded", "unreadable or invalid"),
+    ("no sha256 recorded", "records no sha256"),
+    ("NaN threshold", "threshold is not a finite number"),
+    ("NaN in the precision matrix", "precision holds values that are not finite"),
+    ("wrong shapes", "pca_mean has shape"),
+    ("wrong feature size", "expects 40 features, the model gives 384"),
+])
+def test_damaged_gate_is_off_with_the_reason(synthetic_features, tmp_path, damage, reason):
+    """One flipped byte made np.load raise BadZipFile (the app went down); a NaN threshold left the gate
+    "on" but never flagging. Every damage gives the same state: off, with the reason."""
+    train, val = synthetic_features
+    gate = ood.fit_gate(train, val, "model-sha", components=6)
+    path = tmp_path / ood.OOD_FILE
+    if damage == "NaN threshold":
+        gate = replace(gate, threshold=float("nan"))
+    elif damage == "NaN in the precision matrix":
+        precision = gate.precision.copy()
+        precision[0, 0] = np.nan
+        gate = replace(gate, precision=precision)
+    elif damage == "wrong shapes":
+        gate = replace(gate, pca_mean=gate.pca_mean[:-1])
+    gate.save(path)
+    if damage.startswith("flipped byte"):
+        flip_byte(path, 0.3)
+    recorded = "" if damage == "no sha256 recorded" else sha256_of(path)
+    if damage == "flipped byte":
+        recorded = "0" * 64
+    feature_dim = 384 if damage == "wrong feature size" else train.shape[1]
+    loaded, status = ood.load_gate(tmp_path, "model-sha", recorded, feature_dim)
+    assert loaded is None, status
+    assert reason in status, status
+    assert "python -m skin_model.ood fit" in status
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -180,6 +223,24 @@ def test_service_ignores_a_gate_fitted_for_another_model(gated_bundle, tmp_path)
     meta = json.loads((bundle / "metadata.json").read_text())
     gate = ood.OodGate.load(bundle / ood.OOD_FILE)
     replace(gate, model_sha256="0" * 64).save(bundle / ood.OOD_FILE)
+    ood.record_gate_sha256(bundle)
     service = ClassifierService.from_dir(bundle)
     assert not service.ood_enabled and "another model" in service.ood_status
     assert meta["model_sha256"] != "0" * 64
+
+
+def test_fit_records_the_gate_sha256_in_the_metadata(gated_bundle):
+    meta = json.loads((gated_bundle / "metadata.json").read_text())
+    assert meta["ood_sha256"] == sha256_of(gated_bundle / ood.OOD_FILE)
+    assert meta["model_sha256"] and meta["version"] == "test", "the other fields are kept"
+
+
+def test_service_with_a_damaged_gate_serves_with_the_gate_off(gated_bundle, tmp_path, real_image_path):
+    from skin_model.service import ClassifierService
+
+    bundle = Path(shutil.copytree(gated_bundle, tmp_path / "bundle"))
+    flip_byte(bundle / ood.OOD_FILE, 0.5)
+    service = ClassifierService.from_dir(bundle)
+    assert not service.ood_enabled and "damaged" in service.ood_status
+    analysis = service.analyse(real_image_path.read_bytes(), name=real_image_path.name)
+    assert analysis.ood is None and sum(analysis.prediction.probabilities) == pytest.approx(1.0)

@@ -80,3 +80,68 @@ def test_missing_model_fails_clearly(tmp_path, real_images):
     result = run_cli(str(real_images[0]), "--weights", str(tmp_path))
     assert result.returncode == 2
     assert "cannot load the model" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def odd_files(tmp_path_factory, real_image_path: Path) -> dict[str, Path]:
+    """Files the probe found confidently diagnosed by the CLI: a fully transparent PNG, a 10000x50 strip
+    and a float TIFF (a real lesion scaled to 0-1), generated here."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("odd")
+    files = {"transparent": folder / "transparent.png", "strip": folder / "strip.png",
+             "float": folder / "lesion_float.tif"}
+    Image.new("RGBA", (300, 300), (120, 60, 40, 0)).save(files["transparent"])
+    rng = np.random.default_rng(0)
+    strip = np.clip(rng.normal((190, 140, 120), 25, (50, 10000, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(strip).save(files["strip"])
+    lesion = np.asarray(Image.open(real_image_path).convert("L"), dtype=np.float32) / 255.0
+    Image.fromarray(lesion, "F").save(files["float"])
+    return files
+
+
+def test_cli_gives_the_apps_out_of_distribution_verdict(gated_bundle, odd_files, real_images):
+    from skin_model.service import ClassifierService
+
+    files = [*odd_files.values(), real_images[0]]
+    result = run_cli(*map(str, files), "--json", "--weights", str(gated_bundle))
+    assert result.returncode == 0, result.stderr
+    rows = {Path(row["file"]).name: row for row in map(json.loads, result.stdout.splitlines())}
+    service = ClassifierService.from_dir(gated_bundle)
+    for path in files:
+        ood = rows[path.name]["ood"]
+        app = service.analyse(path.read_bytes(), name=path.name, tta=rows[path.name]["tta"])
+        assert ood["checked"] is True
+        assert ood["flagged"] == app.flagged_ood, path.name
+        assert ood["distance"] == pytest.approx(app.ood.distance, rel=1e-6)
+        assert rows[path.name]["probabilities"] == pytest.approx(dict(zip(CODES, app.prediction.probabilities)))
+    assert rows["transparent.png"]["ood"]["flagged"] and rows["strip.png"]["ood"]["flagged"]
+    assert not rows[real_images[0].name]["ood"]["flagged"]
+
+
+def test_text_output_marks_flagged_images_and_an_off_gate(gated_bundle, tiny_bundle, odd_files):
+    flagged = run_cli(str(odd_files["transparent"]), "--weights", str(gated_bundle))
+    assert "NOT A DERMATOSCOPIC IMAGE" in flagged.stdout
+    ungated = run_cli(str(odd_files["transparent"]), "--weights", str(tiny_bundle))
+    assert ungated.returncode == 0
+    assert "dermatoscopic-image check is off" in ungated.stderr and "no ood.npz" in ungated.stderr
+    assert "NOT A DERMATOSCOPIC IMAGE" not in ungated.stdout
+
+
+def test_metadata_bomb_png_is_named_and_the_batch_goes_on(tiny_bundle, real_images, tmp_path):
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", 64, 64, 8, 0, 0, 0, 0)
+    bomb = tmp_path / "ztxt.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"\x00" * 8_000_000, 9))
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 65 * 64)) + chunk(b"IEND", b""))
+    result = run_cli(str(bomb), str(real_images[0]), "--json", "--weights", str(tiny_bundle))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert rows[0]["ok"] is False and "not a readable image" in rows[0]["error"]
+    assert rows[1]["ok"] is True
