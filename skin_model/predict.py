@@ -1,6 +1,7 @@
 """Batch command line: ``python -m skin_model.predict FILE... [--json] [--weights DIR]``.
 
-Prints the top class and the calibrated probabilities for each file. A file that cannot be used is
+Prints the top class, the calibrated probabilities and the referral cue (malignant roll-up against the
+model's referral threshold) for each file. A file that cannot be used is
 reported by name and the batch goes on; the exit status is 1 if any file failed (2 if the model could
 not be loaded). It predicts with the bundle's ``model.tflite``, as the app does.
 """
@@ -33,14 +34,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def format_text(name: str, result: dict) -> str:
     """Human-readable lines for one file."""
-    from skin_model.labels import by_code
+    from skin_model.inference import Prediction, format_probability
+    from skin_model.labels import CODES, by_code
 
     top = result["top_class"]
-    lines = [f"{name}: {top} ({by_code(top).name}) {result['top_probability']:.1%}"
-             + ("  [unsure: needs clinician assessment]" if result["unsure"] else "")]
-    lines.append(f"  malignant (mel+bcc+akiec): {result['malignant_probability']:.1%}")
+    prediction = Prediction(tuple(result["probabilities"][c] for c in CODES), 0.0, result["referral_threshold"])
+    lines = [f"{name}: {top} ({by_code(top).name}) {format_probability(result['top_probability'])}"
+             + ("  [unsure: refer for assessment]" if result["unsure"] else "")]
+    lines.append(f"  malignant (mel+bcc+akiec): {format_probability(result['malignant_probability'])}"
+                 + (f"  [{prediction.referral_sentence}]" if prediction.referral_sentence else ""))
     ranked = sorted(result["probabilities"].items(), key=lambda kv: kv[1], reverse=True)
-    lines.append("  " + "  ".join(f"{code} {p:.3f}" for code, p in ranked))
+    lines.append("  " + "  ".join(f"{code} {format_probability(p)}" for code, p in ranked))
     return "\n".join(lines)
 
 
@@ -49,7 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from skin_model.imaging import InvalidImageError, load_image
-    from skin_model.inference import Prediction
     from skin_model.lite import LitePredictor
     from skin_model.tta import predict_probabilities_tta
     from skin_model.model import ModelIntegrityError
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             image = load_image(path)
             views = predict_probabilities_tta if tta else type(predictor).predict_probabilities
             probs = views(predictor, [image])[0]
-            prediction = Prediction(tuple(float(p) for p in probs), predictor.metadata.unsure_threshold)
+            prediction = predictor.prediction_of(probs)
             result = {"file": str(path), "ok": True, **prediction.as_dict(), "tta": tta}
         except InvalidImageError as exc:
             failures += 1

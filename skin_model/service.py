@@ -164,7 +164,7 @@ class ClassifierService:
         probs, features = self.predictor.outputs(batch)
         if tta:
             probs = predict_probabilities_tta(self.predictor, [image])
-        prediction = Prediction(tuple(float(p) for p in probs[0]), self.metadata.unsure_threshold)
+        prediction = self.predictor.prediction_of(probs[0])
         ood = self._ood_gate.check(features)[0] if self._ood_gate is not None else None
         return Analysis(name=name, digest=digest, image=image, model_input=batch, prediction=prediction,
                         ood=ood, tta=tta)
