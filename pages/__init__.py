@@ -9,10 +9,35 @@ import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
 from skin_model import config
+from skin_model.config import display_path
 from skin_model.model import ModelIntegrityError
 from skin_model.service import ClassifierService
 
 log = logging.getLogger(__name__)
+
+#: Material icons (from Streamlit's own bundled font: they render without an emoji font or a network).
+ICONS = {"warning": ":material/warning:", "stop": ":material/block:", "error": ":material/error:",
+         "info": ":material/info:", "refer": ":material/assignment_late:", "help": ":material/help:",
+         "ok": ":material/check_circle:", "balance": ":material/balance:"}
+
+#: Layout rules for narrow (phone) screens, where Streamlit stacks columns below 640 px.
+PAGE_CSS = """
+<style>
+@media (max-width: 640px) { .st-key-chart_wide { display: none; } }
+@media (min-width: 641px) { .st-key-chart_narrow { display: none; } }
+@media (max-width: 640px) {
+  .st-key-cam_panels [data-testid="stHorizontalBlock"] { flex-wrap: wrap; flex-direction: row; gap: 0.5rem; }
+  .st-key-cam_panels [data-testid="stColumn"] { flex: 0 0 calc(50% - 0.25rem) !important;
+                                                width: calc(50% - 0.25rem) !important;
+                                                min-width: calc(50% - 0.25rem) !important; }
+}
+</style>
+"""
+
+
+def page_css() -> None:
+    """Apply ``PAGE_CSS`` (once per script run, from app.py)."""
+    st.html(PAGE_CSS)
 
 
 def ensure_app_shell() -> None:
@@ -42,10 +67,11 @@ def served_service_or_error() -> ClassifierService | None:
     try:
         return load_service(str(weights))
     except ModelIntegrityError as exc:
-        st.error(f"**The model cannot be loaded.** {exc}\n\nThe model bundle must be in `{weights}` "
+        st.error(f"**The model cannot be loaded.** {exc}\n\nThe model bundle must be in `{display_path(weights)}` "
                  "(set `SKIN_WEIGHTS_DIR` to use another folder). Classification is unavailable until it is "
-                 "restored.", icon="🚫")
+                 "restored.", icon=ICONS["error"])
     except Exception as exc:  # a damaged model file, wrong format, ...
         log.exception("Model loading failed")
-        st.error(f"**The model cannot be loaded** from `{weights}`: {type(exc).__name__}: {exc}", icon="🚫")
+        st.error(f"**The model cannot be loaded** from `{display_path(weights)}`: {type(exc).__name__}: {exc}",
+                 icon=ICONS["error"])
     return None

@@ -22,6 +22,8 @@ from skin_model.labels import CODES, MALIGNANT_CODES, MELANOMA, NUM_CLASSES
 
 ECE_BINS = 15
 COVERAGE_GRID = np.round(np.linspace(0.0, 0.95, 20), 3)
+#: Share of malignant validation cases the referral threshold must reach (``choose_referral_threshold``).
+REFERRAL_TARGET_SENSITIVITY = 0.90
 
 
 def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS) -> float:
@@ -106,7 +108,8 @@ def referral_rates(labels: np.ndarray, probs: np.ndarray, threshold: float) -> R
                          float(refer.mean()) if len(refer) else 0.0, int(truth.sum()), int((~truth).sum()))
 
 
-def choose_referral_threshold(labels: np.ndarray, probs: np.ndarray, target_sensitivity: float = 0.90) -> float:
+def choose_referral_threshold(labels: np.ndarray, probs: np.ndarray,
+                              target_sensitivity: float = REFERRAL_TARGET_SENSITIVITY) -> float:
     """Highest threshold on the malignant roll-up (0.00 to 0.99 in steps of 0.01) at which at least
     ``target_sensitivity`` of the malignant cases are referred (fitted on validation data)."""
     truth = is_malignant(labels)

@@ -82,6 +82,26 @@ def centre_square(image: Image.Image, side: int = EXPLAIN_DISPLAY_SIDE) -> np.nd
     return np.asarray(square, dtype=np.uint8)
 
 
+def centre_square_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the centre square of a ``width`` x ``height`` image: what the model sees."""
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def outline_centre_square(image: Image.Image, colour: tuple[int, int, int] = (255, 215, 0)) -> Image.Image:
+    """A copy of ``image`` with the centre square the model classifies outlined (dark edge, bright line)."""
+    from PIL import ImageDraw
+
+    shown = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(shown)
+    line = max(2, min(image.size) // 120)
+    left, top, right, bottom = centre_square_box(*image.size)
+    draw.rectangle((left, top, right - 1, bottom - 1), outline=(0, 0, 0), width=line + 2)
+    draw.rectangle((left + 1, top + 1, right - 2, bottom - 2), outline=colour, width=line)
+    return shown
+
+
 def build_explainer(weights_dir: Path) -> Explainer:
     """Load the bundle's Keras model (sha256-checked) and build its Grad-CAM explainer, traced once."""
     model, metadata = load_bundle(Path(weights_dir))
