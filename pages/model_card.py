@@ -14,7 +14,7 @@ import streamlit as st
 
 from skin_model import config
 from skin_model.model import METADATA_FILE, ModelMetadata, sha256_of
-from pages import ensure_app_shell
+from pages import ICONS, ensure_app_shell
 
 ensure_app_shell()
 
@@ -49,7 +49,7 @@ def load_metadata(path: Path) -> ModelMetadata | None:
     """The metadata, or None after showing an error that names the file and the problem."""
     if not path.is_file():
         st.error(f"**No model card available:** `{path}` does not exist. Train a model with `python train.py` "
-                 "or set SKIN_WEIGHTS_DIR to a model bundle folder.", icon="🚫")
+                 "or set SKIN_WEIGHTS_DIR to a model bundle folder.", icon=ICONS["error"])
         return None
     try:
         return cached_metadata(str(path), path.stat().st_mtime)
@@ -59,7 +59,7 @@ def load_metadata(path: Path) -> ModelMetadata | None:
         problem = f"its fields do not match the model metadata format ({exc})"
     except (OSError, UnicodeDecodeError) as exc:
         problem = f"cannot be read ({exc})"
-    st.error(f"**The model card cannot be shown:** `{path}` is {problem}.", icon="🚫")
+    st.error(f"**The model card cannot be shown:** `{path}` is {problem}.", icon=ICONS["error"])
     return None
 
 
@@ -101,7 +101,7 @@ def intended_use_ui(meta: ModelMetadata) -> None:
     st.header("Intended use")
     st.markdown(meta.intended_use)
     st.warning("For education and research only. It is **not a medical device** and must not be used to "
-               "diagnose, treat or rule out any condition.", icon="⚠️")
+               "diagnose, treat or rule out any condition.", icon=ICONS["warning"])
 
 
 def data_ui(meta: ModelMetadata) -> None:

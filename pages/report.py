@@ -22,7 +22,7 @@ from skin_model.report_data import (CURVE_METRICS, HISTORY_FILE, NON_DERMOSCOPIC
                                     ood_category_frame, ood_summary, operating_point, per_class_frame, reports_dir,
                                     safety_results_path, split_audit, training_curves, tta_frame, tta_summary,
                                     unsure_rule, unsure_threshold)
-from pages import ensure_app_shell
+from pages import ICONS, ensure_app_shell
 
 ensure_app_shell()
 
@@ -111,13 +111,13 @@ def refer_ui(report: EvaluationReport, path: Path, weights: Path) -> None:
     try:
         frame = coverage_frame(report, path)
     except ReportError as exc:
-        st.error(f"**The coverage curve cannot be shown.** {exc}", icon="🚫")
+        st.error(f"**The coverage curve cannot be shown.** {exc}", icon=ICONS["error"])
         return
     metadata = weights / METADATA_FILE
     try:
         threshold = cached("unsure_threshold", metadata)
     except ReportError as exc:
-        st.warning(f"**The app's unsure threshold cannot be marked.** {exc}", icon="⚠️")
+        st.warning(f"**The app's unsure threshold cannot be marked.** {exc}", icon=ICONS["warning"])
         st.plotly_chart(coverage_chart(frame, None), key="coverage_chart")
         return
     try:
@@ -144,7 +144,7 @@ def refer_ui(report: EvaluationReport, path: Path, weights: Path) -> None:
     version = report.model.get("version")
     if version and version != threshold.model_version:
         st.warning(f"The threshold belongs to the served model {threshold.model_version}; this report is for "
-                   f"model {version}.", icon="⚠️")
+                   f"model {version}.", icon=ICONS["warning"])
 
 
 def ood_ui(report: EvaluationReport, path: Path) -> None:
@@ -203,7 +203,7 @@ def tta_ui(report: EvaluationReport) -> None:
                     "(several minutes on 2 cores; `--val-limit N` for a quick check).")
         else:
             st.warning(f"**The TTA benchmark cannot be shown.** {exc}. Re-create it with `{SAFETY_COMMAND}`.",
-                       icon="⚠️")
+                       icon=ICONS["warning"])
         return
     st.dataframe(tta_frame(summary), hide_index=True, key="tta_table")
     st.caption(f"From `{path.name}`, measured {summary.measured} on {summary.n_val:,} images of the "
@@ -212,7 +212,7 @@ def tta_ui(report: EvaluationReport) -> None:
     version = report.model.get("version")
     if summary.model_version and version and summary.model_version != version:
         st.warning(f"The benchmark was measured for model {summary.model_version}; this report is for model "
-                   f"{version}.", icon="⚠️")
+                   f"{version}.", icon=ICONS["warning"])
 
 
 def localisation_ui(report: EvaluationReport, path: Path) -> None:
@@ -244,7 +244,7 @@ def comparison_ui(report: EvaluationReport) -> None:
     st.subheader("Comparison with published results")
     st.dataframe(comparison_frame(report), hide_index=True, key="comparison_table",
                  column_config={"Accuracy": RATE, "Balanced accuracy": RATE, "Macro AUC": RATE})
-    st.warning(f"**Compare like with like.** {IMAGE_SPLIT_NOTE}", icon="⚖️")
+    st.warning(f"**Compare like with like.** {IMAGE_SPLIT_NOTE}", icon=ICONS["balance"])
     st.caption("\"verified\": the figure was found in a public source (the publication or a copy of its table) "
                "while building this page; \"reported\": as published, not re-checked offline. References: "
                + " ".join(REFERENCES))
@@ -256,7 +256,7 @@ def training_ui(weights: Path) -> None:
     try:
         curves = cached("training_curves", path)
     except ReportError as exc:
-        st.error(f"**Training curves unavailable.** {exc}", icon="🚫")
+        st.error(f"**Training curves unavailable.** {exc}", icon=ICONS["error"])
         return
     stages = ", ".join(curves["stage"].unique())
     st.caption(f"From `{path}` (stages: {stages}). Training metrics are measured on augmented images with "
@@ -271,15 +271,15 @@ def split_ui(weights: Path) -> None:
     try:
         audit = cached("split_audit", path)
     except ReportError as exc:
-        st.error(f"**Split audit unavailable.** {exc}", icon="🚫")
+        st.error(f"**Split audit unavailable.** {exc}", icon=ICONS["error"])
         return
     if audit.passed:
         st.success(f"**Pass:** none of the {audit.n_lesions:,} lesions has images in more than one split "
-                   f"(checked from `{path.name}`, {audit.n_images:,} images).", icon="✅")
+                   f"(checked from `{path.name}`, {audit.n_images:,} images).", icon=ICONS["ok"])
     else:
         shown = ", ".join(audit.crossing_lesions[:10]) + (" …" if len(audit.crossing_lesions) > 10 else "")
         st.error(f"**Fail:** {len(audit.crossing_lesions)} lesion(s) have images in more than one split: "
-                 f"{shown}. Test figures are optimistic.", icon="🚫")
+                 f"{shown}. Test figures are optimistic.", icon=ICONS["error"])
     images, lesions = st.columns(2)
     images.markdown("**Images per class and split**")
     images.dataframe(audit.images, key="split_images")
@@ -293,14 +293,14 @@ def evaluation_ui(weights: Path) -> None:
     if not files:
         st.error(f"**No evaluation file found.** Expected {' or '.join(TRAINING_REPORTS)} in `{weights}` "
                  f"(written by `python train.py`) or JSON files in `{reports_dir(weights)}` (written by "
-                 "`python -m skin_model.evaluate ... --out FILE`).", icon="🚫")
+                 "`python -m skin_model.evaluate ... --out FILE`).", icon=ICONS["error"])
         return
     chosen = st.selectbox("Evaluation file", files, format_func=lambda f: f.label, key="report_file",
                           help=f"From `{weights}` and `{reports_dir(weights)}` (env SKIN_REPORTS_DIR).")
     try:
         report = cached("report", chosen.path)
     except ReportError as exc:
-        st.error(f"**This evaluation file cannot be shown.** {exc}", icon="🚫")
+        st.error(f"**This evaluation file cannot be shown.** {exc}", icon=ICONS["error"])
         return
     st.download_button("Download this evaluation (JSON)", chosen.path.read_bytes(), file_name=chosen.path.name,
                        mime="application/json", key="download_report")
@@ -313,12 +313,12 @@ def evaluation_ui(weights: Path) -> None:
     try:
         ood_ui(report, chosen.path)
     except ReportError as exc:
-        st.error(f"**The out-of-distribution figures cannot be shown.** {exc}", icon="🚫")
+        st.error(f"**The out-of-distribution figures cannot be shown.** {exc}", icon=ICONS["error"])
     tta_ui(report)
     try:
         localisation_ui(report, chosen.path)
     except ReportError as exc:
-        st.error(f"**Grad-CAM localisation cannot be shown.** {exc}", icon="🚫")
+        st.error(f"**Grad-CAM localisation cannot be shown.** {exc}", icon=ICONS["error"])
     comparison_ui(report)
 
 

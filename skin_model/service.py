@@ -102,6 +102,18 @@ def outline_centre_square(image: Image.Image, colour: tuple[int, int, int] = (25
     return shown
 
 
+def thumbnail_data_uri(image: Image.Image, side: int = 64) -> str:
+    """A small JPEG of ``image`` (longest side ``side`` px) as a ``data:`` URI, for tables."""
+    import base64
+    import io
+
+    small = image.convert("RGB").copy()
+    small.thumbnail((side, side), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def build_explainer(weights_dir: Path) -> Explainer:
     """Load the bundle's Keras model (sha256-checked) and build its Grad-CAM explainer, traced once."""
     model, metadata = load_bundle(Path(weights_dir))
