@@ -60,8 +60,8 @@ def attention_legend(bar: np.ndarray, height: int = 70) -> go.Figure:
     """The heatmap colour scale (``bar``: a uint8 RGB strip, low attention on the left) with tick labels."""
     width = bar.shape[1]
     fig = go.Figure(go.Image(z=bar, hoverinfo="skip"))
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=4, b=30))
-    fig.update_xaxes(tickvals=[0, (width - 1) / 2, width - 1], ticktext=["0 (low attention)", "0.5", "1 (high)"],
-                     showgrid=False, zeroline=False)
+    fig.update_layout(height=height, margin=dict(l=40, r=40, t=4, b=30))
+    fig.update_xaxes(tickvals=[0, (width - 1) / 2, width - 1], ticktext=["0 low", "0.5", "1 high"],
+                     showgrid=False, zeroline=False, automargin=True)
     fig.update_yaxes(visible=False)
     return fig
