@@ -14,6 +14,7 @@ import streamlit as st
 
 from skin_model import config
 from skin_model.config import display_path
+from skin_model.metrics import REFERRAL_TARGET_SENSITIVITY
 from skin_model.model import METADATA_FILE, ModelMetadata, sha256_of
 from skin_model.report_data import target_lines
 from pages import ICONS, ensure_app_shell
@@ -165,8 +166,8 @@ def training_ui(meta: ModelMetadata) -> None:
                 f"**Calibration:** softmax temperature {meta.temperature:.3f} (fitted on validation). "
                 f"**\"Unsure\" threshold:** top probability below {meta.unsure_threshold:.1%}.  \n"
                 + (f"**Referral threshold:** refer when the malignant roll-up (mel + bcc + akiec) reaches "
-                   f"{meta.referral_threshold:.1%} (chosen on validation as served for at least 90% malignant "
-                   "sensitivity).  \n" if meta.referral_threshold is not None else
+                   f"{meta.referral_threshold:.1%} (chosen on validation as served for at least "
+                   f"{REFERRAL_TARGET_SENSITIVITY:.0%} malignant sensitivity).  \n" if meta.referral_threshold is not None else
                    "**Referral threshold:** none recorded (no referral cue).  \n") +
                 f"**Test-time augmentation** (average of the 8 flips/rotations): "
                 f"{'on' if meta.test_time_augmentation else 'off'} by default in the app and the evaluate CLI "

@@ -11,12 +11,10 @@ import numpy as np
 import pytest
 
 from skin_model.inference import Prediction, format_probability
-from skin_model.labels import CODES, MALIGNANT_CODES
-from skin_model.metrics import (EvaluationReport, choose_referral_threshold, malignant_scores, referral_rates)
+from skin_model.labels import CODES
+from skin_model.metrics import EvaluationReport, choose_referral_threshold, malignant_scores, referral_rates
 from skin_model.model import ModelMetadata
 
-MALIGNANT = [CODES.index(c) for c in MALIGNANT_CODES]
-BENIGN = [i for i in range(len(CODES)) if i not in MALIGNANT]
 
 
 def probs_with_malignant_share(shares: list[float]) -> np.ndarray:
