@@ -16,7 +16,6 @@ from skin_model.metrics import EvaluationReport, choose_referral_threshold, mali
 from skin_model.model import ModelMetadata
 
 
-
 def probs_with_malignant_share(shares: list[float]) -> np.ndarray:
     """One row per share: that much probability on melanoma, the rest on naevus."""
     rows = np.zeros((len(shares), len(CODES)))
