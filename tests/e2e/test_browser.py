@@ -168,7 +168,7 @@ def new_page(browser, width: int, scheme: str = "light"):
 
 
 def open_app(page, url: str) -> None:
-    page.goto(url)
+    page.goto(url, wait_until="commit", timeout=RESULT_TIMEOUT_MS)  # a busy server may take > 30 s to "load"
     page.get_by_text("Classify a skin lesion").wait_for(timeout=RESULT_TIMEOUT_MS)
 
 
@@ -192,8 +192,9 @@ def test_session_stays_local_with_disclaimer_and_referral_cue(server, browser, c
     cue = main.get_by_text("is above the referral threshold")
     cue.first.wait_for(timeout=RESULT_TIMEOUT_MS)
     assert main.get_by_text("Refer.").first.is_visible()
-    view = page.get_by_text("What the model saw").bounding_box()
-    overlay = page.get_by_text("Overlay (opacity").bounding_box()
+    view, overlay = [page.locator(".st-key-cam_panels [data-testid='stColumn']").nth(i).bounding_box()
+                     for i in (0, 1)]
+    assert page.locator(".st-key-cam_panels [data-testid='stColumn']").nth(1).get_by_text("Overlay").is_visible()
     assert abs(view["y"] - overlay["y"]) < 5 and overlay["x"] > view["x"], "image and overlay side by side"
     narrow = width < 640
     assert page.locator(".st-key-chart_narrow").is_visible() is narrow
@@ -205,7 +206,7 @@ def test_session_stays_local_with_disclaimer_and_referral_cue(server, browser, c
     page.screenshot(path=str(ARTIFACTS / f"classify_{width}.png"), full_page=True)
     for path, heading in (("batch", "Classify several images"), ("report", "Evaluation report"),
                           ("model_card", "About this model")):
-        page.goto(f"{server}/{path}")
+        page.goto(f"{server}/{path}", wait_until="commit", timeout=RESULT_TIMEOUT_MS)
         page.get_by_role("heading", name=heading).wait_for(timeout=RESULT_TIMEOUT_MS)
         assert page.get_by_test_id("stMain").get_by_text("Not a medical device").first.is_visible(), path
     page.get_by_text("Known limits").wait_for(timeout=RESULT_TIMEOUT_MS)
@@ -234,7 +235,7 @@ def test_batch_csv_names_the_model_version(server, browser, cases, weights_for_e
 
     metadata = ModelMetadata.from_json(weights_for_e2e / "metadata.json")
     context, page = new_page(browser, 1400)
-    page.goto(f"{server}/batch")
+    page.goto(f"{server}/batch", wait_until="commit", timeout=RESULT_TIMEOUT_MS)
     page.get_by_role("heading", name="Classify several images").wait_for(timeout=RESULT_TIMEOUT_MS)
     page.locator("input[type=file]").set_input_files([str(cases["refer"]), str(cases["unsure"])])
     button = page.get_by_text("Download the table (CSV)")
