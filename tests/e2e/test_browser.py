@@ -192,10 +192,14 @@ def test_session_stays_local_with_disclaimer_and_referral_cue(server, browser, c
     cue = main.get_by_text("is above the referral threshold")
     cue.first.wait_for(timeout=RESULT_TIMEOUT_MS)
     assert main.get_by_text("Refer.").first.is_visible()
-    view, overlay = [page.locator(".st-key-cam_panels [data-testid='stColumn']").nth(i).bounding_box()
-                     for i in (0, 1)]
     assert page.locator(".st-key-cam_panels [data-testid='stColumn']").nth(1).get_by_text("Overlay").is_visible()
-    assert abs(view["y"] - overlay["y"]) < 5 and overlay["x"] > view["x"], "image and overlay side by side"
+    # Image and overlay side by side, once the layout has settled (images still loading shift it).
+    page.wait_for_function("""() => {
+        const c = document.querySelectorAll('.st-key-cam_panels [data-testid="stColumn"]');
+        if (c.length < 2) return false;
+        const a = c[0].getBoundingClientRect(), b = c[1].getBoundingClientRect();
+        return Math.abs(a.top - b.top) < 5 && b.left > a.right - 1;
+    }""", timeout=60_000)
     narrow = width < 640
     assert page.locator(".st-key-chart_narrow").is_visible() is narrow
     assert page.locator(".st-key-chart_wide").is_visible() is not narrow
