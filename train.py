@@ -50,9 +50,9 @@ from skin_model.dataset import (SPLITS, find_metadata, load_arrays, load_catalog
                                 split_by_lesion, subsample)
 from skin_model.holdout import HELD_OUT, held_out_dataset, hold_out_sources, recipe_flags, report_file
 from skin_model.labels import CODES
-from skin_model.metrics import choose_unsure_threshold, evaluate_probabilities
-from skin_model.model import (ModelMetadata, build_classifier, default_preprocessing, network_data_format,
-                              save_bundle, set_trainable_backbone, sha256_of)
+from skin_model.metrics import choose_referral_threshold, choose_unsure_threshold, evaluate_probabilities
+from skin_model.model import (HAM10000_KNOWN_LIMITS, ModelMetadata, build_classifier, default_preprocessing,
+                              network_data_format, save_bundle, set_trainable_backbone, sha256_of)
 from skin_model.training import (class_weights, compile_stage, distillation_targets, predict_arrays,
                                  predict_arrays_tta, prior_shift, read_history, stage_callbacks, teacher_probabilities,
                                  warmup_cosine)
@@ -237,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
              single_view, tta_report.balanced_accuracy, "on" if use_tta else "off")
     # The "unsure" threshold is chosen on the validation probabilities as the app will serve them.
     unsure_threshold = choose_unsure_threshold(labels["val"], val_tta if use_tta else calibrated["val"])
-    log.info("Unsure threshold %.2f", unsure_threshold)
+    referral_threshold = choose_referral_threshold(labels["val"], val_tta if use_tta else calibrated["val"])
+    log.info("Unsure threshold %.2f, malignant referral threshold %.2f", unsure_threshold, referral_threshold)
 
     # 6. Evaluate and save the bundle -----------------------------------------------------------------
     version = f"{__version__}+{datetime.now(timezone.utc):%Y%m%d%H%M}"
@@ -275,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         input_size=args.image_size, preprocessing=default_preprocessing(args.image_size, describe(model)),
         network_data_format=network_data_format(args.image_size),
         temperature=temperature, unsure_threshold=unsure_threshold, test_time_augmentation=use_tta,
+        referral_threshold=referral_threshold, known_limits=list(HAM10000_KNOWN_LIMITS),
         training={**json.loads(json.dumps(vars(args), default=str)),  # paths as strings
                   "device": "GPU" if gpu else "CPU",
                   "class_weights": {CODES[k]: v for k, v in weights.items()} if weights else None,

@@ -10,11 +10,36 @@ from streamlit.runtime.pages_manager import PagesManager
 
 from skin_model import config
 from skin_model.holdout import PROTOCOL_NOTE, YARDSTICK_SOURCES, held_out_rows, rows_frame
+from skin_model.config import display_path
 from skin_model.model import ModelIntegrityError
 from skin_model.report_data import list_evaluation_files
 from skin_model.service import ClassifierService
 
 log = logging.getLogger(__name__)
+
+#: Material icons (from Streamlit's own bundled font: they render without an emoji font or a network).
+ICONS = {"warning": ":material/warning:", "stop": ":material/block:", "error": ":material/error:",
+         "info": ":material/info:", "refer": ":material/assignment_late:", "help": ":material/help:",
+         "ok": ":material/check_circle:", "balance": ":material/balance:"}
+
+#: Layout rules for narrow (phone) screens, where Streamlit stacks columns below 640 px.
+PAGE_CSS = """
+<style>
+@media (max-width: 640px) { .st-key-chart_wide { display: none; } }
+@media (min-width: 641px) { .st-key-chart_narrow { display: none; } }
+@media (max-width: 640px) {
+  .st-key-cam_panels [data-testid="stHorizontalBlock"] { flex-wrap: wrap; flex-direction: row; gap: 0.5rem; }
+  .st-key-cam_panels [data-testid="stColumn"] { flex: 0 0 calc(50% - 0.25rem) !important;
+                                                width: calc(50% - 0.25rem) !important;
+                                                min-width: calc(50% - 0.25rem) !important; }
+}
+</style>
+"""
+
+
+def page_css() -> None:
+    """Apply ``PAGE_CSS`` (once per script run, from app.py)."""
+    st.html(PAGE_CSS)
 
 
 def ensure_app_shell() -> None:
@@ -44,12 +69,13 @@ def served_service_or_error() -> ClassifierService | None:
     try:
         return load_service(str(weights))
     except ModelIntegrityError as exc:
-        st.error(f"**The model cannot be loaded.** {exc}\n\nThe model bundle must be in `{weights}` "
+        st.error(f"**The model cannot be loaded.** {exc}\n\nThe model bundle must be in `{display_path(weights)}` "
                  "(set `SKIN_WEIGHTS_DIR` to use another folder). Classification is unavailable until it is "
-                 "restored.", icon="🚫")
+                 "restored.", icon=ICONS["error"])
     except Exception as exc:  # a damaged model file, wrong format, ...
         log.exception("Model loading failed")
-        st.error(f"**The model cannot be loaded** from `{weights}`: {type(exc).__name__}: {exc}", icon="🚫")
+        st.error(f"**The model cannot be loaded** from `{display_path(weights)}`: {type(exc).__name__}: {exc}",
+                 icon=ICONS["error"])
     return None
 
 
@@ -61,7 +87,7 @@ def other_clinics_ui(weights: Path, key: str) -> None:
         rows = held_out_rows([f.path for f in list_evaluation_files(weights)])
     except Exception as exc:  # a damaged report: say which, keep the page
         log.exception("Held-out reports unreadable")
-        st.error(f"**The held-out-source reports cannot be read.** {type(exc).__name__}: {exc}", icon="🚫")
+        st.error(f"**The held-out-source reports cannot be read.** {type(exc).__name__}: {exc}", icon=ICONS["error"])
         return
     if rows:
         number = st.column_config.NumberColumn(format="%.3f")
@@ -76,4 +102,4 @@ def other_clinics_ui(weights: Path, key: str) -> None:
 def ood_off_warning(service: ClassifierService) -> None:
     """The one visible state of a gate that is off (not fitted, damaged, stale), with the reason."""
     st.warning(f"**The dermatoscopic-image check is off:** {service.ood_status}. Results are shown without "
-               "it: only use dermatoscopic photos of single skin lesions.", icon="⚠️")
+               "it: only use dermatoscopic photos of single skin lesions.", icon=ICONS["warning"])

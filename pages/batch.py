@@ -7,14 +7,17 @@ import logging
 from dataclasses import dataclass
 
 import pandas as pd
+from PIL import Image
 import streamlit as st
 
 from skin_model.explain import METHODS
 from skin_model.imaging import FILE_SUFFIXES, MAX_FILE_BYTES, SUPPORTED_DESCRIPTION, InvalidImageError
+from skin_model.inference import format_probability
 from skin_model.labels import by_code
+from skin_model.model import ModelMetadata
 from skin_model.safe_text import escape_markdown, spreadsheet_safe_frame
-from skin_model.service import Analysis, ClassifierService
-from pages import ensure_app_shell, ood_off_warning, served_service_or_error
+from skin_model.service import Analysis, ClassifierService, thumbnail_data_uri
+from pages import ICONS, ensure_app_shell, ood_off_warning, served_service_or_error
 
 ensure_app_shell()
 
@@ -25,6 +28,7 @@ UPLOAD_TYPES = [suffix.lstrip(".") for suffix in FILE_SUFFIXES]
 MAX_FILES = 50
 CSV_NAME = "skin_lesion_batch.csv"
 OVERLAY_ALPHA = 0.4
+MALIGNANT_COLUMN = "Malignant (mel+bcc+akiec)"
 
 
 @dataclass(frozen=True)
@@ -80,43 +84,73 @@ def note(item: BatchItem) -> str:
     if item.analysis.flagged_ood:
         return "not a dermatoscopic image: do not rely on the result"
     if item.analysis.prediction.unsure:
-        return "unsure: needs clinician assessment"
+        return "unsure: refer for assessment"
+    if item.analysis.prediction.refer:
+        return "malignant probability at or above the referral threshold: refer"
     return ""
 
 
+#: Column order: what matters for each file first, descriptive columns after.
+COLUMNS = ("#", "Image", "File", "Top class", "Probability", MALIGNANT_COLUMN, "Refer", "Not dermatoscopic",
+           "Unsure", "Note", "Top category", "Status")
+#: Columns of the downloaded CSV (no thumbnails; the model and the TTA setting that produced the rows).
+CSV_COLUMNS = ("Model version", "TTA", *(c for c in COLUMNS if c != "Image"))
+
+
 def results_table(items: list[BatchItem], ood_enabled: bool) -> pd.DataFrame:
-    """One row per file (bad files included, with their error)."""
+    """One row per file (bad files included, with their error and blank result cells)."""
     rows = []
     for item in items:
         a = item.analysis
         p = a.prediction if a is not None else None
         rows.append({
             "#": item.number,
+            "Image": thumbnail_data_uri(Image.fromarray(a.view)) if a is not None else None,  # what the model saw
             "File": item.name,
-            "Status": "ok" if a is not None else f"error: {item.error}",
-            "Top class": p.top_code if p else None,
-            "Diagnosis": by_code(p.top_code).name.split(" (")[0] if p else None,
+            "Top class": p.top_code if p else "",
             "Probability": p.top_probability if p else None,
-            "Malignant (mel+bcc+akiec)": p.malignant_probability if p else None,
+            MALIGNANT_COLUMN: p.malignant_probability if p else None,
+            "Refer": p.refer if p else None,
             "Not dermatoscopic": (a.flagged_ood if ood_enabled else None) if a is not None else None,
             "Unsure": p.unsure if p else None,
             "Note": note(item),
+            "Top category": by_code(p.top_code).name.split(" (")[0] if p else "",
+            "Status": "ok" if a is not None else f"error: {item.error}",
         })
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    table[["Probability", MALIGNANT_COLUMN]] = table[["Probability", MALIGNANT_COLUMN]].astype("Float64")
+    table[["Refer", "Not dermatoscopic", "Unsure"]] = table[["Refer", "Not dermatoscopic", "Unsure"]].astype("boolean")
+    table["Image"] = table["Image"].astype("string")  # missing values are nulls (blank cells), not "None"
+    return table
 
 
-def table_ui(table: pd.DataFrame) -> None:
+def csv_bytes(table: pd.DataFrame, model_version: str, tta: bool) -> bytes:
+    """The table as CSV with the model version and the TTA setting on every row; blank cells stay blank, and
+    names are data, not formulas (``spreadsheet_safe_frame``)."""
+    rows = table.assign(**{"Model version": model_version, "TTA": "on" if tta else "off"})
+    return spreadsheet_safe_frame(rows[list(CSV_COLUMNS)]).to_csv(index=False).encode("utf-8")
+
+
+def table_ui(table: pd.DataFrame, metadata: ModelMetadata, tta: bool) -> None:
     percent = st.column_config.NumberColumn(format="percent")
+    threshold = metadata.referral_threshold
+    refer_help = ("Malignant roll-up at or above the model's referral threshold "
+                  f"({format_probability(threshold)}, chosen on validation for high malignant sensitivity)"
+                  if threshold is not None else "This model has no referral threshold")
     st.dataframe(table, hide_index=True, key="batch_table", column_config={
-        "Probability": percent, "Malignant (mel+bcc+akiec)": percent,
+        "Image": st.column_config.ImageColumn("Image", help="The uploaded image (thumbnail)", width="small"),
+        "Probability": st.column_config.NumberColumn(format="percent", help="Calibrated probability of the top class"),
+        MALIGNANT_COLUMN: percent,
+        "Refer": st.column_config.CheckboxColumn(help=refer_help),
         "Not dermatoscopic": st.column_config.CheckboxColumn(help="Flagged by the out-of-distribution check"),
         "Unsure": st.column_config.CheckboxColumn(help="Top probability below the model's unsure threshold"),
+        "Status": st.column_config.TextColumn(width="medium"),
     })
-    csv = spreadsheet_safe_frame(table).to_csv(index=False).encode("utf-8")  # names are data, not formulas
-    st.download_button("Download the table (CSV)", csv, file_name=CSV_NAME,
+    st.download_button("Download the table (CSV)", csv_bytes(table, metadata.version, tta), file_name=CSV_NAME,
                        mime="text/csv", key="batch_csv", on_click="ignore", icon=":material/download:")
     st.caption("Click a column header to sort. Probabilities are calibrated; 'Malignant' is the sum of the "
-               "melanoma, basal cell carcinoma and actinic keratosis / Bowen's probabilities.")
+               "melanoma, basal cell carcinoma and actinic keratosis / Bowen's probabilities. Rows of files that "
+               "could not be used are blank. The CSV records the model version and the TTA setting.")
 
 
 def gradcam_ui(service: ClassifierService, items: list[BatchItem]) -> None:
@@ -129,15 +163,17 @@ def gradcam_ui(service: ClassifierService, items: list[BatchItem]) -> None:
     code = analysis.prediction.top_code
     if analysis.flagged_ood:
         st.warning("This image does not look like a dermatoscopic image; its heatmap is not meaningful.",
-                   icon="⚠️")
+                   icon=ICONS["warning"])
     loading = "" if service.explainer_ready else " (first use since the server started: loading TensorFlow)"
     with st.spinner(f"Computing Grad-CAM{loading}…"):
         explanation = service.explain(analysis, code, "gradcam")
     view_col, overlay_col = st.columns(2)
     view_col.image(explanation.view, caption=f"{escape_markdown(analysis.name)}: what the model saw", width="stretch",
-                   output_format="JPEG")
+                   output_format="JPEG", alt=f"The centre square of {analysis.name} that the model classified")
     overlay_col.image(explanation.overlay(OVERLAY_ALPHA), width="stretch", output_format="JPEG",
-                      caption=f"{METHODS['gradcam']} overlay for {code} ({analysis.prediction.top_probability:.0%})")
+                      caption=f"{METHODS['gradcam']} overlay for {code} "
+                              f"({format_probability(analysis.prediction.top_probability)})",
+                      alt=f"Grad-CAM heatmap for {code} blended over the model's view of {analysis.name}")
     st.caption("Blue = low attention, red = high attention. Use the Classify page for other classes, "
                "Grad-CAM++ and the case report.")
 
@@ -155,7 +191,7 @@ def batch_page() -> None:
     if not service.ood_enabled:
         ood_off_warning(service)
     if not uploads:
-        st.info("Upload one or more images to start.")
+        st.info("Upload one or more images to start.", icon=ICONS["info"])
         return
     if len(uploads) > MAX_FILES:
         st.warning(f"{len(uploads)} files were uploaded; only the first {MAX_FILES} are analysed.")
@@ -165,12 +201,12 @@ def batch_page() -> None:
     if failed:
         st.error(f"**{len(failed)} of {len(items)} file(s) could not be used:**\n\n"
                  + "\n".join(f"- **{escape_markdown(item.name)}**: {escape_markdown(item.error)}" for item in failed),
-                 icon="🚫")
+                 icon=ICONS["error"])
     flagged = [item.name for item in items if item.analysis is not None and item.analysis.flagged_ood]
     if flagged:
         st.warning(f"**{len(flagged)} image(s) do not look like dermatoscopic images** and their results "
-                   f"should not be relied on: {', '.join(map(escape_markdown, flagged))}", icon="🛑")
-    table_ui(results_table(items, service.ood_enabled))
+                   f"should not be relied on: {', '.join(map(escape_markdown, flagged))}", icon=ICONS["stop"])
+    table_ui(results_table(items, service.ood_enabled), service.metadata, tta)
     try:
         gradcam_ui(service, items)
     except Exception:

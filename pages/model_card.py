@@ -13,8 +13,11 @@ import pandas as pd
 import streamlit as st
 
 from skin_model import config
+from skin_model.config import display_path
+from skin_model.metrics import REFERRAL_TARGET_SENSITIVITY
 from skin_model.model import METADATA_FILE, ModelMetadata, sha256_of
-from pages import ensure_app_shell, other_clinics_ui
+from skin_model.report_data import target_lines
+from pages import ICONS, ensure_app_shell, other_clinics_ui
 
 ensure_app_shell()
 
@@ -33,6 +36,11 @@ TRAINING_KEYS = (  # (metadata.training key, label), in reading order
     ("distill_weight", "Teachers' share of the targets (when distilled)"),
     ("batch_size", "Batch size"), ("seed", "Seed"), ("device", "Device"), ("max_images", "Image limit (0 = all)"),
 )
+#: Training settings that hold machine paths: the card shows only the folder names.
+PATH_KEYS = ("distill_from",)
+#: metadata.metrics rows in reading order with their labels (how each split was predicted).
+METRIC_ROWS = {"test_tta": "test, 8-view TTA", "test": "test, single view", "val_tta": "validation, 8-view TTA",
+               "val": "validation, single view"}
 METRIC_LABELS = {"balanced_accuracy": "Balanced accuracy", "accuracy": "Accuracy", "macro_auc": "Macro AUC",
                  "ece": "ECE", "melanoma_sensitivity": "Melanoma sensitivity",
                  "melanoma_specificity": "Melanoma specificity"}
@@ -51,8 +59,8 @@ def cached_sha256(path: str, mtime: float) -> str:
 def load_metadata(path: Path) -> ModelMetadata | None:
     """The metadata, or None after showing an error that names the file and the problem."""
     if not path.is_file():
-        st.error(f"**No model card available:** `{path}` does not exist. Train a model with `python train.py` "
-                 "or set SKIN_WEIGHTS_DIR to a model bundle folder.", icon="🚫")
+        st.error(f"**No model card available:** `{display_path(path)}` does not exist. Train a model with `python train.py` "
+                 "or set SKIN_WEIGHTS_DIR to a model bundle folder.", icon=ICONS["error"])
         return None
     try:
         return cached_metadata(str(path), path.stat().st_mtime)
@@ -62,7 +70,7 @@ def load_metadata(path: Path) -> ModelMetadata | None:
         problem = f"its fields do not match the model metadata format ({exc})"
     except (OSError, UnicodeDecodeError) as exc:
         problem = f"cannot be read ({exc})"
-    st.error(f"**The model card cannot be shown:** `{path}` is {problem}.", icon="🚫")
+    st.error(f"**The model card cannot be shown:** `{display_path(path)}` is {problem}.", icon=ICONS["error"])
     return None
 
 
@@ -73,6 +81,13 @@ def copy_resolution(folder: str) -> int | None:
     if match := re.search(r"crop(\d+)", folder):
         return int(match.group(1))
     return None
+
+
+def folder_names(value: Any) -> Any:
+    """Paths reduced to their last part (no machine paths on the card); other values unchanged."""
+    if isinstance(value, list):
+        return [Path(str(v)).name for v in value]
+    return Path(str(value)).name if isinstance(value, str) and "/" in value else value
 
 
 def format_value(value: Any) -> str:
@@ -94,17 +109,18 @@ def identity_ui(meta: ModelMetadata, weights: Path) -> None:
     if model_path.is_file() and meta.model_sha256:
         actual = cached_sha256(str(model_path), model_path.stat().st_mtime)
         if actual == meta.model_sha256:
-            st.caption(f"The file in `{weights}` matches this sha256. Predictions are served by a LiteRT copy "
+            st.caption(f"The file in `{display_path(weights)}` matches this sha256. Predictions are served by a LiteRT copy "
                        "(`model.tflite`) built from it and checked against it.")
         else:
-            st.error(f"`{model_path}` has sha256 `{actual}`, not the one recorded: the weights were changed.")
+            st.error(f"`{display_path(model_path)}` has sha256 `{actual}`, not the one recorded: the weights were "
+                     "changed.", icon=ICONS["error"])
 
 
 def intended_use_ui(meta: ModelMetadata) -> None:
     st.header("Intended use")
     st.markdown(meta.intended_use)
     st.warning("For education and research only. It is **not a medical device** and must not be used to "
-               "diagnose, treat or rule out any condition.", icon="⚠️")
+               "diagnose, treat or rule out any condition.", icon=ICONS["warning"])
 
 
 def data_ui(meta: ModelMetadata) -> None:
@@ -141,7 +157,8 @@ def training_ui(meta: ModelMetadata) -> None:
     if not training:
         st.info(f"Training recipe {NOT_RECORDED}.")
     else:
-        rows = [(label, format_value(training[key])) for key, label in TRAINING_KEYS if key in training]
+        rows = [(label, format_value(training[key] if key not in PATH_KEYS else folder_names(training[key])))
+                for key, label in TRAINING_KEYS if key in training]
         if training.get("class_weights"):
             rows.append(("Class weights (balanced)", format_value(
                 {k: round(v, 2) for k, v in training["class_weights"].items()})))
@@ -150,10 +167,19 @@ def training_ui(meta: ModelMetadata) -> None:
     st.markdown(f"**Backbone:** {backbone.get('architecture', NOT_RECORDED)}, ImageNet weights "
                 f"`{backbone.get('source', '?')}` (sha256 `{backbone.get('sha256') or '?'}`).  \n"
                 f"**Calibration:** softmax temperature {meta.temperature:.3f} (fitted on validation). "
-                f"**\"Unsure\" threshold:** top probability below {meta.unsure_threshold:.0%}.  \n"
+                f"**\"Unsure\" threshold:** top probability below {meta.unsure_threshold:.1%}.  \n"
+                + (f"**Referral threshold:** refer when the malignant roll-up (mel + bcc + akiec) reaches "
+                   f"{meta.referral_threshold:.1%} (chosen on validation as served for at least "
+                   f"{REFERRAL_TARGET_SENSITIVITY:.0%} malignant sensitivity).  \n" if meta.referral_threshold is not None else
+                   "**Referral threshold:** none recorded (no referral cue).  \n") +
                 f"**Test-time augmentation** (average of the 8 flips/rotations): "
                 f"{'on' if meta.test_time_augmentation else 'off'} by default in the app and the evaluate CLI "
                 "(on only when it raised validation balanced accuracy; `val_tta` in the metrics below).")
+
+
+def served_row(meta: ModelMetadata) -> str:
+    """The metrics row of the test split predicted as the app serves it."""
+    return "test_tta" if meta.test_time_augmentation and "test_tta" in meta.metrics else "test"
 
 
 def metrics_ui(meta: ModelMetadata) -> None:
@@ -161,12 +187,20 @@ def metrics_ui(meta: ModelMetadata) -> None:
     if not meta.metrics:
         st.info(f"Metrics {NOT_RECORDED}. See the Evaluation report page.")
         return
-    table = pd.DataFrame(meta.metrics).T.rename(columns=METRIC_LABELS)
+    order = [key for key in METRIC_ROWS if key in meta.metrics] + [k for k in meta.metrics if k not in METRIC_ROWS]
+    served = served_row(meta)
+    table = pd.DataFrame({key: meta.metrics[key] for key in order}).T.rename(columns=METRIC_LABELS)
+    table.index = [METRIC_ROWS.get(key, key) + (" (as served)" if key == served else "") for key in order]
     table.index.name = "split"
     st.dataframe(table, key="card_metrics", column_config={c: st.column_config.NumberColumn(format="%.3f")
                                                             for c in table.columns})
     st.caption("Test = held-out lesions never used for any choice; validation = used for checkpoint selection "
                "and calibration, so optimistic. Details on the Evaluation report page.")
+    if served in meta.metrics:
+        lines = target_lines(meta.metrics[served])
+        met = sum(1 for _, ok in lines if ok)
+        st.markdown(f"**Project targets, {METRIC_ROWS[served]} ({met} of {len(lines)} met):**\n"
+                    + "\n".join(f"- {text}" for text, _ in lines))
 
 
 def limits_ui(meta: ModelMetadata) -> None:
@@ -186,20 +220,9 @@ def limits_ui(meta: ModelMetadata) -> None:
                       f"{'; '.join(parts)}. Detail finer than these copies was never seen in training.")
     else:
         resolution = f"Resolution of the training copies {NOT_RECORDED}."
-    st.markdown("\n".join([
-        "- **Dermoscopic images only.** Trained on dermatoscope photographs; clinical (non-dermoscopic) "
-        "photos, histology or whole-body images are outside its scope and were never evaluated.",
-        f"- **Image resolution.** {resolution}",
-        "- **Skin types under-represented.** HAM10000 comes from two practices (Vienna, Austria and "
-        "Queensland, Australia) whose patients are mostly fair-skinned and of European descent; performance on "
-        "darker skin types is unknown.",
-        "- **No patient context.** Age, sex and body site are not inputs, although clinicians use them.",
-        "- **Seven classes only.** Any other lesion (e.g. invasive squamous cell carcinoma, "
-        "Merkel cell carcinoma, non-lesion images) is forced into one of the seven classes.",
-        "- **One data set.** Trained and tested on HAM10000 only. On external dermoscopy from other clinics the "
-        "model of 2026-11-26 missed most melanomas (sensitivity 0.27-0.60); the held-out-source figures above "
-        "are HAM10000's own proxy for that. Use `python -m skin_model.evaluate` on such data before relying on it.",
-    ]))
+    if not meta.known_limits:
+        st.info(f"Known limits {NOT_RECORDED} (`known_limits`).")
+    st.markdown("\n".join([f"- {limit}" for limit in meta.known_limits] + [f"- **Image resolution.** {resolution}"]))
 
 
 def model_card_page() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from skin_model import config
+from skin_model.config import display_path
 from skin_model.metrics import EvaluationReport
 from skin_model.model import METADATA_FILE
 from skin_model.published import IMAGE_SPLIT_NOTE, REFERENCES
@@ -16,13 +17,14 @@ from skin_model.report_charts import (confusion_heatmap, coverage_chart, pr_char
                                       training_curve_chart)
 from skin_model.report_data import (CURVE_METRICS, HISTORY_FILE, NON_DERMOSCOPIC_SET,
                                     OOD_FIT_COMMAND, OOD_MEASURE_COMMAND, SAFETY_COMMAND, SPLIT_FILE,
-                                    TRAINING_REPORTS, ReportError,
-                                    comparison_frame, confusion_frames, coverage_frame, dataset_description,
+                                    PROJECT_TARGETS, TRAINING_REPORTS, ReportError,
+                                    comparison_frame, file_description, referral_frame, referral_rule,
+                                    served_file_index, served_metadata, target_lines, confusion_frames, coverage_frame, dataset_description,
                                     headlines, list_evaluation_files, load_report, localisation_summary,
                                     ood_category_frame, ood_summary, operating_point, per_class_frame, reports_dir,
                                     safety_results_path, split_audit, training_curves, tta_frame, tta_summary,
                                     unsure_rule, unsure_threshold)
-from pages import ensure_app_shell, other_clinics_ui
+from pages import ICONS, ensure_app_shell, other_clinics_ui
 
 ensure_app_shell()
 
@@ -37,7 +39,7 @@ def modified_time(path: Path) -> float:
 
 # ---------------------------------------------------------------------------------------------- cached loaders
 LOADERS = {"report": load_report, "split_audit": split_audit, "unsure_threshold": unsure_threshold,
-           "tta_summary": tta_summary, "training_curves": training_curves}
+           "tta_summary": tta_summary, "training_curves": training_curves, "metadata": served_metadata}
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -64,6 +66,16 @@ def headline_ui(report: EvaluationReport) -> None:
         fitted = (f"temperature {temperature:.3f}" if isinstance(temperature, (int, float))
                   else "temperature not recorded")
         st.caption(f"Calibration error before temperature scaling: {report.ece_uncalibrated:.3f} ({fitted}).")
+    targets_ui(report)
+
+
+def targets_ui(report: EvaluationReport) -> None:
+    """Which of the project's own targets (set for the test split) this evaluation meets, in plain words."""
+    lines = target_lines({t.key: getattr(report, t.key) for t in PROJECT_TARGETS})
+    met = sum(1 for _, ok in lines if ok)
+    scope = "" if report.dataset.get("split") == "test" else " (the targets are set for the test split)"
+    st.markdown(f"**Project targets on this evaluation{scope}: {met} of {len(lines)} met.**  \n"
+                + "  \n".join(text for text, _ in lines))
 
 
 def per_class_ui(report: EvaluationReport) -> None:
@@ -111,13 +123,13 @@ def refer_ui(report: EvaluationReport, path: Path, weights: Path) -> None:
     try:
         frame = coverage_frame(report, path)
     except ReportError as exc:
-        st.error(f"**The coverage curve cannot be shown.** {exc}", icon="🚫")
+        st.error(f"**The coverage curve cannot be shown.** {exc}", icon=ICONS["error"])
         return
     metadata = weights / METADATA_FILE
     try:
         threshold = cached("unsure_threshold", metadata)
     except ReportError as exc:
-        st.warning(f"**The app's unsure threshold cannot be marked.** {exc}", icon="⚠️")
+        st.warning(f"**The app's unsure threshold cannot be marked.** {exc}", icon=ICONS["warning"])
         st.plotly_chart(coverage_chart(frame, None), key="coverage_chart")
         return
     try:
@@ -127,8 +139,8 @@ def refer_ui(report: EvaluationReport, path: Path, weights: Path) -> None:
         point, missing = None, str(exc)
     st.plotly_chart(coverage_chart(frame, point), key="coverage_chart")
     columns = st.columns(4)
-    columns[0].metric("Unsure threshold", f"{threshold.value:.2f}",
-                      help=f"ModelMetadata.unsure_threshold in `{threshold.source}`")
+    columns[0].metric("Unsure threshold", f"{threshold.value:.1%}",
+                      help=f"ModelMetadata.unsure_threshold in `{threshold.source.name}`")
     if point is not None:
         columns[1].metric("Referred as unsure", percent(point.referred))
         columns[2].metric("Kept cases: balanced accuracy", percent(point.balanced_accuracy))
@@ -136,7 +148,7 @@ def refer_ui(report: EvaluationReport, path: Path, weights: Path) -> None:
     else:
         columns[1].caption(f"The threshold's point on this data cannot be computed ({missing}); the curve "
                            "shows only the thresholds stored in the report.")
-    st.markdown(f"The app's threshold ({threshold.value:.2f}, model {threshold.model_version}) was chosen on "
+    st.markdown(f"The app's threshold ({threshold.value:.1%}, model {threshold.model_version}) was chosen on "
                 f"the validation split by `choose_unsure_threshold`: {unsure_rule()}.")
     if report.dataset.get("split") == "val":
         st.caption("This report is the validation split the threshold was chosen on, so its figures at the "
@@ -144,7 +156,37 @@ def refer_ui(report: EvaluationReport, path: Path, weights: Path) -> None:
     version = report.model.get("version")
     if version and version != threshold.model_version:
         st.warning(f"The threshold belongs to the served model {threshold.model_version}; this report is for "
-                   f"model {version}.", icon="⚠️")
+                   f"model {version}.", icon=ICONS["warning"])
+
+
+def referral_ui(files: list, weights: Path) -> None:
+    """The malignant referral cue's sensitivity and specificity on every evaluation offered."""
+    st.subheader("Malignant referral cue")
+    try:
+        metadata = cached("metadata", weights / METADATA_FILE)
+    except ReportError as exc:
+        st.warning(f"**The referral threshold cannot be read.** {exc}", icon=ICONS["warning"])
+        return
+    if metadata.referral_threshold is None:
+        st.info("The served model has no referral threshold (`referral_threshold` in metadata.json), so the app "
+                "shows no referral cue.", icon=ICONS["info"])
+        return
+    threshold = metadata.referral_threshold
+    entries = []
+    for file in files:
+        try:
+            report = cached("report", file.path)
+        except ReportError:
+            continue
+        entries.append((file_description(file, report), report))
+    st.markdown(f"The app says **refer** when the malignant roll-up (mel + bcc + akiec) reaches "
+                f"**{threshold:.1%}**, even when a benign category is on top. The threshold was chosen by "
+                f"`choose_referral_threshold` as {referral_rule()}. On each evaluation offered above:")
+    st.dataframe(referral_frame(entries, threshold), hide_index=True, key="referral_table",
+                 column_config={"Malignant sensitivity": PERCENT, "Specificity": PERCENT, "Referred": PERCENT})
+    st.caption("Sensitivity: share of malignant images (mel, bcc, akiec) referred. Specificity: share of benign "
+               "images not referred. The validation figures are the ones the threshold was chosen on "
+               "(optimistic); test and any other sources are held out.")
 
 
 def ood_ui(report: EvaluationReport, path: Path) -> None:
@@ -199,11 +241,11 @@ def tta_ui(report: EvaluationReport) -> None:
         summary = cached("tta_summary", path)
     except ReportError as exc:
         if not path.exists():
-            st.info(f"No test-time augmentation benchmark found (`{path}`). Produce it with `{SAFETY_COMMAND}` "
+            st.info(f"No test-time augmentation benchmark found (`{display_path(path)}`). Produce it with `{SAFETY_COMMAND}` "
                     "(several minutes on 2 cores; `--val-limit N` for a quick check).")
         else:
             st.warning(f"**The TTA benchmark cannot be shown.** {exc}. Re-create it with `{SAFETY_COMMAND}`.",
-                       icon="⚠️")
+                       icon=ICONS["warning"])
         return
     st.dataframe(tta_frame(summary), hide_index=True, key="tta_table")
     st.caption(f"From `{path.name}`, measured {summary.measured} on {summary.n_val:,} images of the "
@@ -212,7 +254,7 @@ def tta_ui(report: EvaluationReport) -> None:
     version = report.model.get("version")
     if summary.model_version and version and summary.model_version != version:
         st.warning(f"The benchmark was measured for model {summary.model_version}; this report is for model "
-                   f"{version}.", icon="⚠️")
+                   f"{version}.", icon=ICONS["warning"])
 
 
 def localisation_ui(report: EvaluationReport, path: Path) -> None:
@@ -242,9 +284,13 @@ def localisation_ui(report: EvaluationReport, path: Path) -> None:
 
 def comparison_ui(report: EvaluationReport) -> None:
     st.subheader("Comparison with published results")
-    st.dataframe(comparison_frame(report), hide_index=True, key="comparison_table",
-                 column_config={"Accuracy": RATE, "Balanced accuracy": RATE, "Macro AUC": RATE})
-    st.warning(f"**Compare like with like.** {IMAGE_SPLIT_NOTE}", icon="⚖️")
+    frame = comparison_frame(report)
+    shown = frame.drop(columns="Source").assign(Ref=[""] + [f"[{i}]" for i in range(1, len(frame))])
+    for column in ("Accuracy", "Balanced accuracy", "Macro AUC"):
+        shown[column] = [("n/a" if v is None or v != v else f"{v:.3f}") for v in shown[column]]
+    st.table(shown.set_index("Model"))  # a static table wraps its text, so it fits the page at any width
+    st.markdown("\n".join(f"{i}. {source}" for i, source in enumerate(frame["Source"].iloc[1:], start=1)))
+    st.warning(f"**Compare like with like.** {IMAGE_SPLIT_NOTE}", icon=ICONS["balance"])
     st.caption("\"verified\": the figure was found in a public source (the publication or a copy of its table) "
                "while building this page; \"reported\": as published, not re-checked offline. References: "
                + " ".join(REFERENCES))
@@ -256,10 +302,10 @@ def training_ui(weights: Path) -> None:
     try:
         curves = cached("training_curves", path)
     except ReportError as exc:
-        st.error(f"**Training curves unavailable.** {exc}", icon="🚫")
+        st.error(f"**Training curves unavailable.** {exc}", icon=ICONS["error"])
         return
     stages = ", ".join(curves["stage"].unique())
-    st.caption(f"From `{path}` (stages: {stages}). Training metrics are measured on augmented images with "
+    st.caption(f"From `{path.name}` (stages: {stages}). Training metrics are measured on augmented images with "
                "dropout active, validation metrics on the untouched validation split.")
     for column, metric in zip(st.columns(len(CURVE_METRICS)), CURVE_METRICS):
         column.plotly_chart(training_curve_chart(curves, metric), key=f"training_{metric}")
@@ -271,15 +317,15 @@ def split_ui(weights: Path) -> None:
     try:
         audit = cached("split_audit", path)
     except ReportError as exc:
-        st.error(f"**Split audit unavailable.** {exc}", icon="🚫")
+        st.error(f"**Split audit unavailable.** {exc}", icon=ICONS["error"])
         return
     if audit.passed:
         st.success(f"**Pass:** none of the {audit.n_lesions:,} lesions has images in more than one split "
-                   f"(checked from `{path.name}`, {audit.n_images:,} images).", icon="✅")
+                   f"(checked from `{path.name}`, {audit.n_images:,} images).", icon=ICONS["ok"])
     else:
         shown = ", ".join(audit.crossing_lesions[:10]) + (" …" if len(audit.crossing_lesions) > 10 else "")
         st.error(f"**Fail:** {len(audit.crossing_lesions)} lesion(s) have images in more than one split: "
-                 f"{shown}. Test figures are optimistic.", icon="🚫")
+                 f"{shown}. Test figures are optimistic.", icon=ICONS["error"])
     images, lesions = st.columns(2)
     images.markdown("**Images per class and split**")
     images.dataframe(audit.images, key="split_images")
@@ -291,16 +337,31 @@ def split_ui(weights: Path) -> None:
 def evaluation_ui(weights: Path) -> None:
     files = list_evaluation_files(weights)
     if not files:
-        st.error(f"**No evaluation file found.** Expected {' or '.join(TRAINING_REPORTS)} in `{weights}` "
-                 f"(written by `python train.py`) or JSON files in `{reports_dir(weights)}` (written by "
-                 "`python -m skin_model.evaluate ... --out FILE`).", icon="🚫")
+        st.error(f"**No evaluation file found.** Expected {' or '.join(TRAINING_REPORTS)} in "
+                 f"`{display_path(weights)}` (written by `python train.py`) or JSON files in "
+                 f"`{display_path(reports_dir(weights))}` (written by `python -m skin_model.evaluate ... --out FILE`).",
+                 icon=ICONS["error"])
         return
-    chosen = st.selectbox("Evaluation file", files, format_func=lambda f: f.label, key="report_file",
-                          help=f"From `{weights}` and `{reports_dir(weights)}` (env SKIN_REPORTS_DIR).")
+    reports = []
+    for file in files:
+        try:
+            reports.append(cached("report", file.path))
+        except ReportError:
+            reports.append(None)
+    try:
+        served_tta = cached("metadata", weights / METADATA_FILE).test_time_augmentation
+    except ReportError:
+        served_tta = False
+    labels = {file.path: file_description(file, report) for file, report in zip(files, reports)}
+    chosen = st.selectbox("Evaluation file", files, format_func=lambda f: labels[f.path], key="report_file",
+                          index=served_file_index(reports, served_tta),
+                          help="Opens on the test split predicted as the app serves it "
+                               f"({'8-view TTA' if served_tta else 'single view'}). From the model folder and its "
+                               "evaluations folder (env SKIN_REPORTS_DIR).")
     try:
         report = cached("report", chosen.path)
     except ReportError as exc:
-        st.error(f"**This evaluation file cannot be shown.** {exc}", icon="🚫")
+        st.error(f"**This evaluation file cannot be shown.** {exc}", icon=ICONS["error"])
         return
     st.download_button("Download this evaluation (JSON)", chosen.path.read_bytes(), file_name=chosen.path.name,
                        mime="application/json", key="download_report")
@@ -310,15 +371,16 @@ def evaluation_ui(weights: Path) -> None:
     curves_ui(report)
     reliability_ui(report)
     refer_ui(report, chosen.path, weights)
+    referral_ui(files, weights)
     try:
         ood_ui(report, chosen.path)
     except ReportError as exc:
-        st.error(f"**The out-of-distribution figures cannot be shown.** {exc}", icon="🚫")
+        st.error(f"**The out-of-distribution figures cannot be shown.** {exc}", icon=ICONS["error"])
     tta_ui(report)
     try:
         localisation_ui(report, chosen.path)
     except ReportError as exc:
-        st.error(f"**Grad-CAM localisation cannot be shown.** {exc}", icon="🚫")
+        st.error(f"**Grad-CAM localisation cannot be shown.** {exc}", icon=ICONS["error"])
     comparison_ui(report)
 
 

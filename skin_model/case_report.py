@@ -1,7 +1,7 @@
 """One-page case report of a classification, as PDF (fpdf2) and PNG (Pillow) bytes built in memory.
 
 The report shows what the model saw, the Grad-CAM overlay, the calibrated probabilities, the malignant
-roll-up, the unsure and out-of-distribution flags, the model version, the date and the disclaimer.
+roll-up with its referral cue, the unsure and out-of-distribution flags, the model version, the date and the disclaimer.
 Nothing is written to disk.
 
 Text is set in DejaVu Sans (a Unicode TrueType font shipped with matplotlib, or the system's copy), so file
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from skin_model.inference import Prediction
+from skin_model.inference import Prediction, format_probability
 from skin_model.labels import MALIGNANT_CODES, by_code
 
 DISCLAIMER = ("Demo for education and research only. Not a medical device. It must not be used to diagnose, "
@@ -66,13 +66,16 @@ class CaseReport:
         """The prediction in plain sentences, shared by both formats."""
         p = self.prediction
         top = by_code(p.top_code)
-        lines = [f"Most likely: {top.name} ({top.code}) - {p.top_probability:.1%}"
-                 + (" - malignant category" if top.malignant else ""),
-                 f"Malignant ({' + '.join(MALIGNANT_CODES)}): {p.malignant_probability:.1%}; "
-                 f"benign: {1.0 - p.malignant_probability:.1%}"]
+        lines = []
         if p.unsure:
-            lines.append(f"UNSURE: top probability below the model's {p.unsure_threshold:.0%} threshold; "
-                         "refer for clinical assessment.")
+            lines.append(f"UNSURE - refer for assessment: top probability {format_probability(p.top_probability)} "
+                         f"is below the model's {format_probability(p.unsure_threshold)} threshold.")
+        lines += [f"Model's top category: {top.name} ({top.code}) - {format_probability(p.top_probability)}"
+                  + (" - malignant category" if top.malignant else ""),
+                  f"Malignant ({' + '.join(MALIGNANT_CODES)}): {format_probability(p.malignant_probability)}; "
+                  f"benign: {format_probability(1.0 - p.malignant_probability)}"]
+        if p.referral_sentence:
+            lines.append(f"Referral cue: {p.referral_sentence}.")
         lines.append(f"Dermatoscopic-image check: {self.ood_note}")
         lines.append("Test-time augmentation: " + ("on (8 flips/rotations averaged)" if self.tta else "off"))
         lines.append(f"Heatmap: {self.method_name} for {self.explained_class}")
@@ -213,7 +216,7 @@ def _pdf_probability_table(pdf, prediction: Prediction, family: str) -> None:
         pdf.set_fill_color(200, 40, 40) if lesion.malignant else pdf.set_fill_color(40, 100, 200)
         pdf.rect(x, y + 1.5, max(0.2, 30 * prob), 3.5, style="F")
         pdf.set_x(x + 32)
-        pdf.cell(widths[3] - 32, 6.5, f"{prob:.1%}", new_x="LMARGIN", new_y="NEXT")
+        pdf.cell(widths[3] - 32, 6.5, format_probability(prob), new_x="LMARGIN", new_y="NEXT")
 
 
 # ---------------------------------------------------------------------------------------------- PNG
@@ -268,7 +271,7 @@ def _png_probabilities(draw: ImageDraw.ImageDraw, prediction: Prediction, x: int
                   font=font)
         colour = (200, 40, 40) if lesion.malignant else (40, 100, 200)
         draw.rectangle((x, row + 24, x + max(1, int(bar_width * prob)), row + 40), fill=colour)
-        draw.text((x + bar_width + 8, row + 22), f"{prob:.1%}", fill="black", font=font)
+        draw.text((x + bar_width + 8, row + 22), format_probability(prob), fill="black", font=font)
 
 
 def file_stem(report: CaseReport) -> str:

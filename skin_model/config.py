@@ -28,3 +28,13 @@ DEFAULT_BBOXES_CSV = DEFAULT_DATA_DIR / "lesion_bboxes_200x150.csv"
 def served_weights_dir() -> Path:
     """The bundle to serve: SKIN_WEIGHTS_DIR read now (tests and servers repoint it), else the default."""
     return Path(os.environ.get("SKIN_WEIGHTS_DIR") or DEFAULT_WEIGHTS_DIR)
+
+
+def display_path(path: Path | str) -> str:
+    """A path as shown to users: relative to the project (``weights/metadata.json``) when inside it, else
+    its last two parts (``.../bundle/metadata.json``), never the machine's absolute path."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(Path("...", *path.parts[-2:])) if len(path.parts) > 2 else str(path)

@@ -19,12 +19,19 @@ from skin_model.model import ModelMetadata, load_bundle
 log = logging.getLogger(__name__)
 
 
+def format_probability(p: float) -> str:
+    """A probability (or a threshold on one) as shown everywhere: a percentage with 1 decimal place."""
+    return f"{p:.1%}"
+
+
 @dataclass(frozen=True)
 class Prediction:
-    """Calibrated class probabilities for one image, in ``labels.CODES`` order."""
+    """Calibrated class probabilities for one image, in ``labels.CODES`` order, with the model's unsure and
+    referral thresholds."""
 
     probabilities: tuple[float, ...]
     unsure_threshold: float
+    referral_threshold: float | None = None
 
     @property
     def ranked(self) -> list[tuple[str, float]]:
@@ -56,9 +63,28 @@ class Prediction:
         """True when the top probability is below the threshold stored with the model."""
         return self.top_probability < self.unsure_threshold
 
+    @property
+    def refer(self) -> bool | None:
+        """True when the malignant roll-up reaches the referral threshold; None when the model has none."""
+        if self.referral_threshold is None:
+            return None
+        return self.malignant_probability >= self.referral_threshold
+
+    @property
+    def referral_sentence(self) -> str | None:
+        """The referral cue in words, e.g. "malignant probability 45.0% is above the referral threshold
+        20.0%: refer"; None when the model has no referral threshold."""
+        if self.referral_threshold is None:
+            return None
+        above = "is above" if self.malignant_probability > self.referral_threshold else "reaches"
+        tail = f"{above} the referral threshold {format_probability(self.referral_threshold)}: refer" \
+            if self.refer else f"is below the referral threshold {format_probability(self.referral_threshold)}"
+        return f"malignant probability {format_probability(self.malignant_probability)} {tail}"
+
     def as_dict(self) -> dict[str, object]:
         return {"top_class": self.top_code, "top_probability": self.top_probability,
                 "malignant_probability": self.malignant_probability, "unsure": self.unsure,
+                "referral_threshold": self.referral_threshold, "refer": self.refer,
                 "probabilities": dict(zip(CODES, self.probabilities))}
 
 
@@ -89,9 +115,13 @@ class CalibratedPredictor:
         """Calibrated (N, 7) probabilities."""
         return self.probabilities_of(self.model_input(images))
 
+    def prediction_of(self, probabilities: np.ndarray) -> Prediction:
+        """One image's calibrated probabilities as a Prediction with this model's thresholds."""
+        return Prediction(tuple(float(p) for p in probabilities), self.metadata.unsure_threshold,
+                          self.metadata.referral_threshold)
+
     def predict(self, image: Image.Image) -> Prediction:
-        probs = self.predict_probabilities([image])[0]
-        return Prediction(tuple(float(p) for p in probs), self.metadata.unsure_threshold)
+        return self.prediction_of(self.predict_probabilities([image])[0])
 
 
 class Predictor(CalibratedPredictor):

@@ -22,6 +22,8 @@ from skin_model.labels import CODES, MALIGNANT_CODES, MELANOMA, NUM_CLASSES
 
 ECE_BINS = 15
 COVERAGE_GRID = np.round(np.linspace(0.0, 0.95, 20), 3)
+#: Share of malignant validation cases the referral threshold must reach (``choose_referral_threshold``).
+REFERRAL_TARGET_SENSITIVITY = 0.90
 
 
 def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS) -> float:
@@ -74,6 +76,52 @@ def choose_unsure_threshold(labels: np.ndarray, probs: np.ndarray, target_accura
         if row["accuracy"] is not None and row["accuracy"] >= target_accuracy:
             break
     return float(best)
+
+
+def malignant_scores(probs: np.ndarray) -> np.ndarray:
+    """The malignant roll-up per image: the summed probabilities of mel, bcc and akiec."""
+    return np.asarray(probs, dtype=np.float64)[:, [CODES.index(c) for c in MALIGNANT_CODES]].sum(axis=1)
+
+
+def is_malignant(labels: np.ndarray) -> np.ndarray:
+    """True for the images whose label is a malignant class."""
+    return np.isin(np.asarray(labels, dtype=int), [CODES.index(c) for c in MALIGNANT_CODES])
+
+
+@dataclass(frozen=True)
+class ReferralRates:
+    """What "refer when the malignant roll-up reaches ``threshold``" does on a labelled image set."""
+
+    threshold: float
+    sensitivity: float | None  # share of malignant images referred (None without malignant images)
+    specificity: float | None  # share of benign images not referred (None without benign images)
+    referred: float  # share of all images referred
+    n_malignant: int
+    n_benign: int
+
+
+def referral_rates(labels: np.ndarray, probs: np.ndarray, threshold: float) -> ReferralRates:
+    """Sensitivity, specificity and share referred of the referral cue at ``threshold``."""
+    truth, refer = is_malignant(labels), malignant_scores(probs) >= threshold
+    sensitivity, specificity = _binary_rates(truth, refer)
+    return ReferralRates(float(threshold), _none_if_nan(sensitivity), _none_if_nan(specificity),
+                         float(refer.mean()) if len(refer) else 0.0, int(truth.sum()), int((~truth).sum()))
+
+
+def choose_referral_threshold(labels: np.ndarray, probs: np.ndarray,
+                              target_sensitivity: float = REFERRAL_TARGET_SENSITIVITY) -> float:
+    """Highest threshold on the malignant roll-up (0.00 to 0.99 in steps of 0.01) at which at least
+    ``target_sensitivity`` of the malignant cases are referred (fitted on validation data)."""
+    truth = is_malignant(labels)
+    if not truth.any():
+        raise ValueError("No malignant image among the labels: the referral threshold cannot be chosen")
+    scores = malignant_scores(probs)[truth]
+    best = 0.0
+    for t in np.round(np.arange(0.0, 1.0, 0.01), 2):
+        if (scores >= t).mean() < target_sensitivity:
+            break
+        best = float(t)
+    return best
 
 
 def _binary_rates(truth: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
@@ -174,9 +222,7 @@ def evaluate_probabilities(labels: np.ndarray, probs: np.ndarray, image_ids: lis
     aucs = [c["auc"] for c in per_class.values() if c["auc"] is not None]
     mel = CODES.index(MELANOMA)
     mel_sens, mel_spec = _binary_rates(labels == mel, preds == mel)
-    malignant_idx = [CODES.index(c) for c in MALIGNANT_CODES]
-    malignant_truth = np.isin(labels, malignant_idx)
-    malignant_score = probs[:, malignant_idx].sum(axis=1)
+    malignant_truth, malignant_score = is_malignant(labels), malignant_scores(probs)
     mal_sens, mal_spec = _binary_rates(malignant_truth, malignant_score >= 0.5)
     uncal = apply_temperature(probs, 1.0 / temperature) if temperature else None
     return EvaluationReport(

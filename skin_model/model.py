@@ -116,6 +116,9 @@ class ModelMetadata:
     network_data_format: dict[str, Any] = field(default_factory=dict)
     temperature: float = 1.0
     unsure_threshold: float = 0.5
+    #: Refer when the malignant roll-up (mel + bcc + akiec) reaches it; chosen on validation for high
+    #: malignant sensitivity (``metrics.choose_referral_threshold``). None (older bundles): no referral cue.
+    referral_threshold: float | None = None
     #: Serve the average over the 8 flips/rotations (``skin_model.tta``): chosen on validation by train.py.
     test_time_augmentation: bool = False
     training: dict[str, Any] = field(default_factory=dict)
@@ -129,6 +132,8 @@ class ModelMetadata:
     intended_use: str = ("Education and research demonstration of dermoscopic lesion classification. "
                          "Not a medical device; not for diagnosis.")
     licence: str = "Model trained on HAM10000 (CC BY-NC-SA 4.0): non-commercial, share-alike."
+    #: What the model is known not to do well, one sentence each (the model card lists them).
+    known_limits: list[str] = field(default_factory=list)
 
     def to_json(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -136,6 +141,23 @@ class ModelMetadata:
     @classmethod
     def from_json(cls, path: Path) -> "ModelMetadata":
         return cls(**json.loads(path.read_text()))
+
+
+#: The known limits of a model trained on HAM10000 alone (train.py records them in the metadata).
+HAM10000_KNOWN_LIMITS: tuple[str, ...] = (
+    "Dermoscopic images only: trained on dermatoscope photographs; clinical (non-dermoscopic) photos, histology "
+    "or whole-body images are outside its scope and were never evaluated.",
+    "Skin types under-represented: HAM10000 comes from two practices (Vienna, Austria and Queensland, "
+    "Australia) whose patients are mostly fair-skinned and of European descent; performance on darker skin "
+    "types is unknown.",
+    "No patient context: age, sex and body site are not inputs, although clinicians use them.",
+    "Seven classes only: any other lesion (e.g. invasive squamous cell carcinoma, Merkel cell carcinoma) or "
+    "non-lesion image is forced into one of the seven classes.",
+    "One data set: trained and tested on HAM10000 only. On external dermoscopy from other clinics the model of "
+    "2026-11-26 missed most melanomas (sensitivity 0.27-0.60); the held-out-source figures ('Other clinics') are "
+    "HAM10000's own proxy for that. Evaluate it with `python -m skin_model.evaluate` on such data before relying "
+    "on it.",
+)
 
 
 def default_preprocessing(input_size: int, colour_constancy: str | None = None) -> dict[str, Any]:

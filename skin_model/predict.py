@@ -1,10 +1,10 @@
 """Batch command line: ``python -m skin_model.predict FILE... [--json] [--weights DIR]``.
 
-Prints the top class and the calibrated probabilities for each file, and the app's out-of-distribution
-verdict (does it look like a dermatoscopic image?). A file that cannot be used is reported by name and the
-batch goes on; the exit status is 1 if any file failed (2 if the model could not be loaded). It predicts
-as the app does, through ``service.ClassifierService`` (the bundle's sha256-checked ``model.tflite`` and
-``ood.npz``).
+Prints the top class, the calibrated probabilities, the referral cue (malignant roll-up against the model's
+referral threshold) and the app's out-of-distribution verdict (does it look like a dermatoscopic image?) for
+each file. A file that cannot be used is reported by name and the batch goes on; the exit status is 1 if any
+file failed (2 if the model could not be loaded). It predicts as the app does, through
+``service.ClassifierService`` (the bundle's sha256-checked ``model.tflite`` and ``ood.npz``).
 """
 
 from __future__ import annotations
@@ -43,16 +43,19 @@ def ood_verdict(analysis, status: str) -> dict:
 
 def format_text(name: str, result: dict) -> str:
     """Human-readable lines for one file."""
-    from skin_model.labels import by_code
+    from skin_model.inference import Prediction, format_probability
+    from skin_model.labels import CODES, by_code
 
     top = result["top_class"]
     ood = result.get("ood", {})
-    lines = [f"{name}: {top} ({by_code(top).name}) {result['top_probability']:.1%}"
-             + ("  [unsure: needs clinician assessment]" if result["unsure"] else "")
+    prediction = Prediction(tuple(result["probabilities"][c] for c in CODES), 0.0, result["referral_threshold"])
+    lines = [f"{name}: {top} ({by_code(top).name}) {format_probability(result['top_probability'])}"
+             + ("  [unsure: refer for assessment]" if result["unsure"] else "")
              + ("  [NOT A DERMATOSCOPIC IMAGE: do not rely on this result]" if ood.get("flagged") else "")]
-    lines.append(f"  malignant (mel+bcc+akiec): {result['malignant_probability']:.1%}")
+    lines.append(f"  malignant (mel+bcc+akiec): {format_probability(result['malignant_probability'])}"
+                 + (f"  [{prediction.referral_sentence}]" if prediction.referral_sentence else ""))
     ranked = sorted(result["probabilities"].items(), key=lambda kv: kv[1], reverse=True)
-    lines.append("  " + "  ".join(f"{code} {p:.3f}" for code, p in ranked))
+    lines.append("  " + "  ".join(f"{code} {format_probability(p)}" for code, p in ranked))
     return "\n".join(lines)
 
 

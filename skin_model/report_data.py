@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from skin_model.config import PROJECT_ROOT
+from skin_model.config import PROJECT_ROOT, display_path
 from skin_model.labels import CLASSES, CODES, NUM_CLASSES, class_index
-from skin_model.metrics import EvaluationReport, choose_unsure_threshold, coverage_curve
+from skin_model.metrics import (REFERRAL_TARGET_SENSITIVITY, EvaluationReport, choose_unsure_threshold,
+                                coverage_curve, referral_rates)
 from skin_model.model import ModelMetadata
 from skin_model.ood import GOALS as OOD_GOALS
 from skin_model.published import PUBLISHED_RESULTS, PublishedResult
@@ -45,7 +46,7 @@ class ReportError(ValueError):
     def __init__(self, path: Path | str, problem: str) -> None:
         self.path = Path(path)
         self.problem = problem
-        super().__init__(f"{self.path.name} ({self.path}): {problem}")
+        super().__init__(f"{self.path.name} ({display_path(self.path)}): {problem}")
 
 
 # ---------------------------------------------------------------------------------------------- evaluation files
@@ -229,9 +230,13 @@ def headlines(report: EvaluationReport) -> list[Headline]:
 def dataset_description(report: EvaluationReport) -> str:
     """Which test set and split produced the report, from its ``dataset`` and ``model`` dicts (markdown)."""
     data, model = report.dataset, report.model
-    parts = [f"**{data.get('name', 'unnamed data set')}**"]
-    if data.get("description") and data.get("description") != data.get("name"):
-        parts.append(str(data["description"]))
+    name = str(data.get("name", "unnamed data set"))
+    parts = [f"**{name}**"]
+    description = str(data.get("description") or "")
+    if description.startswith(name):  # "HAM10000 test split (held out...)": say the name once
+        description = description[len(name):].strip().removeprefix("(").removesuffix(")").strip()
+    if description:
+        parts.append(description)
     split = data.get("split_method")
     if split:
         parts.append(f"split: {split}" + (f" (seed {data['seed']})" if data.get("seed") is not None else ""))
@@ -277,6 +282,92 @@ def comparison_frame(report: EvaluationReport,
                       "Balanced accuracy": p.balanced_accuracy, "Macro AUC": p.macro_auc, "Status": p.status,
                       "Source": p.citation + (f" — {p.note}" if p.note else "")} for p in published]
     return pd.DataFrame(rows)
+
+
+def view_text(report: EvaluationReport) -> str:
+    """How the report's probabilities were predicted: "8-view TTA" or "single view"."""
+    return "8-view TTA" if report.model.get("tta") else "single view"
+
+
+def file_description(file: EvaluationFile, report: EvaluationReport | None) -> str:
+    """A selector label: the file, then its split and view when the report could be read."""
+    if report is None:
+        return file.label
+    split = report.dataset.get("split")
+    return f"{file.label} · {split + ' split, ' if split else ''}{view_text(report)}"
+
+
+def served_file_index(reports: list[EvaluationReport | None], served_tta: bool) -> int:
+    """Index of the report to open first: the test split predicted as the app serves (TTA or not), else any
+    report predicted as served, else the first."""
+    def served(report: EvaluationReport | None) -> bool:
+        return report is not None and bool(report.model.get("tta")) == served_tta
+
+    for i, report in enumerate(reports):
+        if served(report) and report.dataset.get("split") == "test":
+            return i
+    return next((i for i, report in enumerate(reports) if served(report)), 0)
+
+
+# ---------------------------------------------------------------------------------------------- project targets
+@dataclass(frozen=True)
+class Target:
+    """One of the project's own goals for the test split."""
+
+    key: str
+    label: str
+    goal: float
+    percent: bool = True
+
+    def text(self, value: float) -> str:
+        return f"{value:.1%}" if self.percent else f"{value:.3f}"
+
+
+PROJECT_TARGETS: tuple[Target, ...] = (
+    Target("balanced_accuracy", "Balanced accuracy", 0.75),
+    Target("macro_auc", "Macro AUC", 0.93, percent=False),
+    Target("melanoma_sensitivity", "Melanoma recall", 0.70),
+)
+
+
+def target_lines(figures: dict[str, Any]) -> list[tuple[str, bool | None]]:
+    """For each project target, a sentence and whether it is met (None when the figure is missing);
+    ``figures`` maps metric names to values (an EvaluationReport's headline or a metadata metrics row)."""
+    lines = []
+    for target in PROJECT_TARGETS:
+        value = figures.get(target.key)
+        if not isinstance(value, (int, float)):
+            lines.append((f"{target.label} ≥ {target.text(target.goal)}: not measured", None))
+            continue
+        met = value >= target.goal
+        lines.append((f"{target.label} {target.text(value)} against the target ≥ {target.text(target.goal)}: "
+                      f"**{'met' if met else 'not met'}**", met))
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------- referral cue
+def referral_frame(entries: list[tuple[str, EvaluationReport]], threshold: float) -> pd.DataFrame:
+    """One row per evaluation with per-image predictions: what "refer when the malignant roll-up reaches
+    ``threshold``" does there (sensitivity, specificity, share referred), computed from the stored
+    probabilities (no model is run)."""
+    rows = []
+    for name, report in entries:
+        if not report.predictions:
+            continue
+        labels = np.array([class_index(p["label"]) for p in report.predictions])
+        probs = np.array([p["probs"] for p in report.predictions], dtype=float)
+        rates = referral_rates(labels, probs, threshold)
+        rows.append({"Evaluation": name, "Images": len(labels), "Malignant images": rates.n_malignant,
+                     "Malignant sensitivity": rates.sensitivity, "Specificity": rates.specificity,
+                     "Referred": rates.referred})
+    return pd.DataFrame(rows, columns=["Evaluation", "Images", "Malignant images", "Malignant sensitivity",
+                                       "Specificity", "Referred"])
+
+
+def referral_rule() -> str:
+    """How ``metrics.choose_referral_threshold`` (as train.py calls it) picks the threshold, in one sentence."""
+    return (f"the highest threshold on the malignant roll-up (0.00 to 0.99 in steps of 0.01) at which at least "
+            f"{REFERRAL_TARGET_SENSITIVITY:.0%} of the malignant validation images (as served) reach it")
 
 
 # ---------------------------------------------------------------------------------------------- localisation
@@ -417,6 +508,16 @@ def unsure_rule() -> str:
             f"that refers at most {UNSURE_MAX_REFERRED:.0%}")
 
 
+def served_metadata(metadata_json: Path) -> ModelMetadata:
+    """The served model's ``metadata.json``; ReportError naming the problem otherwise."""
+    path = Path(metadata_json)
+    data = read_json(path, "train.py writes it next to the model")
+    try:
+        return ModelMetadata(**data)
+    except TypeError as exc:
+        raise ReportError(path, f"its fields do not match the model metadata format ({exc})") from None
+
+
 @dataclass(frozen=True)
 class UnsureThreshold:
     """The app's "unsure" threshold, read from the served model's ``metadata.json``."""
@@ -429,11 +530,7 @@ class UnsureThreshold:
 def unsure_threshold(metadata_json: Path) -> UnsureThreshold:
     """``ModelMetadata.unsure_threshold`` and the model version; ReportError naming the problem otherwise."""
     path = Path(metadata_json)
-    data = read_json(path, "train.py writes it next to the model")
-    try:
-        metadata = ModelMetadata(**data)
-    except TypeError as exc:
-        raise ReportError(path, f"its fields do not match the model metadata format ({exc})") from None
+    metadata = served_metadata(path)
     if not _is_rate(metadata.unsure_threshold):
         raise ReportError(path, "'unsure_threshold' must be a number between 0 and 1, "
                                 f"found {metadata.unsure_threshold!r}")

@@ -103,6 +103,38 @@ def display_copy(image: Image.Image, side: int = DISPLAY_SIDE) -> Image.Image:
     return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
 
 
+def centre_square_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the centre square of a ``width`` x ``height`` image: what the model sees."""
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def outline_centre_square(image: Image.Image, colour: tuple[int, int, int] = (255, 215, 0)) -> Image.Image:
+    """A copy of ``image`` with the centre square the model classifies outlined (dark edge, bright line)."""
+    from PIL import ImageDraw
+
+    shown = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(shown)
+    line = max(2, min(image.size) // 120)
+    left, top, right, bottom = centre_square_box(*image.size)
+    draw.rectangle((left, top, right - 1, bottom - 1), outline=(0, 0, 0), width=line + 2)
+    draw.rectangle((left + 1, top + 1, right - 2, bottom - 2), outline=colour, width=line)
+    return shown
+
+
+def thumbnail_data_uri(image: Image.Image, side: int = 64) -> str:
+    """A small JPEG of ``image`` (longest side ``side`` px) as a ``data:`` URI, for tables."""
+    import base64
+    import io
+
+    small = image.convert("RGB").copy()
+    small.thumbnail((side, side), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def build_explainer(weights_dir: Path) -> Explainer:
     """Load the bundle's Keras model (sha256-checked) and build its Grad-CAM explainer, traced once."""
     model, metadata = load_bundle(Path(weights_dir))
@@ -187,7 +219,7 @@ class ClassifierService:
         probs, features = self.predictor.outputs(batch)
         if tta:
             probs = average_over_views(self.predictor, batch)
-        prediction = Prediction(tuple(float(p) for p in probs[0]), self.metadata.unsure_threshold)
+        prediction = self.predictor.prediction_of(probs[0])
         ood = self._ood_gate.check(features)[0] if self._ood_gate is not None else None
         return Analysis(name=name, digest=digest, image=display_copy(image), view=centre_square(image),
                         model_input=batch, prediction=prediction, ood=ood, tta=tta,

@@ -93,6 +93,45 @@ def test_one_row_per_file_and_bad_files_named(monkeypatch, gated_bundle, lesion_
     assert [b.label for b in at.download_button] == ["Download the table (CSV)"]
 
 
+def test_what_matters_comes_first_and_failed_rows_are_blank(monkeypatch, gated_bundle, lesion_files):
+    files = [(lesion_files[0].name, lesion_files[0].read_bytes(), "image/jpeg"),
+             ("broken.jpg", b"not an image", "image/jpeg")]
+    at = upload_all(open_batch_page(monkeypatch, gated_bundle), files)
+    table = result_table(at)
+    columns = list(table.columns)
+    for column in ("Probability", "Malignant (mel+bcc+akiec)", "Refer", "Not dermatoscopic", "Unsure"):
+        assert columns.index(column) < min(columns.index("Status"), columns.index("Top category")), column
+    assert table.loc[0, "Image"].startswith("data:image/jpeg;base64,"), "a thumbnail of the upload"
+    failed = table.iloc[1]
+    assert failed["Top class"] == "" and failed["Top category"] == ""
+    assert all(pd.isna(failed[c]) for c in ("Image", "Probability", "Refer", "Not dermatoscopic", "Unsure"))
+    assert "None" not in table.astype(str).to_string().replace("<NA>", ""), "no 'None' text in any cell"
+
+
+def test_csv_carries_model_version_tta_and_the_referral(monkeypatch, gated_bundle, lesion_files, tmp_path):
+    """The CSV names the model and TTA setting; Refer follows the referral threshold in metadata.json."""
+    import json
+    import shutil
+
+    from skin_model.service import ClassifierService
+
+    path = lesion_files[0]
+    malignant = ClassifierService.from_dir(gated_bundle).analyse(path.read_bytes()).prediction.malignant_probability
+    bundle = Path(shutil.copytree(gated_bundle, tmp_path / "bundle"))
+    meta = json.loads((bundle / "metadata.json").read_text())
+    (bundle / "metadata.json").write_text(json.dumps({**meta, "referral_threshold": round(malignant - 0.01, 3)}))
+    at = upload_all(open_batch_page(monkeypatch, bundle),
+                    [(path.name, path.read_bytes(), "image/jpeg"), ("bad.png", b"xx", "image/png")])
+    assert bool(result_table(at).loc[0, "Refer"]) is True
+    from pages.batch import csv_bytes
+
+    csv = pd.read_csv(io.BytesIO(csv_bytes(result_table(at), meta["version"], tta=False)), keep_default_na=False)
+    assert list(csv.columns[:2]) == ["Model version", "TTA"] and "Image" not in csv.columns
+    assert set(csv["Model version"]) == {meta["version"]} and set(csv["TTA"]) == {"off"}
+    assert csv.loc[1, "Probability"] == "" and csv.loc[1, "Refer"] == "", "blank cells for the failed file"
+    assert csv.loc[0, "Refer"] == "True"
+
+
 def test_gradcam_of_a_chosen_row(monkeypatch, gated_bundle, lesion_files):
     files = [(p.name, p.read_bytes(), "image/jpeg") for p in lesion_files] + [("bad.png", b"xx", "image/png")]
     at = upload_all(open_batch_page(monkeypatch, gated_bundle), files)
@@ -104,7 +143,7 @@ def test_gradcam_of_a_chosen_row(monkeypatch, gated_bundle, lesion_files):
     assert any(lesion_files[1].name in markdown_text(c or "") for c in captions)
     row = result_table(at).set_index("File").loc[lesion_files[1].name]
     assert [c for c in captions if (c or "").startswith("Grad-CAM overlay")] == \
-        [f"Grad-CAM overlay for {row['Top class']} ({float(row['Probability']):.0%})"]
+        [f"Grad-CAM overlay for {row['Top class']} ({float(row['Probability']):.1%})"]
 
 
 def test_without_a_gate_the_flag_column_is_empty(monkeypatch, tiny_bundle, lesion_files):

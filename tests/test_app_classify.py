@@ -155,12 +155,40 @@ def test_sample_picker_lists_images_and_classifies_one(monkeypatch, tiny_bundle,
     monkeypatch.setenv("SKIN_WEIGHTS_DIR", str(tiny_bundle))
     monkeypatch.setenv("SKIN_SAMPLES_DIR", str(ham_dir / "images_600x450"))
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    import pandas as pd
+
     picker = at.selectbox(key="sample")
-    assert "ISIC_0024306.jpg" in picker.options
+    split = pd.read_csv(tiny_bundle / "split.csv") if (tiny_bundle / "split.csv").exists() else None
+    assert split is None, "the tiny bundle has no split.csv: the split is unknown"
+    assert "ISIC_0024306.jpg (nv, split unknown)" in picker.options, "each sample names its reference"
     picker.set_value("ISIC_0024306.jpg").run()
     assert not at.exception and not at.error
     assert sum(displayed_probabilities(at).values()) == pytest.approx(1.0, abs=0.01)
     assert any("Reference diagnosis" in c.value and "`nv`" in c.value for c in at.caption)
+    assert any("Classifying the HAM10000 sample **ISIC_0024306.jpg**" in c.value for c in at.caption)
+
+
+def test_samples_name_their_split_and_an_upload_takes_over(monkeypatch, gated_bundle, ham_dir, image_bytes,
+                                                           real_image_path):
+    """With the bundle's split.csv each sample names its split, a training image says so, and an upload
+    chosen after a sample is the one classified (the sample choice is cleared)."""
+    import pandas as pd
+
+    split = pd.read_csv(gated_bundle / "split.csv").set_index("image_id")
+    available = {p.stem for p in (ham_dir / "images_600x450").glob("*.jpg")}
+    train_id = next(i for i in split.index[split["split"] == "train"] if i in available)
+    test_id = next(i for i in split.index[split["split"] == "test"] if i in available)
+    monkeypatch.setenv("SKIN_WEIGHTS_DIR", str(gated_bundle))
+    monkeypatch.setenv("SKIN_SAMPLES_DIR", str(ham_dir / "images_600x450"))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    options = at.selectbox(key="sample").options
+    assert f"{train_id}.jpg ({split.loc[train_id, 'dx']}, training split)" in options
+    assert f"{test_id}.jpg ({split.loc[test_id, 'dx']}, test split)" in options
+    at.selectbox(key="sample").set_value(f"{train_id}.jpg").run()
+    assert any("trained on this image" in c.value for c in at.caption)
+    upload(at, real_image_path.name, image_bytes)
+    assert any(f"Classifying the uploaded file **{real_image_path.name}**" in c.value for c in at.caption)
+    assert at.selectbox(key="sample").value == "— none —", "the upload replaced the sample"
 
 
 def test_sample_picker_hidden_without_a_folder(app):
@@ -268,16 +296,21 @@ def test_without_a_gate_the_check_is_said_to_be_off(app, image_bytes, real_image
 def test_flagged_image_warns_first_and_hides_the_diagnosis(monkeypatch, gated_bundle, tmp_path, astronaut_png):
     at = upload(gated_app(monkeypatch, gated_bundle, tmp_path), "holiday.png", astronaut_png, "image/png")
     warnings = [w.value for w in at.warning if OOD_WARNING in w.value]
-    assert len(warnings) == 1 and "no diagnosis is shown" in warnings[0]
-    assert not at.dataframe and not at.metric and "Most likely diagnosis" not in [s.value for s in at.subheader]
+    assert len(warnings) == 1 and "no result is shown" in warnings[0]
+    assert not at.dataframe and not at.metric and not at.subheader
     assert not at.download_button, "no case report for a hidden result"
     at.checkbox(key="ood_show").check().run()
     assert not at.exception
     assert len(at.dataframe) == 1 and sum(displayed_probabilities(at).values()) == pytest.approx(1.0, abs=0.01)
     in_page_order = [str(getattr(node, "value", "")) for node in at.main]
     first_warning = next(i for i, text in enumerate(in_page_order) if OOD_WARNING in text)
-    assert first_warning < in_page_order.index("Most likely diagnosis"), "the warning comes before the diagnosis"
-    assert any(OOD_WARNING in w.value for w in at.warning), "and stays visible"
+    first_result = next(i for i, text in enumerate(in_page_order) if text in (
+        "Model's top category", "Unsure - refer for assessment"))
+    assert first_warning < first_result, "the warning comes before the result"
+    warnings = [w.value for w in at.warning if OOD_WARNING in w.value]
+    assert len(warnings) == 1 and "no result is shown" not in warnings[0], "the text matches what is shown"
+    assert "marked unreliable" in warnings[0]
+    assert any("Unreliable result" in e.value for e in at.error), "the shown result is marked unreliable"
 
 
 def test_dermoscopic_image_passes_the_gate(monkeypatch, gated_bundle, tmp_path, ham_dir):
@@ -386,3 +419,58 @@ def test_case_report_is_offered_as_bytes_that_survive_a_rerun(monkeypatch, app, 
         assert isinstance(first, bytes) and len(first) > 10_000, "bytes, not a callable run on click"
         assert rest and all(data == first for data in rest), "identical on rerun"
     assert offered["Download case report (PDF)"][0].startswith(b"%PDF-")
+# ---------------------------------------------------------------------------------------------- result layout
+def _bundle_with(src: Path, dst: Path, **fields) -> Path:
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "metadata.json").read_text())
+    (dst / "metadata.json").write_text(json.dumps({**meta, **fields}))
+    return dst
+
+
+def _main_texts(at: AppTest) -> list[str]:
+    return [str(getattr(node, "value", "")) for node in at.main]
+
+
+def test_unsure_result_leads_with_refer_then_the_top_category(monkeypatch, tiny_bundle, tmp_path, image_bytes,
+                                                              real_image_path):
+    monkeypatch.setenv("SKIN_WEIGHTS_DIR", str(_bundle_with(tiny_bundle, tmp_path / "b", unsure_threshold=0.999)))
+    at = upload(AppTest.from_file(APP, default_timeout=TIMEOUT).run(), real_image_path.name, image_bytes)
+    subheaders = [s.value for s in at.subheader]
+    assert subheaders[0] == "Unsure - refer for assessment" and "Model's top category" not in subheaders
+    texts = _main_texts(at)
+    top_line = next(i for i, t in enumerate(texts) if t.startswith("Model's top category (low confidence)"))
+    assert texts.index("Unsure - refer for assessment") < top_line
+    assert not any("diagnosis" in t.lower() for t in subheaders)
+
+
+@pytest.mark.parametrize("offset, refer", [(-0.01, True), (0.01, False), (None, None)])
+def test_referral_cue_follows_the_threshold_in_metadata(monkeypatch, tiny_bundle, tmp_path, image_bytes,
+                                                        real_image_path, offset, refer):
+    """The referral threshold is read from metadata.json: just below this image's malignant roll-up the
+    page says refer, just above it says below, and a bundle without one shows no cue."""
+    from skin_model.inference import Predictor, format_probability
+    from skin_model.imaging import load_image
+
+    malignant = Predictor.from_dir(tiny_bundle).predict(load_image(real_image_path)).malignant_probability
+    threshold = None if offset is None else round(malignant + offset, 3)
+    monkeypatch.setenv("SKIN_WEIGHTS_DIR", str(_bundle_with(tiny_bundle, tmp_path / "b",
+                                                            referral_threshold=threshold)))
+    at = upload(AppTest.from_file(APP, default_timeout=TIMEOUT).run(), real_image_path.name, image_bytes)
+    cues = [e.value for e in at.error if "referral threshold" in e.value] + \
+           [i.value for i in at.info if "referral threshold" in i.value]
+    if refer is None:
+        assert not cues
+        return
+    assert len(cues) == 1
+    expected = (f"Malignant probability {format_probability(malignant)} is "
+                f"{'above' if refer else 'below'} the referral threshold {format_probability(threshold)}")
+    assert expected in cues[0]
+    assert cues[0].startswith("**Refer.**") is refer
+
+
+def test_disclaimer_and_how_to_read_are_in_the_main_column(app, image_bytes, real_image_path):
+    upload(app, real_image_path.name, image_bytes)
+    assert any("Not a medical device" in c.value for c in app.main.caption)
+    guide = next(e for e in app.expander if e.label == "How to read this")
+    text = " ".join(m.value for m in guide.markdown)
+    assert "Calibrated probability" in text and "not a lesion outline" in text and "hair" in text

@@ -139,3 +139,17 @@ def test_same_report_gives_the_same_bytes(report):
     """The page offers the files as bytes (not generated on click): a rerun must give the same file."""
     assert render_pdf(report) == render_pdf(report)
     assert render_png(report) == render_png(report)
+@pytest.mark.parametrize("unsure_threshold, referral_threshold", [(0.999, 0.0), (0.0, 1.0)])
+def test_unsure_leads_and_the_referral_cue_is_stated(report, unsure_threshold, referral_threshold):
+    """An unsure result opens with the referral advice; the malignant referral cue is stated either way."""
+    import dataclasses
+
+    from skin_model.inference import Prediction
+
+    prediction = Prediction(report.prediction.probabilities, unsure_threshold, referral_threshold)
+    lines = dataclasses.replace(report, prediction=prediction).summary_lines()
+    assert lines[0].startswith("UNSURE - refer for assessment") is prediction.unsure
+    assert any(line.startswith("Model's top category:") for line in lines)
+    cue = next(line for line in lines if line.startswith("Referral cue:"))
+    assert cue.endswith(": refer.") is (referral_threshold == 0.0)
+    assert "Referral cue" in pdf_text(render_pdf(dataclasses.replace(report, prediction=prediction)))

@@ -27,13 +27,15 @@ DATA = {"source": "HAM10000 (Tschandl et al. 2018, doi:10.1038/sdata.2018.161), 
 METRICS = {"test": {"balanced_accuracy": 0.6125, "accuracy": 0.7, "macro_auc": 0.9, "ece": 0.04,
                     "melanoma_sensitivity": 0.55, "melanoma_specificity": 0.88}}
 
+LIMITS = ["Dermoscopic images only: test limit one.", "Skin types under-represented: test limit two."]
+
 
 @pytest.fixture()
 def bundle(tiny_bundle, tmp_path, monkeypatch) -> Path:
     """A copy of tiny_bundle whose metadata also records training, data and metrics."""
     copy = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
     meta = json.loads((copy / "metadata.json").read_text())
-    meta.update(training=TRAINING, data=DATA, metrics=METRICS)
+    meta.update(training=TRAINING, data=DATA, metrics=METRICS, known_limits=LIMITS)
     (copy / "metadata.json").write_text(json.dumps(meta))
     monkeypatch.setenv("SKIN_WEIGHTS_DIR", str(copy))
     return copy
@@ -76,11 +78,13 @@ def test_card_shows_version_sha256_and_recipe(bundle):
     assert settings["Peak fine-tuning learning rate"] == "5e-05"
     assert settings["Epochs actually run"] == "head: 3, finetune: 9"
     assert "mel: 1.25" in settings["Class weights (balanced)"]
-    assert settings["Distilled from (teacher model folders)"] == "/runs/a, /runs/b"
+    assert settings["Distilled from (teacher model folders)"] == "a, b", "folder names, no machine paths"
     assert f"temperature {meta['temperature']:.3f}" in text
 
     (metrics,) = tables(at, "Balanced accuracy")
-    assert metrics.loc["test", "Balanced accuracy"] == pytest.approx(0.6125)
+    assert metrics.loc["test, single view (as served)", "Balanced accuracy"] == pytest.approx(0.6125)
+    assert "Balanced accuracy 61.3% against the target ≥ 75.0%: **not met**" in text
+    assert "Macro AUC 0.900 against the target ≥ 0.930: **not met**" in text
     (counts,) = tables(at, "train")
     assert counts.loc["total", "train"] == 40 and counts.loc["lesions", "test"] == 7
 
@@ -89,9 +93,27 @@ def test_known_limits_use_the_recorded_image_copies(bundle):
     text = text_of(open_card())
     assert "40 from `images_crop224` (centre square 224 px)" in text, "224 px copies are not upsampled at 96 px"
     assert "16 from `images_200x150` (centre square 150 px)" in text
-    for limit in ("Dermoscopic images only", "Skin types under-represented", "No patient context",
-                  "Seven classes only"):
-        assert limit in text
+    for limit in LIMITS:
+        assert f"- {limit}" in text, "the limits are the ones recorded in metadata.json"
+    assert "No patient context" not in text, "no limit is written in the page itself"
+
+
+def test_shipped_card_opens_on_the_served_configuration(shipped_bundle, monkeypatch):
+    """The shipped model is served with TTA: its test-with-TTA row comes first; its limits come from its
+    metadata; no absolute machine path is shown."""
+    from skin_model.config import PROJECT_ROOT
+    from skin_model.model import ModelMetadata
+
+    meta = ModelMetadata.from_json(shipped_bundle / "metadata.json")
+    monkeypatch.setenv("SKIN_WEIGHTS_DIR", str(shipped_bundle))
+    at = open_card()
+    (metrics,) = tables(at, "Balanced accuracy")
+    assert metrics.index[0] == "test, 8-view TTA (as served)"
+    assert metrics.iloc[0]["Balanced accuracy"] == pytest.approx(meta.metrics["test_tta"]["balanced_accuracy"])
+    text = text_of(at) + "\n".join(str(v) for t in at.dataframe for v in t.value.to_numpy().ravel())
+    assert all(limit in text for limit in meta.known_limits)
+    assert str(PROJECT_ROOT) not in text and str(PROJECT_ROOT.parent) + "/" not in text
+    assert f"{meta.referral_threshold:.1%}" in text
 
 
 def test_minimal_metadata_says_what_is_not_recorded(tiny_bundle, monkeypatch):

@@ -145,3 +145,18 @@ def test_metadata_bomb_png_is_named_and_the_batch_goes_on(tiny_bundle, real_imag
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert rows[0]["ok"] is False and "not a readable image" in rows[0]["error"]
     assert rows[1]["ok"] is True
+def test_referral_cue_from_the_model_metadata(tiny_bundle, real_images, tmp_path):
+    """The cue follows metadata.json's referral_threshold; a bundle without one prints none."""
+    import shutil
+
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    meta = json.loads((bundle / "metadata.json").read_text())
+    row = json.loads(run_cli(str(real_images[0]), "--json", "--weights", str(tiny_bundle)).stdout)
+    assert row["referral_threshold"] is None and row["refer"] is None
+    threshold = round(row["malignant_probability"] - 0.01, 2)  # just below this image's roll-up: refer
+    (bundle / "metadata.json").write_text(json.dumps({**meta, "referral_threshold": threshold}))
+    row = json.loads(run_cli(str(real_images[0]), "--json", "--weights", str(bundle)).stdout)
+    assert row["referral_threshold"] == threshold and row["refer"] is True
+    text = run_cli(str(real_images[0]), "--weights", str(bundle)).stdout
+    assert f"is above the referral threshold {threshold:.1%}: refer" in text
+    assert "referral" not in run_cli(str(real_images[0]), "--weights", str(tiny_bundle)).stdout

@@ -516,3 +516,36 @@ def test_malformed_safety_json_is_named(safety_file, edit, expected):
 def test_missing_safety_json(tmp_path):
     with pytest.raises(ReportError, match="safety.json .*does not exist"):
         tta_summary(tmp_path / "safety.json")
+
+
+def test_dataset_description_says_the_name_once(report):
+    import dataclasses
+
+    from skin_model.report_data import dataset_description
+
+    named = dataclasses.replace(report, dataset={"name": "HAM10000 test split",
+                                                  "description": "HAM10000 test split (held out, never used)"})
+    text = dataset_description(named)
+    assert text.count("HAM10000 test split") == 1 and "held out, never used" in text
+
+
+def test_served_file_index_prefers_the_test_split_as_served(report):
+    import dataclasses
+
+    from skin_model.report_data import served_file_index
+
+    def variant(split, tta):
+        return dataclasses.replace(report, dataset={"split": split}, model={"tta": tta})
+
+    reports = [variant("test", False), variant("val", True), None, variant("test", True)]
+    assert served_file_index(reports, served_tta=True) == 3
+    assert served_file_index(reports, served_tta=False) == 0
+    assert served_file_index(reports[:3], served_tta=True) == 1, "else any report predicted as served"
+
+
+@pytest.mark.parametrize("value, met", [(0.749, False), (0.75, True)])
+def test_target_lines_say_met_or_not(value, met):
+    from skin_model.report_data import target_lines
+
+    lines = dict((text.split(" ")[0], ok) for text, ok in target_lines({"balanced_accuracy": value}))
+    assert lines["Balanced"] is met and lines["Macro"] is None, "a missing figure is not measured"

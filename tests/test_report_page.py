@@ -104,8 +104,8 @@ def test_page_shows_the_values_of_the_json(weights):
 
     charts = at.get("plotly_chart")
     assert len(charts) == 2 + 2 + 1 + 1 + 3, "confusion x2, ROC, PR, reliability, coverage, 3 training curves"
-    (comparison,) = tables(at, "Source")
-    assert comparison.iloc[0]["Accuracy"] == pytest.approx(report.accuracy)
+    (comparison,) = [t.value for t in at.table if "Balanced accuracy" in t.value.columns]
+    assert comparison.iloc[0]["Accuracy"] == f"{report.accuracy:.3f}"
     assert DATASET_NAME in comparison.iloc[0]["Test set"]
     assert any("near-duplicates" in w.value for w in at.warning)
     assert at.get("download_button"), "the JSON can be downloaded"
@@ -140,7 +140,8 @@ def test_selector_lists_the_reports_folder(weights, tmp_path, monkeypatch):
     monkeypatch.setenv("SKIN_REPORTS_DIR", str(extra_dir))
     at = open_report()
     selector = at.selectbox(key="report_file")
-    assert selector.options == ["evaluation_test.json (training run)", "clinic_b.json (evaluations folder)"]
+    assert selector.options == ["evaluation_test.json (training run) · single view",
+                                "clinic_b.json (evaluations folder) · single view"]
     selector.select_index(1).run()
     assert not at.exception and not at.error
     assert metric_values(at)["Balanced accuracy"] == "100.0%"
@@ -221,11 +222,11 @@ def test_refer_or_abstain_marks_the_apps_threshold(weights):
     at = open_report()
     assert not at.error, [e.value for e in at.error]
     metrics = metric_values(at)
-    assert metrics["Unsure threshold"] == f"{threshold:.2f}"
+    assert metrics["Unsure threshold"] == f"{threshold:.1%}"
     assert metrics["Referred as unsure"] == f"{referred:.1%}"
     assert metrics["Kept cases: accuracy"] == f"{kept_accuracy:.1%}"
     text = markdown_text(at)
-    assert f"The app's threshold ({threshold:.2f}, model test) was chosen on the validation split" in text
+    assert f"The app's threshold ({threshold:.1%}, model test) was chosen on the validation split" in text
     assert "85% accuracy" in text and "at most 35%" in text, "the rule of choose_unsure_threshold"
     figure = figure_of(at, "Refer or abstain")
     star = next(t for t in figure["data"] if t["name"].startswith("app's unsure threshold"))
@@ -251,7 +252,7 @@ def test_refer_or_abstain_without_per_image_probabilities(weights):
     data["predictions"] = []
     path.write_text(json.dumps(data))
     at = open_report()
-    assert metric_values(at)["Unsure threshold"] == "0.50" and "Referred as unsure" not in metric_values(at)
+    assert metric_values(at)["Unsure threshold"] == "50.0%" and "Referred as unsure" not in metric_values(at)
     assert any("stores no per-image probabilities" in c.value for c in at.caption)
     figure = figure_of(at, "Refer or abstain")
     assert not [t for t in figure["data"] if t["name"].startswith("app's unsure threshold")]
@@ -300,7 +301,7 @@ def test_malformed_ood_figures_are_reported_and_the_rest_still_shows(weights):
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and "extras.ood is incomplete" in errors[0] and "evaluation_test.json" in errors[0]
     assert metric_values(at)["Balanced accuracy"].endswith("%")
-    assert tables(at, "Source"), "the comparison after it is still shown"
+    assert [t for t in at.table if "Balanced accuracy" in t.value.columns], "the comparison after it is still shown"
 
 
 def safety_results(version: str) -> dict:
@@ -390,3 +391,50 @@ def test_other_clinics_section_says_how_to_measure_when_empty(weights: Path):
     at = open_report()
     assert not tables(at, "held-out source")
     assert any("--holdout-source" in i.value for i in at.info)
+def _tta_report(split: str, seed: int) -> EvaluationReport:
+    rng = np.random.default_rng(seed)
+    labels = np.arange(len(CODES)).repeat(4)
+    probs = rng.dirichlet(np.ones(len(CODES)), size=len(labels))
+    return evaluate_probabilities(labels, probs, [f"{split}{i}" for i in range(len(labels))],
+                                  dataset={"name": f"HAM10000 {split}", "split": split},
+                                  model={"version": "test", "tta": True})
+
+
+def test_opens_on_the_served_configuration_with_targets_and_referral(weights, tmp_path, monkeypatch):
+    """A model served with TTA opens on the test split with TTA; the referral cue's rates are shown for every
+    evaluation offered; the project targets are judged plainly; no absolute path appears on the page."""
+    from skin_model.metrics import referral_rates
+    from skin_model.report_data import target_lines
+
+    extra = tmp_path / "evaluations"
+    reports = {"val_tta.json": _tta_report("val", 1), "test_tta.json": _tta_report("test", 2)}
+    for name, report in reports.items():
+        report.to_json(extra / name)
+    monkeypatch.setenv("SKIN_REPORTS_DIR", str(extra))
+    metadata = ModelMetadata.from_json(weights / "metadata.json")
+    metadata.test_time_augmentation, metadata.referral_threshold = True, 0.3
+    metadata.to_json(weights / "metadata.json")
+    at = open_report()
+    assert not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="report_file").value.path.name == "test_tta.json"
+    test = reports["test_tta.json"]
+    assert metric_values(at)["Balanced accuracy"] == f"{test.balanced_accuracy:.1%}"
+
+    (referral,) = tables(at, "Malignant sensitivity")
+    assert len(referral) == 3, "training run's test report and both TTA reports"
+    row = referral[referral["Evaluation"].str.startswith("test_tta.json")].iloc[0]
+    labels = np.array([CODES.index(p["label"]) for p in test.predictions])
+    rates = referral_rates(labels, np.array([p["probs"] for p in test.predictions]), 0.3)
+    assert row["Malignant sensitivity"] == pytest.approx(rates.sensitivity)
+    assert row["Specificity"] == pytest.approx(rates.specificity)
+    assert "**30.0%**" in markdown_text(at)
+
+    text = markdown_text(at)
+    expected = target_lines({"balanced_accuracy": test.balanced_accuracy, "macro_auc": test.macro_auc,
+                             "melanoma_sensitivity": test.melanoma_sensitivity})
+    assert f"{sum(ok for _, ok in expected)} of 3 met" in text
+    assert all(line in text for line, _ in expected)
+    selector = at.selectbox(key="report_file")
+    shown = [e.value for kind in (at.markdown, at.caption, at.info, at.warning, at.error, at.success) for e in kind]
+    shown += [selector.help, *selector.options] + [m.help or "" for m in at.metric]
+    assert not [t for t in shown if str(weights) in t or str(tmp_path) in t], "no absolute paths on the page"
