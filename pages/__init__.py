@@ -13,6 +13,7 @@ from skin_model.holdout import PROTOCOL_NOTE, YARDSTICK_SOURCES, held_out_rows, 
 from skin_model.config import display_path
 from skin_model.model import ModelIntegrityError
 from skin_model.report_data import list_evaluation_files
+from skin_model.safe_text import escape_markdown
 from skin_model.service import ClassifierService
 
 log = logging.getLogger(__name__)
@@ -83,12 +84,9 @@ def other_clinics_ui(weights: Path, key: str) -> None:
     """The "Other clinics" section: held-out-source figures of every recipe with a report in the bundle's
     evaluations folder (shipped recipe and baseline side by side), and what the protocol can and cannot tell."""
     st.header("Other clinics (held-out sources)")
-    try:
-        rows = held_out_rows([f.path for f in list_evaluation_files(weights)])
-    except Exception as exc:  # a damaged report: say which, keep the page
-        log.exception("Held-out reports unreadable")
-        st.error(f"**The held-out-source reports cannot be read.** {type(exc).__name__}: {exc}", icon=ICONS["error"])
-        return
+    rows, problems = held_out_rows([f.path for f in list_evaluation_files(weights) if f.origin != "training run"])
+    for problem in problems:
+        st.error(f"**A held-out-source report cannot be read.** {escape_markdown(problem)}", icon=ICONS["error"])
     if rows:
         number = st.column_config.NumberColumn(format="%.3f")
         st.dataframe(rows_frame(rows), hide_index=True, key=f"{key}_other_clinics",
@@ -99,6 +97,8 @@ def other_clinics_ui(weights: Path, key: str) -> None:
                 f"`python train.py --holdout-source {YARDSTICK_SOURCES[0]}` (and `{YARDSTICK_SOURCES[1]}`) and put "
                 "the `evaluations/heldout_*.json` it writes in this bundle's `evaluations/` folder.")
     st.markdown(PROTOCOL_NOTE)
+
+
 def ood_off_warning(service: ClassifierService) -> None:
     """The one visible state of a gate that is off (not fitted, damaged, stale), with the reason."""
     st.warning(f"**The dermatoscopic-image check is off:** {service.ood_status}. Results are shown without "

@@ -155,16 +155,21 @@ def held_out_row(report, file_name: str) -> HeldOutRow:
                       ece=report.ece, file=file_name)
 
 
-def held_out_rows(paths: list[Path]) -> list[HeldOutRow]:
-    """Rows for every held-out report among ``paths`` (other reports are skipped), by source then recipe."""
+def held_out_rows(paths: list[Path]) -> tuple[list[HeldOutRow], list[str]]:
+    """Rows for every held-out report among ``paths``, by source then recipe, and a message for each
+    ``heldout_*.json`` that cannot be read. Other files are skipped (their own page section reports them)."""
     from skin_model.metrics import EvaluationReport
 
-    rows = []
-    for path in paths:
-        report = EvaluationReport.from_json(path)
-        if is_held_out(report):
-            rows.append(held_out_row(report, Path(path).name))
-    return sorted(rows, key=lambda r: (r.source, r.recipe))
+    rows, problems = [], []
+    for path in map(Path, paths):
+        try:
+            report = EvaluationReport.from_json(path)
+            if is_held_out(report):
+                rows.append(held_out_row(report, path.name))
+        except (OSError, ValueError, TypeError, KeyError) as exc:  # not JSON, missing fields, ...
+            if path.name.startswith("heldout_"):
+                problems.append(f"{path.name}: {type(exc).__name__}: {exc}")
+    return sorted(rows, key=lambda r: (r.source, r.recipe)), problems
 
 
 def rows_frame(rows: list[HeldOutRow]) -> pd.DataFrame:

@@ -99,7 +99,12 @@ def test_run_writes_the_held_out_report_as_served(held_out_run: Path):
     probs = np.array([p["probs"] for p in report.predictions])
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
 
-    rows = held_out_rows([path, held_out_run / "evaluation_val.json"])
+    broken = held_out_run / "evaluations" / "heldout_broken.json"
+    broken.write_text("{not json")
+    (held_out_run / "evaluations" / "other.json").write_text("{not json")
+    rows, problems = held_out_rows([path, held_out_run / "evaluation_val.json", broken,
+                                    held_out_run / "evaluations" / "other.json"])
     assert len(rows) == 1, "only the held-out report is a row"
+    assert len(problems) == 1 and problems[0].startswith("heldout_broken.json"), "a broken held-out report is named"
     assert rows[0].source == "rosendahl" and rows[0].balanced_accuracy == pytest.approx(report.balanced_accuracy)
     assert rows_frame(rows).loc[0, "melanoma AUC"] == report.per_class["mel"]["auc"]
