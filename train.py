@@ -44,7 +44,7 @@ from sklearn.metrics import balanced_accuracy_score
 from skin_model import __version__
 from skin_model.calibration import apply_temperature, fit_temperature
 from skin_model.colour import METHODS, describe
-from skin_model.config import DEFAULT_BACKBONE_WEIGHTS, DEFAULT_DATA_DIR, DEFAULT_WEIGHTS_DIR
+from skin_model.config import DEFAULT_BACKBONE_WEIGHTS, DEFAULT_DATA_DIR, DEFAULT_WEIGHTS_DIR, display_path
 from skin_model.augment import ADDITIONS, AugmentConfig
 from skin_model.dataset import (SPLITS, find_metadata, load_arrays, load_catalogue, make_tf_dataset,
                                 split_by_lesion, subsample)
@@ -277,12 +277,13 @@ def main(argv: list[str] | None = None) -> int:
         network_data_format=network_data_format(args.image_size),
         temperature=temperature, unsure_threshold=unsure_threshold, test_time_augmentation=use_tta,
         referral_threshold=referral_threshold, known_limits=list(HAM10000_KNOWN_LIMITS),
-        training={**json.loads(json.dumps(vars(args), default=str)),  # paths as strings
+        training={**json.loads(json.dumps({**vars(args), "backbone_weights": display_path(args.backbone_weights)},
+                                          default=display_path)),  # paths without the machine's folders
                   "device": "GPU" if gpu else "CPU",
                   "class_weights": {CODES[k]: v for k, v in weights.items()} if weights else None,
                   "epochs_run": {k: len(v) for k, v in history.items()}},
         data={"source": "HAM10000 (Tschandl et al. 2018, doi:10.1038/sdata.2018.161), CC BY-NC-SA 4.0",
-              "data_dir": str(args.data_dir), "split_seed": args.seed, "split_file": "split.csv",
+              "data_dir": display_path(args.data_dir), "split_seed": args.seed, "split_file": "split.csv",
               "metadata_sha256": sha256_of(find_metadata(args.data_dir)),
               "split_sha256": sha256_of(out_dir / "split.csv"),
               "counts": {s: parts[s]["dx"].value_counts().reindex(CODES, fill_value=0).astype(int).to_dict()

@@ -44,7 +44,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from skin_model.config import DEFAULT_DATA_DIR, DEFAULT_WEIGHTS_DIR  # noqa: E402
+from skin_model.config import DEFAULT_DATA_DIR, DEFAULT_WEIGHTS_DIR, display_path  # noqa: E402
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "serve.json"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                 "load_average_at_start": os.getloadavg()},
-                    "weights": str(args.weights), "n_images": len(images), "goals": GOALS}
+                    "weights": display_path(args.weights), "n_images": len(images), "goals": GOALS}
     log.info("cold start (library, fresh process)...")
     report["cold_start_library_s"] = cold_start_library(args.weights, images[0])
     log.info("latency on %d images...", len(images))

@@ -39,7 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
-from skin_model.config import DEFAULT_BACKBONE_WEIGHTS, DEFAULT_DATA_DIR, DEFAULT_WEIGHTS_DIR  # noqa: E402
+from skin_model.config import DEFAULT_BACKBONE_WEIGHTS, DEFAULT_DATA_DIR, DEFAULT_WEIGHTS_DIR, display_path  # noqa: E402
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "train.json"
 STAGES = ("head", "block_8", "all")
@@ -150,7 +150,7 @@ def inference_benchmark(weights: Path, runs: int) -> dict:
         t2 = time.perf_counter()
         predict_s.append(t1 - t0)
         forward_s.append(t2 - t1)
-    return {"weights": str(weights), "model_version": predictor.metadata.version, "input_size": size,
+    return {"weights": display_path(weights), "model_version": predictor.metadata.version, "input_size": size,
             "predictor_predict": summary(predict_s), "tf_function_batch1": summary(forward_s)}
 
 

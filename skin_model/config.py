@@ -32,9 +32,13 @@ def served_weights_dir() -> Path:
 
 def display_path(path: Path | str) -> str:
     """A path as shown to users: relative to the project (``weights/metadata.json``) when inside it, else
-    its last two parts (``.../bundle/metadata.json``), never the machine's absolute path."""
+    its last two parts (``.../bundle/metadata.json``; one below a top-level folder), never the machine's absolute
+    path."""
     path = Path(path)
     try:
         return str(path.resolve().relative_to(PROJECT_ROOT))
     except ValueError:
-        return str(Path("...", *path.parts[-2:])) if len(path.parts) > 2 else str(path)
+        if not path.is_absolute() and ".." not in path.parts:
+            return str(path)
+        tail = path.parts[-2:] if len(path.parts) > 3 else path.parts[-1:]  # never a top-level folder name
+        return str(Path("...", *tail))

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from skin_model.config import DEFAULT_WEIGHTS_DIR
+from skin_model.config import DEFAULT_WEIGHTS_DIR, display_path
 from skin_model.dataset import find_image_files
 from skin_model.imaging import FILE_SUFFIXES
 from skin_model.labels import CLASSES, CODES, class_index
@@ -228,15 +228,15 @@ def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFA
                               f"({len(matched.missing)} missing, {len(unreadable)} unreadable)")
 
     evaluated = table.set_index("image_id").loc[ids]
-    dataset = {"name": name or images_dir.resolve().name, "images_dir": str(images_dir),
-               "labels_file": str(labels_csv), "split_method": "as provided by the labels file"}
+    dataset = {"name": name or images_dir.resolve().name, "images_dir": display_path(images_dir),
+               "labels_file": display_path(labels_csv), "split_method": "as provided by the labels file"}
     if split is not None:
         dataset.update(split=split, split_method=f"rows of {labels_csv.name} whose split is {split!r}")
     if "lesion_id" in evaluated.columns:
         dataset["n_lesions"] = int(evaluated["lesion_id"].nunique())
     metadata = predictor.metadata
     model = {"version": metadata.version, "temperature": metadata.temperature, "input_size": metadata.input_size,
-             "model_sha256": metadata.model_sha256, "weights_dir": str(weights_dir), "tta": tta}
+             "model_sha256": metadata.model_sha256, "weights_dir": display_path(weights_dir), "tta": tta}
     labels = evaluated["dx"].map(class_index).to_numpy()
     report = evaluate_probabilities(labels, probs, ids, dataset=dataset, model=model,
                                     temperature=metadata.temperature)

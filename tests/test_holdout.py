@@ -93,6 +93,8 @@ def test_run_writes_the_held_out_report_as_served(held_out_run: Path):
     assert report.dataset["tta"] == metadata["test_time_augmentation"]
     assert "--colour-constancy shades-of-grey" in report.dataset["recipe"]
     assert metadata["data"]["held_out_sources"] == ["rosendahl"]
+    text = (held_out_run / "metadata.json").read_text() + path.read_text()
+    assert str(held_out_run.parent) not in text and '"/' not in text, "no absolute machine paths recorded"
     assert metadata["metrics"][HELD_OUT]["balanced_accuracy"] == pytest.approx(report.balanced_accuracy)
     assert metadata["training"]["augment"] == ["colour", "framing", "artefacts"]
     assert "shades of grey" in metadata["preprocessing"]["colour_constancy"]
