@@ -13,7 +13,7 @@ install-dev:
 
 # The app serves a LiteRT copy of weights/model.keras (skin_model/lite.py): build it now, not on the first start.
 serving-model: install
-	$(PYTHON) -m skin_model.lite --weights weights
+	$(PYTHON) -m skin_model.cli.lite --weights weights
 
 app: serving-model
 	$(PYTHON) -m streamlit run app.py

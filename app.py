@@ -29,12 +29,11 @@ DISCLAIMER = (
 
 def model_version() -> str:
     """The served model's version from its metadata.json (without loading the model)."""
-    from skin_model.model import ModelMetadata
+    from skin_model.bundle import ModelIntegrityError, read_metadata
 
-    weights = config.served_weights_dir()
     try:
-        meta = ModelMetadata.from_json(weights / "metadata.json")
-    except (OSError, ValueError, TypeError, KeyError):
+        meta = read_metadata(config.served_weights_dir())
+    except ModelIntegrityError:
         return "no model found"
     return f"{meta.version} ({meta.input_size} px, created {meta.created[:10]})"
 

@@ -19,8 +19,8 @@ How, in the order the code runs:
    validated, checkpointed and shipped.
 5. On validation: fit the softmax temperature; serve test-time augmentation (the 8 flips/rotations
    averaged) if it raises balanced accuracy; choose the "unsure" threshold on the probabilities as served.
-6. Evaluate on the test split and save ``model.keras`` + its LiteRT copy ``model.tflite`` (what the app serves)
-   + ``metadata.json`` + reports.
+6. Evaluate on the test split and save ``model.keras`` + ``metadata.json`` + reports (``skin_model.bundle``
+   names every file), then build the LiteRT copy ``model.tflite`` the app serves (``lite.build_lite``).
 
 Both stages checkpoint every epoch: ``--resume`` continues an interrupted run where it stopped.
 Class imbalance is handled with balanced class weights (or, with ``--logit-adjustment``, the logit-adjusted
@@ -42,7 +42,7 @@ import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
 from skin_model import __version__
-from skin_model.calibration import apply_temperature, fit_temperature
+from skin_model.calibration import fit_temperature
 from skin_model.colour import METHODS, describe
 from skin_model.config import DEFAULT_BACKBONE_WEIGHTS, DEFAULT_DATA_DIR, DEFAULT_WEIGHTS_DIR, display_path
 from skin_model.augment import ADDITIONS, AugmentConfig
@@ -51,10 +51,13 @@ from skin_model.dataset import (SPLITS, find_metadata, load_arrays, load_catalog
 from skin_model.holdout import HELD_OUT, held_out_dataset, hold_out_sources, recipe_flags, report_file
 from skin_model.labels import CODES
 from skin_model.metrics import choose_referral_threshold, choose_unsure_threshold, evaluate_probabilities
-from skin_model.model import (HAM10000_KNOWN_LIMITS, ModelMetadata, build_classifier, default_preprocessing,
-                              network_data_format, save_bundle, set_trainable_backbone, sha256_of)
-from skin_model.training import (class_weights, compile_stage, distillation_targets, predict_arrays,
-                                 predict_arrays_tta, prior_shift, read_history, stage_callbacks, teacher_probabilities,
+from skin_model.bundle import (CHECKPOINTS_DIR, EVALUATIONS_DIR, HISTORY_FILE, SPLIT_FILE, ModelMetadata,
+                               evaluation_file, sha256_of, write_json, write_split)
+from skin_model.lite import build_lite
+from skin_model.model import (HAM10000_KNOWN_LIMITS, build_classifier, default_preprocessing, network_data_format,
+                              save_bundle, set_trainable_backbone)
+from skin_model.training import (class_weights, compile_stage, distillation_targets, predict_arrays, prior_shift,
+                                 read_history, served_probabilities, stage_callbacks, teacher_probabilities,
                                  warmup_cosine)
 
 log = logging.getLogger("train")
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         keras.mixed_precision.set_global_policy("mixed_float16")
     log.info("Device: %s", "GPU (mixed precision, XLA)" if gpu else "CPU")
     out_dir: Path = args.output_dir
-    work_dir = out_dir / "checkpoints"
+    work_dir = out_dir / CHECKPOINTS_DIR
     work_dir.mkdir(parents=True, exist_ok=True)
     if not args.resume and any(work_dir.iterdir()):
         sys.exit(f"{work_dir} holds checkpoints of an earlier run: pass --resume to continue it, "
@@ -163,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = {s: catalogue[catalogue["split"] == s].reset_index(drop=True) for s in SPLITS}
     if holdout is not None:
         parts[HELD_OUT] = holdout.held_out
-    pd.concat(parts.values()).drop(columns=["path"]).to_csv(out_dir / "split.csv", index=False)
+    write_split(out_dir, pd.concat(parts.values()).drop(columns=["path"]))
     for s in parts:
         log.info("%-7s %5d images, %5d lesions", s, len(parts[s]), parts[s]["lesion_id"].nunique())
 
@@ -222,12 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     set_trainable_backbone(model, None)
 
     # 5. Calibration, test-time augmentation and the "unsure" threshold, on validation -------------------
-    raw = {s: predict_arrays(model, images[s]) for s in ("val", "test")}
-    temperature = fit_temperature(raw["val"], labels["val"])
-    calibrated = {s: apply_temperature(raw[s], temperature) for s in raw}
+    temperature = fit_temperature(predict_arrays(model, images["val"]), labels["val"])
+    calibrated = {s: served_probabilities(model, images[s], temperature) for s in ("val", "test")}
     log.info("Temperature %.3f", temperature)
     # Test-time augmentation (average of the 8 flips/rotations) is served only if it helps on validation.
-    val_tta = predict_arrays_tta(model, images["val"], temperature)
+    val_tta = served_probabilities(model, images["val"], temperature, tta=True)
     tta_report = evaluate_probabilities(labels["val"], val_tta, list(parts["val"]["image_id"]),
                                         dataset={"name": "HAM10000 val split, test-time augmentation"}, model={},
                                         temperature=temperature)
@@ -236,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     log.info("Validation balanced accuracy %.3f single view, %.3f with test-time augmentation: TTA %s",
              single_view, tta_report.balanced_accuracy, "on" if use_tta else "off")
     # The "unsure" threshold is chosen on the validation probabilities as the app will serve them.
-    unsure_threshold = choose_unsure_threshold(labels["val"], val_tta if use_tta else calibrated["val"])
-    referral_threshold = choose_referral_threshold(labels["val"], val_tta if use_tta else calibrated["val"])
+    val_served = val_tta if use_tta else calibrated["val"]
+    unsure_threshold = choose_unsure_threshold(labels["val"], val_served)
+    referral_threshold = choose_referral_threshold(labels["val"], val_served)
     log.info("Unsure threshold %.2f, malignant referral threshold %.2f", unsure_threshold, referral_threshold)
 
     # 6. Evaluate and save the bundle -----------------------------------------------------------------
@@ -251,24 +254,23 @@ def main(argv: list[str] | None = None) -> int:
             dataset={"name": f"HAM10000 {s} split", "split": s, "split_method": "lesion-grouped, stratified",
                      "seed": args.seed, "n_lesions": int(parts[s]["lesion_id"].nunique()),
                      "description": f"HAM10000 {s} split ({description})"})
-        reports[s].to_json(out_dir / f"evaluation_{s}.json")
+        reports[s].to_json(out_dir / evaluation_file(s))
         log.info("%s: balanced accuracy %.3f, macro AUC %.3f, melanoma sensitivity %.3f, ECE %.3f", s,
                  reports[s].balanced_accuracy, reports[s].macro_auc or float("nan"),
                  reports[s].melanoma_sensitivity, reports[s].ece)
     if holdout is not None:  # as served: calibrated on validation, TTA if validation chose it
-        served = (predict_arrays_tta(model, images[HELD_OUT], temperature) if use_tta
-                  else apply_temperature(predict_arrays(model, images[HELD_OUT]), temperature))
+        served = served_probabilities(model, images[HELD_OUT], temperature, tta=use_tta)
         recipe = recipe_flags(vars(args), vars(build_parser().parse_args([])))
         reports[HELD_OUT] = evaluate_probabilities(
             labels[HELD_OUT], served, list(parts[HELD_OUT]["image_id"]), temperature=temperature, model=model_info,
             dataset=held_out_dataset(holdout, recipe, use_tta))
-        reports[HELD_OUT].to_json(out_dir / "evaluations" / report_file(holdout.sources))
+        reports[HELD_OUT].to_json(out_dir / EVALUATIONS_DIR / report_file(holdout.sources))
         held_out = reports[HELD_OUT]
         log.info("Held out %s (%s): balanced accuracy %.3f, macro AUC %s, melanoma AUC %s, sensitivity %s, ECE %.3f",
                  ", ".join(holdout.sources), recipe, held_out.balanced_accuracy, held_out.macro_auc,
                  held_out.per_class["mel"]["auc"], held_out.melanoma_sensitivity, held_out.ece)
     history = read_history(work_dir, ("head", "finetune"))
-    (out_dir / "history.json").write_text(json.dumps(history, indent=1) + "\n")
+    write_json(out_dir / HISTORY_FILE, history)
 
     backbone_path = Path(args.backbone_weights)
     metadata = ModelMetadata(
@@ -283,9 +285,9 @@ def main(argv: list[str] | None = None) -> int:
                   "class_weights": {CODES[k]: v for k, v in weights.items()} if weights else None,
                   "epochs_run": {k: len(v) for k, v in history.items()}},
         data={"source": "HAM10000 (Tschandl et al. 2018, doi:10.1038/sdata.2018.161), CC BY-NC-SA 4.0",
-              "data_dir": display_path(args.data_dir), "split_seed": args.seed, "split_file": "split.csv",
+              "data_dir": display_path(args.data_dir), "split_seed": args.seed, "split_file": SPLIT_FILE,
               "metadata_sha256": sha256_of(find_metadata(args.data_dir)),
-              "split_sha256": sha256_of(out_dir / "split.csv"),
+              "split_sha256": sha256_of(out_dir / SPLIT_FILE),
               "counts": {s: parts[s]["dx"].value_counts().reindex(CODES, fill_value=0).astype(int).to_dict()
                          for s in parts},
               "lesions": {s: int(parts[s]["lesion_id"].nunique()) for s in parts},
@@ -299,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                  **({HELD_OUT: reports[HELD_OUT].headline()} if holdout is not None else {})},
     )
     save_bundle(model, metadata, out_dir)
+    build_lite(out_dir)  # the served copy, checked against model.keras
     return 0
 
 

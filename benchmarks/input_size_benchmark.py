@@ -47,17 +47,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    import pandas as pd
 
-    from skin_model.calibration import apply_temperature, fit_temperature
+    from skin_model.bundle import read_split
+    from skin_model.calibration import fit_temperature
     from skin_model.dataset import load_arrays, load_catalogue
     from skin_model.metrics import evaluate_probabilities
     from skin_model.model import build_classifier, load_bundle
-    from skin_model.training import predict_arrays, predict_arrays_tta
+    from skin_model.training import predict_arrays, served_probabilities
 
     trained, metadata = load_bundle(args.weights)
-    split = pd.read_csv(args.weights / "split.csv", usecols=["image_id", "split", "label"])
-    val = split[split["split"] == "val"].merge(load_catalogue(args.data_dir)[["image_id", "path"]], on="image_id")
+    val = read_split(args.weights, "val", columns=("image_id", "split", "label")).astype({"label": int}).merge(load_catalogue(args.data_dir)[["image_id", "path"]], on="image_id")
     val = val.sample(n=min(args.val_limit, len(val)), random_state=0) if args.val_limit else val
     labels, ids = val["label"].to_numpy(), list(val["image_id"])
 
@@ -72,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         images = load_arrays(list(val["path"]), size, progress=False)
         raw = predict_arrays(model, images)
         temperature = fit_temperature(raw, labels)
-        tta = predict_arrays_tta(model, images, temperature)
-        sizes[str(size)] = {"temperature": temperature, "single_view": figures(apply_temperature(raw, temperature)),
-                            "tta": figures(tta)}
+        sizes[str(size)] = {"temperature": temperature,
+                            "single_view": figures(served_probabilities(model, images, temperature)),
+                            "tta": figures(served_probabilities(model, images, temperature, tta=True))}
         log.info("%d px: %s", size, json.dumps(sizes[str(size)]))
     results = {"measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "model": {"version": metadata.version, "trained_input_size": metadata.input_size},

@@ -9,7 +9,7 @@ Figures (printed and written to benchmarks/results/safety.json):
   non-dermoscopic set (``skin_model.ood_images``) it rejects (goal >= 95%), per category; and the
   latency, as served (LiteRT), of one preprocessed image's prediction + gate check, next to one plain
   prediction's (decode excluded / included).
-  Skipped (with the reason) when no gate is fitted for the model (``python -m skin_model.ood fit``).
+  Skipped (with the reason) when no gate is fitted for the model (``python -m skin_model.cli.ood fit``).
 * ``tta``: balanced accuracy, accuracy, macro AUC and ECE on the validation split with a single view and
   with the 8-view average (``skin_model.tta``), and the latency of one image each way (p50/p95 ms), with
   the served LiteRT model.
@@ -61,11 +61,10 @@ def timed(function, inputs: list) -> dict[str, float]:
 
 
 def split_labels(weights: Path, paths: list[Path]) -> np.ndarray:
-    import pandas as pd
-
+    from skin_model.bundle import read_split
     from skin_model.labels import class_index
 
-    dx = pd.read_csv(weights / "split.csv", usecols=["image_id", "dx"]).set_index("image_id")["dx"]
+    dx = read_split(weights).set_index("image_id")["dx"]
     return np.array([class_index(dx[p.stem]) for p in paths])
 
 
@@ -120,20 +119,19 @@ def ood_benchmark(predictor, served, weights: Path, data_dir: Path, test_limit: 
 def tta_benchmark(predictor, weights: Path, data_dir: Path, val_limit: int | None, latency_n: int) -> dict:
     from skin_model.imaging import load_image
     from skin_model.ood import split_paths
-    from skin_model.tta import predict_probabilities_tta
 
     paths = split_paths(weights, data_dir, "val", val_limit)
     labels = split_labels(weights, paths)
     images = [load_image(p) for p in paths]
     plain = np.concatenate([predictor.predict_probabilities(images[i:i + 64]) for i in range(0, len(images), 64)])
-    averaged = predict_probabilities_tta(predictor, images)
+    averaged = predictor.predict_probabilities(images, tta=True)
     sample = images[:latency_n]
     return {
         "n_val": len(paths), "split": "val" + ("" if val_limit is None else f" (random {len(paths)})"),
         "single_view": classification_figures(labels, plain),
         "tta_8_views": classification_figures(labels, averaged),
         "latency_ms": {"single_view": timed(lambda im: predictor.predict_probabilities([im]), sample),
-                       "tta_8_views": timed(lambda im: predict_probabilities_tta(predictor, [im]), sample)},
+                       "tta_8_views": timed(lambda im: predictor.predict_probabilities([im], tta=True), sample)},
     }
 
 

@@ -13,8 +13,8 @@ import streamlit as st
 from skin_model.explain import METHODS
 from skin_model.imaging import FILE_SUFFIXES, MAX_FILE_BYTES, SUPPORTED_DESCRIPTION, InvalidImageError
 from skin_model.inference import format_probability
-from skin_model.labels import by_code
-from skin_model.model import ModelMetadata
+from skin_model.labels import MALIGNANT_SHORT, by_code
+from skin_model.bundle import ModelMetadata
 from skin_model.safe_text import escape_markdown, spreadsheet_safe_frame
 from skin_model.service import Analysis, ClassifierService, thumbnail_data_uri
 from pages import ICONS, ensure_app_shell, ood_off_warning, served_service_or_error
@@ -28,7 +28,7 @@ UPLOAD_TYPES = [suffix.lstrip(".") for suffix in FILE_SUFFIXES]
 MAX_FILES = 50
 CSV_NAME = "skin_lesion_batch.csv"
 OVERLAY_ALPHA = 0.4
-MALIGNANT_COLUMN = "Malignant (mel+bcc+akiec)"
+MALIGNANT_COLUMN = f"Malignant ({MALIGNANT_SHORT})"
 
 
 @dataclass(frozen=True)
@@ -78,16 +78,14 @@ def analyse_all(service: ClassifierService, uploads: list, tta: bool) -> list[Ba
     return items
 
 
-def note(item: BatchItem) -> str:
+def note(item: BatchItem, show_withheld: bool = False) -> str:
+    """The verdict's note; for a withheld result, whether it is hidden or shown on request."""
     if item.analysis is None:
         return "cannot be used"
-    if item.analysis.flagged_ood:
-        return "not a dermatoscopic image: do not rely on the result"
-    if item.analysis.prediction.unsure:
-        return "unsure: refer for assessment"
-    if item.analysis.prediction.refer:
-        return "malignant probability at or above the referral threshold: refer"
-    return ""
+    verdict = item.analysis.verdict
+    if verdict.result_withheld:
+        return f"{verdict.note} ({'shown on request' if show_withheld else 'result withheld'})"
+    return verdict.note
 
 
 #: Column order: what matters for each file first, descriptive columns after.
@@ -97,12 +95,14 @@ COLUMNS = ("#", "Image", "File", "Top class", "Probability", MALIGNANT_COLUMN, "
 CSV_COLUMNS = ("Model version", "TTA", *(c for c in COLUMNS if c != "Image"))
 
 
-def results_table(items: list[BatchItem], ood_enabled: bool) -> pd.DataFrame:
-    """One row per file (bad files included, with their error and blank result cells)."""
+def results_table(items: list[BatchItem], ood_enabled: bool, show_withheld: bool = False) -> pd.DataFrame:
+    """One row per file (bad files included, with their error and blank result cells). A withheld result
+    (not a dermatoscopic image) has blank result cells too unless ``show_withheld``."""
     rows = []
     for item in items:
         a = item.analysis
-        p = a.prediction if a is not None else None
+        shown = a is not None and (show_withheld or not a.verdict.result_withheld)
+        p = a.prediction if shown else None
         rows.append({
             "#": item.number,
             "Image": thumbnail_data_uri(Image.fromarray(a.view)) if a is not None else None,  # what the model saw
@@ -113,7 +113,7 @@ def results_table(items: list[BatchItem], ood_enabled: bool) -> pd.DataFrame:
             "Refer": p.refer if p else None,
             "Not dermatoscopic": (a.flagged_ood if ood_enabled else None) if a is not None else None,
             "Unsure": p.unsure if p else None,
-            "Note": note(item),
+            "Note": note(item, show_withheld),
             "Top category": by_code(p.top_code).name.split(" (")[0] if p else "",
             "Status": "ok" if a is not None else f"error: {item.error}",
         })
@@ -202,11 +202,14 @@ def batch_page() -> None:
         st.error(f"**{len(failed)} of {len(items)} file(s) could not be used:**\n\n"
                  + "\n".join(f"- **{escape_markdown(item.name)}**: {escape_markdown(item.error)}" for item in failed),
                  icon=ICONS["error"])
-    flagged = [item.name for item in items if item.analysis is not None and item.analysis.flagged_ood]
+    flagged = [item.name for item in items if item.analysis is not None and item.analysis.verdict.result_withheld]
+    show_withheld = False
     if flagged:
-        st.warning(f"**{len(flagged)} image(s) do not look like dermatoscopic images** and their results "
-                   f"should not be relied on: {', '.join(map(escape_markdown, flagged))}", icon=ICONS["stop"])
-    table_ui(results_table(items, service.ood_enabled), service.metadata, tta)
+        st.warning(f"**{len(flagged)} image(s) do not look like dermatoscopic images**, so their results are "
+                   f"withheld: {', '.join(map(escape_markdown, flagged))}", icon=ICONS["stop"])
+        show_withheld = st.checkbox("Show the withheld results anyway (not reliable for these images)",
+                                    key="batch_show_withheld")
+    table_ui(results_table(items, service.ood_enabled, show_withheld), service.metadata, tta)
     try:
         gradcam_ui(service, items)
     except Exception:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,9 +18,9 @@ from skin_model.charts import attention_legend, probability_bar_chart
 from skin_model.explain import METHODS, colorize
 from skin_model.imaging import FILE_SUFFIXES, MAX_FILE_BYTES, SUPPORTED_DESCRIPTION, InvalidImageError
 from skin_model.inference import Prediction, format_probability
-from skin_model.labels import CLASSES, CODES, MALIGNANT_CODES, by_code
+from skin_model.labels import BENIGN_LABEL, CLASSES, CODES, MALIGNANT_LABEL, by_code
 from skin_model.metrics import REFERRAL_TARGET_SENSITIVITY
-from skin_model.model import ModelIntegrityError
+from skin_model.bundle import SPLIT_FILE, ModelIntegrityError
 from skin_model.safe_text import escape_markdown
 from skin_model.samples import SampleReference, sample_references
 from skin_model.service import Analysis, ClassifierService, Explanation, outline_centre_square
@@ -38,12 +37,6 @@ DEFAULT_OPACITY = 0.4
 LEGEND_WIDTH, LEGEND_HEIGHT = 320, 14
 #: Photos are sent to the browser as JPEG (explicitly: PNG encoding of a 600x450 photo costs ~100x more).
 IMAGE_FORMAT = "JPEG"
-MALIGNANT_LABEL = " + ".join(MALIGNANT_CODES)
-
-
-def samples_dir() -> Path:
-    """Folder of sample images: SKIN_SAMPLES_DIR read at run time, else the default."""
-    return Path(os.environ.get("SKIN_SAMPLES_DIR") or config.DEFAULT_SAMPLES_DIR)
 
 
 # ---------------------------------------------------------------------------------------------- loaders
@@ -62,7 +55,7 @@ def cached_sample_references(split_csv: str, metadata_csv: str) -> dict[str, Sam
 
 def served_sample_references() -> dict[str, SampleReference]:
     """Reference diagnosis and split of each HAM10000 image, from the served bundle's split.csv."""
-    return cached_sample_references(str(config.served_weights_dir() / "split.csv"),
+    return cached_sample_references(str(config.served_weights_dir() / SPLIT_FILE),
                                     str(config.DEFAULT_DATA_DIR / "HAM10000_metadata.csv"))
 
 
@@ -128,7 +121,7 @@ def input_ui() -> Selected | None:
         f"Dermatoscopic image ({SUPPORTED_DESCRIPTION}, up to {MAX_FILE_BYTES / 1e6:.0f} MB)",
         type=UPLOAD_TYPES, key="upload", on_change=clear_sample,
     )
-    folder = samples_dir()
+    folder = config.samples_dir()
     samples = list_samples(str(folder))
     references = served_sample_references() if samples else {}
     choice = NO_SAMPLE
@@ -191,7 +184,7 @@ def prediction_ui(analysis: Analysis, reference: SampleReference | None, unrelia
         st.markdown(f"Calibrated probability: **{format_probability(p.top_probability)}**")
     malignant, benign = st.columns(2)
     malignant.metric(f"Malignant ({MALIGNANT_LABEL})", format_probability(p.malignant_probability))
-    benign.metric("Benign (bkl, df, nv, vasc)", format_probability(1.0 - p.malignant_probability))
+    benign.metric(f"Benign ({BENIGN_LABEL})", format_probability(1.0 - p.malignant_probability))
     referral_ui(p)
     st.markdown("**Differential (top 3)**")
     st.markdown("\n".join(
@@ -239,16 +232,6 @@ def ood_ui(service: ClassifierService, analysis: Analysis) -> bool:
         icon=ICONS["stop"],
     )
     return st.checkbox("Show the model's output anyway (not reliable for this image)", key="ood_show")
-
-
-def ood_note(service: ClassifierService, analysis: Analysis) -> str:
-    """The check's outcome in one line, for the case report."""
-    if analysis.ood is None:
-        return f"off ({service.ood_status})"
-    score = f"score {analysis.ood.distance:.2f}, threshold {analysis.ood.threshold:.2f}"
-    if analysis.flagged_ood:
-        return f"FLAGGED: does not look like a dermatoscopic image ({score}); output shown on request"
-    return f"passed ({score})"
 
 
 def probabilities_ui(analysis: Analysis) -> None:
@@ -316,7 +299,7 @@ def case_report_files(service: ClassifierService, analysis: Analysis, explanatio
             file_name=analysis.name, view=explanation.view, overlay=explanation.overlay(alpha),
             explained_class=explanation.class_code, method_name=METHODS[explanation.method],
             prediction=analysis.prediction, model_version=service.metadata.version,
-            created=datetime.now(timezone.utc), ood_note=ood_note(service, analysis), tta=analysis.tta)
+            created=datetime.now(timezone.utc), ood_note=analysis.verdict.ood_note, tta=analysis.tta)
         cached = (key, report, render_pdf(report), render_png(report))
         st.session_state["case_report"] = cached
     return cached[1], cached[2], cached[3]

@@ -4,7 +4,6 @@ Every model-specific fact is read from the bundle's metadata.json (SKIN_WEIGHTS_
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,11 @@ import pandas as pd
 import streamlit as st
 
 from skin_model import config
+from skin_model.labels import MALIGNANT_LABEL
 from skin_model.config import display_path
 from skin_model.metrics import REFERRAL_TARGET_SENSITIVITY
-from skin_model.model import METADATA_FILE, ModelMetadata, sha256_of
-from skin_model.report_data import target_lines
+from skin_model.bundle import METADATA_FILE, BundleFileError, ModelMetadata, sha256_of
+from skin_model.report.evaluation_tables import target_lines
 from pages import ICONS, ensure_app_shell, other_clinics_ui
 
 ensure_app_shell()
@@ -64,13 +64,8 @@ def load_metadata(path: Path) -> ModelMetadata | None:
         return None
     try:
         return cached_metadata(str(path), path.stat().st_mtime)
-    except json.JSONDecodeError as exc:
-        problem = f"not valid JSON ({exc.msg} at line {exc.lineno})"
-    except TypeError as exc:
-        problem = f"its fields do not match the model metadata format ({exc})"
-    except (OSError, UnicodeDecodeError) as exc:
-        problem = f"cannot be read ({exc})"
-    st.error(f"**The model card cannot be shown:** `{display_path(path)}` is {problem}.", icon=ICONS["error"])
+    except BundleFileError as exc:  # not JSON, not the metadata's fields, unreadable: named by the reader
+        st.error(f"**The model card cannot be shown:** {exc}.", icon=ICONS["error"])
     return None
 
 
@@ -168,7 +163,7 @@ def training_ui(meta: ModelMetadata) -> None:
                 f"`{backbone.get('source', '?')}` (sha256 `{backbone.get('sha256') or '?'}`).  \n"
                 f"**Calibration:** softmax temperature {meta.temperature:.3f} (fitted on validation). "
                 f"**\"Unsure\" threshold:** top probability below {meta.unsure_threshold:.1%}.  \n"
-                + (f"**Referral threshold:** refer when the malignant roll-up (mel + bcc + akiec) reaches "
+                + (f"**Referral threshold:** refer when the malignant roll-up ({MALIGNANT_LABEL}) reaches "
                    f"{meta.referral_threshold:.1%} (chosen on validation as served for at least "
                    f"{REFERRAL_TARGET_SENSITIVITY:.0%} malignant sensitivity).  \n" if meta.referral_threshold is not None else
                    "**Referral threshold:** none recorded (no referral cue).  \n") +

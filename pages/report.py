@@ -1,4 +1,4 @@
-"""Evaluation report: plots the evaluation JSON written by train.py and `python -m skin_model.evaluate`
+"""Evaluation report: plots the evaluation JSON written by train.py and `python -m skin_model.cli.evaluate`
 (including the refer-or-abstain curve and the out-of-distribution gate's rates), the test-time augmentation
 benchmark, the training curves and the data-split audit. Nothing is retrained or re-predicted here."""
 
@@ -9,28 +9,30 @@ from pathlib import Path
 import streamlit as st
 
 from skin_model import config
-from skin_model.config import display_path
+from skin_model.bundle import (HISTORY_FILE, METADATA_FILE, SPLIT_FILE, TRAINING_REPORTS, BundleFileError,
+                               localisation_file, read_localisation, read_ood_figures)
+from skin_model.config import display_path, reports_dir, safety_results_path
+from skin_model.labels import MALIGNANT_LABEL
 from skin_model.metrics import EvaluationReport
-from skin_model.model import METADATA_FILE
 from skin_model.published import IMAGE_SPLIT_NOTE, REFERENCES
+from skin_model.report.evaluation_files import file_description, list_evaluation_files, load_report, served_file_index
+from skin_model.report.evaluation_tables import (PROJECT_TARGETS, comparison_frame, confusion_frames, coverage_frame,
+                                                 dataset_description, headlines, operating_point, per_class_frame,
+                                                 referral_frame, referral_rule, target_lines, unsure_rule)
+from skin_model.report.ood_figures import MEASURE_COMMAND, FIT_COMMAND, NON_DERMOSCOPIC_SET, ood_category_frame
+from skin_model.report.safety_results import SAFETY_COMMAND, tta_frame, tta_summary
+from skin_model.report.served_model import served_metadata, unsure_threshold
+from skin_model.report.split_audit import split_audit
+from skin_model.report.training_curves import CURVE_METRICS, training_curves
 from skin_model.report_charts import (confusion_heatmap, coverage_chart, pr_chart, reliability_chart, roc_chart,
                                       training_curve_chart)
-from skin_model.report_data import (CURVE_METRICS, HISTORY_FILE, NON_DERMOSCOPIC_SET,
-                                    OOD_FIT_COMMAND, OOD_MEASURE_COMMAND, SAFETY_COMMAND, SPLIT_FILE,
-                                    PROJECT_TARGETS, TRAINING_REPORTS, ReportError,
-                                    comparison_frame, file_description, referral_frame, referral_rule,
-                                    served_file_index, served_metadata, target_lines, confusion_frames, coverage_frame, dataset_description,
-                                    headlines, list_evaluation_files, load_report, localisation_summary,
-                                    ood_category_frame, ood_summary, operating_point, per_class_frame, reports_dir,
-                                    safety_results_path, split_audit, training_curves, tta_frame, tta_summary,
-                                    unsure_rule, unsure_threshold)
 from pages import ICONS, ensure_app_shell, other_clinics_ui
 
 ensure_app_shell()
 
 RATE = st.column_config.NumberColumn(format="%.3f")
 PERCENT = st.column_config.NumberColumn(format="percent")
-LOCALISATION_COMMAND = "python -m skin_model.localisation --split test"
+LOCALISATION_COMMAND = "python -m skin_model.cli.localisation --split test"
 
 
 def modified_time(path: Path) -> float:
@@ -49,7 +51,7 @@ def _cached(kind: str, path: str, mtime: float):
 
 
 def cached(kind: str, path: Path):
-    """The loaded and checked content of ``path`` (ReportError naming the problem otherwise)."""
+    """The loaded and checked content of ``path`` (BundleFileError naming the problem otherwise)."""
     return _cached(kind, str(path), modified_time(path))
 
 
@@ -122,20 +124,20 @@ def refer_ui(report: EvaluationReport, path: Path, weights: Path) -> None:
                "is surer of: the curve shows how well it does on the cases it keeps as the threshold rises.")
     try:
         frame = coverage_frame(report, path)
-    except ReportError as exc:
+    except BundleFileError as exc:
         st.error(f"**The coverage curve cannot be shown.** {exc}", icon=ICONS["error"])
         return
     metadata = weights / METADATA_FILE
     try:
         threshold = cached("unsure_threshold", metadata)
-    except ReportError as exc:
+    except BundleFileError as exc:
         st.warning(f"**The app's unsure threshold cannot be marked.** {exc}", icon=ICONS["warning"])
         st.plotly_chart(coverage_chart(frame, None), key="coverage_chart")
         return
     try:
         point = operating_point(report, threshold.value, path)
         missing = "this evaluation file stores no per-image probabilities"
-    except ReportError as exc:
+    except BundleFileError as exc:
         point, missing = None, str(exc)
     st.plotly_chart(coverage_chart(frame, point), key="coverage_chart")
     columns = st.columns(4)
@@ -164,7 +166,7 @@ def referral_ui(files: list, weights: Path) -> None:
     st.subheader("Malignant referral cue")
     try:
         metadata = cached("metadata", weights / METADATA_FILE)
-    except ReportError as exc:
+    except BundleFileError as exc:
         st.warning(f"**The referral threshold cannot be read.** {exc}", icon=ICONS["warning"])
         return
     if metadata.referral_threshold is None:
@@ -176,30 +178,37 @@ def referral_ui(files: list, weights: Path) -> None:
     for file in files:
         try:
             report = cached("report", file.path)
-        except ReportError:
+        except BundleFileError:
             continue
         entries.append((file_description(file, report), report))
-    st.markdown(f"The app says **refer** when the malignant roll-up (mel + bcc + akiec) reaches "
+    st.markdown(f"The app says **refer** when the malignant roll-up ({MALIGNANT_LABEL}) reaches "
                 f"**{threshold:.1%}**, even when a benign category is on top. The threshold was chosen by "
                 f"`choose_referral_threshold` as {referral_rule()}. On each evaluation offered above:")
     st.dataframe(referral_frame(entries, threshold), hide_index=True, key="referral_table",
                  column_config={"Malignant sensitivity": PERCENT, "Specificity": PERCENT, "Referred": PERCENT})
-    st.caption("Sensitivity: share of malignant images (mel, bcc, akiec) referred. Specificity: share of benign "
+    st.caption(f"Sensitivity: share of malignant images ({MALIGNANT_LABEL}) referred. Specificity: share of benign "
                "images not referred. The validation figures are the ones the threshold was chosen on "
                "(optimistic); test and any other sources are held out.")
 
 
-def ood_ui(report: EvaluationReport, path: Path) -> None:
+def ood_ui(weights: Path) -> None:
     st.subheader("Out-of-distribution gate")
     st.caption("Before showing a diagnosis, the app checks that an upload resembles the dermatoscopic training "
                "images (the distance of its features to theirs); a flagged image gets a warning and its output "
                "is hidden unless asked for. The gate should pass dermoscopic images and flag everything else.")
-    summary = ood_summary(report, path)
+    summary = read_ood_figures(weights)
     if summary is None:
-        st.info(f"No out-of-distribution figures stored in {path.name}. Compute them once (not at page load): "
-                f"`{OOD_FIT_COMMAND}` fits the gate on the training split, then `{OOD_MEASURE_COMMAND}` writes "
-                "the pass and reject rates into evaluation_test.json.")
+        st.info(f"No out-of-distribution figures in `{display_path(weights)}`. Compute them once (not at page "
+                f"load): `{FIT_COMMAND}` fits the gate on the training split, then `{MEASURE_COMMAND}` writes "
+                "the pass and reject rates to ood_figures.json.")
         return
+    try:
+        served = cached("metadata", weights / METADATA_FILE).model_sha256
+    except BundleFileError:
+        served = None
+    if served and summary.model_sha256 != served:
+        st.warning("These figures were measured for another model than the one served: re-run "
+                   f"`{MEASURE_COMMAND}`.", icon=ICONS["warning"])
 
     def goal(target: float, met: bool) -> str:
         return f"Goal ≥ {target:.0%}: **{'met' if met else 'not met'}**"
@@ -239,7 +248,7 @@ def tta_ui(report: EvaluationReport) -> None:
     path = safety_results_path()
     try:
         summary = cached("tta_summary", path)
-    except ReportError as exc:
+    except BundleFileError as exc:
         if not path.exists():
             st.info(f"No test-time augmentation benchmark found (`{display_path(path)}`). Produce it with `{SAFETY_COMMAND}` "
                     "(several minutes on 2 cores; `--val-limit N` for a quick check).")
@@ -257,12 +266,12 @@ def tta_ui(report: EvaluationReport) -> None:
                    f"{version}.", icon=ICONS["warning"])
 
 
-def localisation_ui(report: EvaluationReport, path: Path) -> None:
+def localisation_ui(weights: Path, split: str = "test") -> None:
     st.subheader("Does Grad-CAM look at the lesion?")
-    summary = localisation_summary(report, path)
+    summary = read_localisation(weights, split)
     if summary is None:
-        st.info(f"No Grad-CAM localisation stored in {path.name}. Compute it once (not at page load) with "
-                f"`{LOCALISATION_COMMAND}`; it is written into the evaluation JSON.")
+        st.info(f"No Grad-CAM localisation stored ({localisation_file(split)} in `{display_path(weights)}`). "
+                f"Compute it once (not at page load) with `{LOCALISATION_COMMAND}`.")
         return
     def share(target: str) -> str:
         value = summary.share_inside.get(target)
@@ -301,7 +310,7 @@ def training_ui(weights: Path) -> None:
     path = weights / HISTORY_FILE
     try:
         curves = cached("training_curves", path)
-    except ReportError as exc:
+    except BundleFileError as exc:
         st.error(f"**Training curves unavailable.** {exc}", icon=ICONS["error"])
         return
     stages = ", ".join(curves["stage"].unique())
@@ -316,7 +325,7 @@ def split_ui(weights: Path) -> None:
     path = weights / SPLIT_FILE
     try:
         audit = cached("split_audit", path)
-    except ReportError as exc:
+    except BundleFileError as exc:
         st.error(f"**Split audit unavailable.** {exc}", icon=ICONS["error"])
         return
     if audit.passed:
@@ -339,18 +348,18 @@ def evaluation_ui(weights: Path) -> None:
     if not files:
         st.error(f"**No evaluation file found.** Expected {' or '.join(TRAINING_REPORTS)} in "
                  f"`{display_path(weights)}` (written by `python train.py`) or JSON files in "
-                 f"`{display_path(reports_dir(weights))}` (written by `python -m skin_model.evaluate ... --out FILE`).",
+                 f"`{display_path(reports_dir(weights))}` (written by `python -m skin_model.cli.evaluate ... --out FILE`).",
                  icon=ICONS["error"])
         return
     reports = []
     for file in files:
         try:
             reports.append(cached("report", file.path))
-        except ReportError:
+        except BundleFileError:
             reports.append(None)
     try:
         served_tta = cached("metadata", weights / METADATA_FILE).test_time_augmentation
-    except ReportError:
+    except BundleFileError:
         served_tta = False
     labels = {file.path: file_description(file, report) for file, report in zip(files, reports)}
     chosen = st.selectbox("Evaluation file", files, format_func=lambda f: labels[f.path], key="report_file",
@@ -360,7 +369,7 @@ def evaluation_ui(weights: Path) -> None:
                                "evaluations folder (env SKIN_REPORTS_DIR).")
     try:
         report = cached("report", chosen.path)
-    except ReportError as exc:
+    except BundleFileError as exc:
         st.error(f"**This evaluation file cannot be shown.** {exc}", icon=ICONS["error"])
         return
     st.download_button("Download this evaluation (JSON)", chosen.path.read_bytes(), file_name=chosen.path.name,
@@ -373,13 +382,13 @@ def evaluation_ui(weights: Path) -> None:
     refer_ui(report, chosen.path, weights)
     referral_ui(files, weights)
     try:
-        ood_ui(report, chosen.path)
-    except ReportError as exc:
+        ood_ui(weights)
+    except BundleFileError as exc:
         st.error(f"**The out-of-distribution figures cannot be shown.** {exc}", icon=ICONS["error"])
     tta_ui(report)
     try:
-        localisation_ui(report, chosen.path)
-    except ReportError as exc:
+        localisation_ui(weights)
+    except BundleFileError as exc:
         st.error(f"**Grad-CAM localisation cannot be shown.** {exc}", icon=ICONS["error"])
     comparison_ui(report)
 

@@ -19,7 +19,7 @@ def probability_bar_chart(probabilities: Sequence[float], unsure_threshold: floa
                           height: int = 320, short_labels: bool = False) -> go.Figure:
     """Horizontal bars of all class probabilities (CODES order in), most likely on top.
 
-    Malignant classes (mel, bcc, akiec) are red, hatched and marked "(malignant)"; benign classes are blue.
+    Malignant classes (``labels.MALIGNANT_CODES``) are red, hatched and marked "(malignant)"; benign classes are blue.
     ``short_labels``: label the bars with the codes only (``mel *`` for a malignant class), for narrow screens.
     When ``unsure_threshold`` is given, a dotted line shows it.
     """

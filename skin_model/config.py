@@ -1,4 +1,10 @@
-"""Where the shared data, ImageNet weights and shipped model live (overridable by environment variable)."""
+"""Where the shared data, ImageNet weights, the served model and its reports live: the one module that reads
+the project's environment variables (each documented in README, "Data and paths").
+
+Read at import: SKIN_SHARED_DIR, SKIN_DATA_DIR, SKIN_BACKBONE_WEIGHTS (defaults for the CLIs and train.py).
+Read at each call (tests and servers repoint them): SKIN_WEIGHTS_DIR, SKIN_SAMPLES_DIR, SKIN_REPORTS_DIR,
+SKIN_SAFETY_RESULTS.
+"""
 
 from __future__ import annotations
 
@@ -25,9 +31,30 @@ DEFAULT_SAMPLES_DIR = Path(os.environ.get("SKIN_SAMPLES_DIR", DEFAULT_DATA_DIR /
 DEFAULT_BBOXES_CSV = DEFAULT_DATA_DIR / "lesion_bboxes_200x150.csv"
 
 
+#: The safety benchmark's results (the report page's TTA section). Env: SKIN_SAFETY_RESULTS.
+DEFAULT_SAFETY_RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "safety.json"
+#: Sub-folder of the bundle holding further evaluation reports. Env: SKIN_REPORTS_DIR (any folder).
+REPORTS_SUBDIR = "evaluations"
+
+
 def served_weights_dir() -> Path:
     """The bundle to serve: SKIN_WEIGHTS_DIR read now (tests and servers repoint it), else the default."""
     return Path(os.environ.get("SKIN_WEIGHTS_DIR") or DEFAULT_WEIGHTS_DIR)
+
+
+def samples_dir() -> Path:
+    """Folder of sample images offered on the Classify page: SKIN_SAMPLES_DIR read now, else the default."""
+    return Path(os.environ.get("SKIN_SAMPLES_DIR") or DEFAULT_SAMPLES_DIR)
+
+
+def reports_dir(weights_dir: Path) -> Path:
+    """Folder of further evaluation JSON: SKIN_REPORTS_DIR read now, else ``weights_dir/evaluations``."""
+    return Path(os.environ.get("SKIN_REPORTS_DIR") or Path(weights_dir) / REPORTS_SUBDIR)
+
+
+def safety_results_path() -> Path:
+    """The safety benchmark's JSON: SKIN_SAFETY_RESULTS read now, else ``benchmarks/results/safety.json``."""
+    return Path(os.environ.get("SKIN_SAFETY_RESULTS") or DEFAULT_SAFETY_RESULTS)
 
 
 def display_path(path: Path | str) -> str:

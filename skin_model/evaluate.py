@@ -1,23 +1,19 @@
-"""Evaluate the model bundle on any labelled image folder:
-``python -m skin_model.evaluate --images DIR --labels CSV [--weights DIR] [--out FILE] [--name NAME]``.
+"""Evaluate the model bundle on any labelled image folder (command line: ``skin_model.cli.evaluate``).
 
 The labels CSV is either ``image_id,dx`` (HAM10000_metadata.csv works as it is; other columns are ignored)
 or the ISIC challenge one-hot format ``image,MEL,NV,BCC,AKIEC,BKL,DF,VASC``. Each image is found by its id
 (any supported extension, anywhere under DIR). Images listed but missing, and files that cannot be read,
 are reported by name and left out; images in the folder but not in the CSV are ignored. Predictions go
-through what the app serves: ``lite.LitePredictor`` (the serving preprocessing, calibrated), averaged over
-the 8 flips/rotations when the model's metadata says ``test_time_augmentation`` (override with
-``--tta`` / ``--no-tta``); metrics through ``metrics.evaluate_probabilities``; the report is printed and
-written as JSON. Exit status: 0 ok, 2 for a usage or data error.
+through what the app serves: ``service.ClassifierService`` (the bundle's LiteRT model, the serving
+preprocessing, calibrated), averaged over the 8 flips/rotations when the model's metadata says
+``test_time_augmentation`` (override with ``tta``); metrics through ``metrics.evaluate_probabilities``. The
+app's verdict on each image (``verdict.Verdict``) is counted in the report's extras: images the gate flags as
+not dermatoscopic, unsure, referred.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
-import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,8 +25,9 @@ from skin_model.dataset import find_image_files
 from skin_model.imaging import FILE_SUFFIXES
 from skin_model.labels import CLASSES, CODES, class_index
 from skin_model.metrics import EvaluationReport, evaluate_probabilities
+from skin_model.verdict import Verdict
 
-log = logging.getLogger("skin_model.evaluate")  # not __main__ under `python -m`
+log = logging.getLogger(__name__)
 
 #: File name endings searched for images (the formats ``imaging.load_image`` accepts).
 DX_COLUMNS = ("image_id", "dx")
@@ -126,12 +123,6 @@ def _drop_duplicates(table: pd.DataFrame, file_name: str) -> LabelTable:
     return LabelTable(table.drop_duplicates("image_id").reset_index(drop=True), duplicates)
 
 
-def read_labels(labels_csv: Path) -> dict[str, str]:
-    """image_id -> diagnosis code, from either supported labels format."""
-    table = read_label_table(labels_csv)
-    return dict(zip(table["image_id"], table["dx"]))
-
-
 # ---------------------------------------------------------------------------------------------- images
 def find_images(images_dir: Path) -> dict[str, Path]:
     """image_id (file stem) -> file anywhere under ``images_dir``, any uploadable format; most pixels wins."""
@@ -155,15 +146,14 @@ def match_images(images_dir: Path, image_ids: list[str]) -> Matched:
                    ignored=len(set(files) - set(image_ids)))
 
 
-def predict_files(predictor, paths: dict[str, Path], batch_size: int,
-                  tta: bool = False) -> tuple[list[str], np.ndarray, list[str]]:
-    """Calibrated probabilities for the readable files, batch by batch: (image ids, (N, 7) probabilities,
-    one message per unreadable file naming it). ``tta`` averages the 8 flips/rotations."""
+def predict_files(service, paths: dict[str, Path], batch_size: int,
+                  tta: bool = False) -> tuple[list[str], list[Verdict], list[str]]:
+    """The app's verdict on each readable file, batch by batch: (image ids, verdicts, one message per
+    unreadable file naming it). ``tta`` averages the 8 flips/rotations."""
     from skin_model.imaging import InvalidImageError, load_image
-    from skin_model.tta import predict_probabilities_tta
 
     ids: list[str] = []
-    probs: list[np.ndarray] = []
+    verdicts: list[Verdict] = []
     unreadable: list[str] = []
     items = list(paths.items())
     for start in range(0, len(items), batch_size):
@@ -177,20 +167,28 @@ def predict_files(predictor, paths: dict[str, Path], batch_size: int,
             except OSError as exc:
                 unreadable.append(f"{path.name}: cannot read the file ({exc.strerror or exc})")
         if batch_images:
-            probs.append(predict_probabilities_tta(predictor, batch_images) if tta
-                         else predictor.predict_probabilities(batch_images))
+            verdicts += service.verdicts(service.predictor.model_input(batch_images), tta)
             ids.extend(batch_ids)
         log.info("Evaluated %d of %d images", min(start + batch_size, len(items)), len(items))
     for message in unreadable:
         log.warning("Skipped unreadable image %s", message)
-    return ids, np.concatenate(probs) if probs else np.zeros((0, len(CODES))), unreadable
+    return ids, verdicts, unreadable
+
+
+def verdict_counts(ids: list[str], verdicts: list[Verdict], ood_status: str) -> dict[str, object]:
+    """How many images the app would flag as not dermatoscopic, call unsure, and refer (with their ids)."""
+    not_dermoscopic = [i for i, v in zip(ids, verdicts) if v.not_dermoscopic]
+    return {"ood_check": ood_status, "n_not_dermoscopic": len(not_dermoscopic) if ood_status == "on" else None,
+            "not_dermoscopic": not_dermoscopic, "n_unsure": sum(v.unsure for v in verdicts),
+            "n_referred": sum(bool(v.refer) for v in verdicts) if verdicts and verdicts[0].refer is not None
+            else None}
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
 def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFAULT_WEIGHTS_DIR,
-                    name: str | None = None, batch_size: int = 32, predictor=None,
+                    name: str | None = None, batch_size: int = 32, service=None,
                     tta: bool | None = None, split: str | None = None) -> EvaluationReport:
-    """EvaluationReport of the model bundle in ``weights_dir`` (or a loaded ``predictor``) on the images
+    """EvaluationReport of the model bundle in ``weights_dir`` (or a loaded ``service``) on the images
     of ``images_dir`` labelled in ``labels_csv``, predicted as the app serves them: with the bundle's
     LiteRT model and, unless ``tta`` says otherwise, the model's ``test_time_augmentation`` setting.
 
@@ -211,18 +209,18 @@ def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFA
     if not matched.paths:
         raise EvaluationError(f"None of the {len(table)} image(s) listed in {labels_csv.name} is in {images_dir}")
 
-    from skin_model.lite import LitePredictor
-    from skin_model.model import ModelIntegrityError
+    from skin_model.bundle import ModelIntegrityError
+    from skin_model.service import ClassifierService
 
-    if predictor is None:
+    if service is None:
         try:
-            predictor = LitePredictor.from_dir(Path(weights_dir))
+            service = ClassifierService.from_dir(Path(weights_dir))
         except (ModelIntegrityError, OSError) as exc:
             raise EvaluationError(f"cannot load the model from {weights_dir}: {exc}") from exc
     if tta is None:
-        tta = predictor.metadata.test_time_augmentation
+        tta = service.metadata.test_time_augmentation
 
-    ids, probs, unreadable = predict_files(predictor, matched.paths, batch_size, tta)
+    ids, verdicts, unreadable = predict_files(service, matched.paths, batch_size, tta)
     if not ids:
         raise EvaluationError(f"No labelled image in {images_dir} could be evaluated "
                               f"({len(matched.missing)} missing, {len(unreadable)} unreadable)")
@@ -234,7 +232,8 @@ def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFA
         dataset.update(split=split, split_method=f"rows of {labels_csv.name} whose split is {split!r}")
     if "lesion_id" in evaluated.columns:
         dataset["n_lesions"] = int(evaluated["lesion_id"].nunique())
-    metadata = predictor.metadata
+    metadata = service.metadata
+    probs = np.array([v.prediction.probabilities for v in verdicts], dtype=np.float64)
     model = {"version": metadata.version, "temperature": metadata.temperature, "input_size": metadata.input_size,
              "model_sha256": metadata.model_sha256, "weights_dir": display_path(weights_dir), "tta": tta}
     labels = evaluated["dx"].map(class_index).to_numpy()
@@ -243,7 +242,8 @@ def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFA
     report.extras.update({"n_labelled": int(len(table)), "n_missing": len(matched.missing),
                           "missing": matched.missing, "n_unreadable": len(unreadable), "unreadable": unreadable,
                           "n_duplicate_ids": len(label_table.duplicates), "duplicate_ids": label_table.duplicates,
-                          "n_unlabelled_ignored": matched.ignored})
+                          "n_unlabelled_ignored": matched.ignored,
+                          "verdicts": verdict_counts(ids, verdicts, service.ood_status)})
     return report
 
 
@@ -290,51 +290,3 @@ def format_summary(report: EvaluationReport) -> str:
     if extras.get("n_unlabelled_ignored"):
         lines += ["", f"  {extras['n_unlabelled_ignored']} image(s) in the folder without a label were ignored"]
     return "\n".join(lines)
-
-
-def default_output(name: str) -> Path:
-    """``evaluation_<name>.json`` in the current directory (name reduced to safe characters)."""
-    return Path(f"evaluation_{re.sub(r'[^A-Za-z0-9_.-]+', '_', name).strip('_') or 'dataset'}.json")
-
-
-# ---------------------------------------------------------------------------------------------- command line
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m skin_model.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=Path, required=True, help="folder of images (searched recursively)")
-    parser.add_argument("--labels", type=Path, required=True,
-                        help="labels CSV: image_id,dx (HAM10000 metadata) or ISIC one-hot image,MEL,NV,...")
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR,
-                        help=f"model bundle folder (default {DEFAULT_WEIGHTS_DIR})")
-    parser.add_argument("--out", type=Path, help="report JSON (default evaluation_<name>.json here)")
-    parser.add_argument("--name", help="dataset name in the report (default: the image folder's name)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per prediction batch (default 32)")
-    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                        help="test-time augmentation: average the 8 flips/rotations (skin_model.tta); default: "
-                             "the model's metadata (test_time_augmentation), i.e. what the app serves")
-    parser.add_argument("--split", help="keep only the labels whose 'split' column equals this (e.g. test, "
-                                        "with --labels weights/split.csv)")
-    args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        report = evaluate_folder(args.images, args.labels, args.weights, args.name, args.batch_size,
-                                 tta=args.tta, split=args.split)
-    except EvaluationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    out = args.out or default_output(report.dataset["name"])
-    report.to_json(out)
-    print(format_summary(report))
-    print(f"\nWrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,5 +1,5 @@
 """Calibrated predictions for RGB images: the ``Prediction`` record, the preprocessing -> network ->
-temperature path every backend shares, and its Keras backend (``Predictor``)."""
+temperature (-> test-time augmentation) path every backend shares, and its Keras backend (``Predictor``)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from PIL import Image
 from skin_model.calibration import apply_temperature
 from skin_model.config import DEFAULT_WEIGHTS_DIR
 from skin_model.imaging import scale_pixels, to_model_array
-from skin_model.labels import CLASSES, CODES, MALIGNANT_CODES
-from skin_model.model import ModelMetadata, load_bundle
+from skin_model.labels import CLASSES, CODES, MALIGNANT_CODES, NUM_CLASSES
+from skin_model.bundle import ModelMetadata
+from skin_model.model import load_bundle
+from skin_model.tta import DIHEDRAL_VIEWS, dihedral_arrays
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ class Prediction:
 
     @property
     def malignant_probability(self) -> float:
-        """Sum of the probabilities of the malignant classes (mel, bcc, akiec)."""
+        """Sum of the probabilities of the malignant classes (``labels.MALIGNANT_CODES``)."""
         return float(sum(p for c, p in zip(CODES, self.probabilities) if c in MALIGNANT_CODES))
 
     @property
@@ -89,39 +91,62 @@ class Prediction:
 
 
 class CalibratedPredictor:
-    """The serving path shared by every backend: preprocessing, the network, temperature scaling.
+    """The one prediction path every backend shares: preprocessing, the network, temperature scaling and,
+    as a parameter, test-time augmentation (the 8 dihedral views of the model input, ``skin_model.tta``).
 
-    Subclasses supply ``raw_probabilities`` (the network's softmax for a preprocessed batch).
+    Subclasses supply ``network_outputs``: the network's softmax for a preprocessed batch and, when the
+    backend computes them in the same pass, the out-of-distribution gate's features.
     """
+
+    #: Images per call of the network (x 8 views with TTA), to bound memory.
+    batch_images = 32
 
     def __init__(self, metadata: ModelMetadata) -> None:
         self.metadata = metadata
         self.input_size = metadata.input_size
 
-    def raw_probabilities(self, model_input: np.ndarray) -> np.ndarray:
-        """Uncalibrated (N, 7) softmax for a batch already through ``model_input``."""
+    def network_outputs(self, model_input: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(uncalibrated (N, 7) softmax, (N, C) OOD features or None) for a preprocessed batch."""
         raise NotImplementedError
 
     def model_input(self, images: list[Image.Image]) -> np.ndarray:
         """The float32 batch the model sees for these images (the shared preprocessing path)."""
         return scale_pixels(np.stack([to_model_array(im, self.input_size) for im in images]).astype(np.float32))
 
-    def probabilities_of(self, model_input: np.ndarray) -> np.ndarray:
-        """Calibrated (N, 7) probabilities for a batch already through ``model_input``."""
-        return apply_temperature(np.asarray(self.raw_probabilities(model_input), np.float64),
-                                 self.metadata.temperature)
+    def outputs(self, model_input: np.ndarray, tta: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """(calibrated (N, 7) probabilities, OOD features of the images as given or None) for a preprocessed
+        batch; with ``tta`` the probabilities are the mean over the 8 views, computed in the same pass."""
+        probabilities, features = [], []
+        for start in range(0, len(model_input), self.batch_images):
+            chunk = model_input[start:start + self.batch_images]
+            views = np.concatenate(dihedral_arrays(chunk)) if tta else chunk  # view-major, identity first
+            raw, chunk_features = self.network_outputs(views)
+            calibrated = apply_temperature(np.asarray(raw, np.float64), self.metadata.temperature)
+            if tta:
+                calibrated = calibrated.reshape(len(DIHEDRAL_VIEWS), len(chunk), -1).mean(axis=0)
+            probabilities.append(calibrated)
+            features.append(None if chunk_features is None else np.asarray(chunk_features[:len(chunk)], np.float64))
+        if not probabilities:
+            return np.zeros((0, NUM_CLASSES)), None
+        return np.concatenate(probabilities), None if features[0] is None else np.concatenate(features)
 
-    def predict_probabilities(self, images: list[Image.Image]) -> np.ndarray:
-        """Calibrated (N, 7) probabilities."""
-        return self.probabilities_of(self.model_input(images))
+    def probabilities_of(self, model_input: np.ndarray, tta: bool = False) -> np.ndarray:
+        """Calibrated (N, 7) probabilities for a batch already through ``model_input``."""
+        return self.outputs(model_input, tta)[0]
+
+    def predict_probabilities(self, images: list[Image.Image], tta: bool = False) -> np.ndarray:
+        """Calibrated (N, 7) probabilities for decoded RGB images."""
+        parts = [self.probabilities_of(self.model_input(list(images[start:start + self.batch_images])), tta)
+                 for start in range(0, len(images), self.batch_images)]
+        return np.concatenate(parts) if parts else np.zeros((0, NUM_CLASSES))
 
     def prediction_of(self, probabilities: np.ndarray) -> Prediction:
         """One image's calibrated probabilities as a Prediction with this model's thresholds."""
         return Prediction(tuple(float(p) for p in probabilities), self.metadata.unsure_threshold,
                           self.metadata.referral_threshold)
 
-    def predict(self, image: Image.Image) -> Prediction:
-        return self.prediction_of(self.predict_probabilities([image])[0])
+    def predict(self, image: Image.Image, tta: bool = False) -> Prediction:
+        return self.prediction_of(self.predict_probabilities([image], tta)[0])
 
 
 class Predictor(CalibratedPredictor):
@@ -143,5 +168,5 @@ class Predictor(CalibratedPredictor):
         log.info("Loaded model %s from %s", metadata.version, weights_dir)
         return cls(model, metadata)
 
-    def raw_probabilities(self, model_input: np.ndarray) -> np.ndarray:
-        return self._forward(model_input).numpy()
+    def network_outputs(self, model_input: np.ndarray) -> tuple[np.ndarray, None]:
+        return self._forward(model_input).numpy(), None

@@ -7,53 +7,47 @@ predicts with it at once and loads TensorFlow and the Keras model only when Grad
 (``service``).
 
 The exported network has two outputs, computed in one pass: the classifier's softmax and the OOD gate's
-features (``ood.FEATURE_LAYER`` averaged over space). The file is derived, not shipped: it is built from the
-sha256-checked ``model.keras`` (``make app`` does it; otherwise the first load does, which imports
-TensorFlow once) and recorded in ``model.tflite.json`` with the sha256 of the model it was built from and its
-own. Every load (the app, ``predict``, ``evaluate``) first checks ``model.keras`` against the sha256 in
-``metadata.json`` (an altered model is refused: ``ModelIntegrityError``), then ``model.tflite`` against its
-own recorded sha256 and source; a copy that is missing, altered or built from another model is rebuilt,
-with a warning naming the reason. To build it by hand:
-
-    python -m skin_model.lite [--weights DIR]
+features (``model.OOD_FEATURE_LAYER`` averaged over space). The file is derived, not shipped: building it is
+an explicit step (``build_lite``: train.py does it after saving, ``make app`` before serving, or by hand
+``python -m skin_model.cli.lite [--weights DIR]``), recorded in ``model.tflite.json`` with the sha256 of the
+model it was built from and its own. Serving only loads: every load (the app, ``predict``, ``evaluate``)
+checks ``model.keras`` against the sha256 in ``metadata.json`` and ``model.tflite`` against its record, and a
+copy that is missing, altered or built from another model is refused (``ModelIntegrityError`` naming the
+reason and the command that rebuilds it).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from skin_model.calibration import apply_temperature
+from skin_model.bundle import (LITE_FILE, LITE_INFO_FILE, ModelIntegrityError, ModelMetadata, checked_file,
+                               read_metadata, sha256_of, write_json)
 from skin_model.config import DEFAULT_WEIGHTS_DIR
-from skin_model.inference import CalibratedPredictor
+from skin_model.inference import CalibratedPredictor, Predictor
 from skin_model.labels import NUM_CLASSES
-from skin_model.model import ModelIntegrityError, ModelMetadata, checked_file, read_metadata, sha256_of
+from skin_model.model import OOD_FEATURE_LAYER, load_bundle
 
 log = logging.getLogger(__name__)
 
-LITE_FILE = "model.tflite"
-LITE_INFO_FILE = "model.tflite.json"  # {"source_sha256": model.keras's sha256, "sha256": model.tflite's}
 #: Largest probability difference from the Keras model accepted when building (measured: ~3e-6).
 MAX_DIFFERENCE = 1e-4
 SIGNATURE = "serving_default"
+BUILD_COMMAND = "python -m skin_model.cli.lite"
 #: Output names of the exported signature, in the order of ``serving_network``'s outputs.
 PROBABILITIES, FEATURES = "output_0", "output_1"
 
 
 def serving_network(model):
-    """The classifier with a second output: the OOD gate's features (``ood.FEATURE_LAYER``, pooled)."""
+    """The classifier with a second output: the OOD gate's features (``model.OOD_FEATURE_LAYER``, pooled)."""
     import keras
 
-    from skin_model.ood import FEATURE_LAYER
-
-    features = keras.layers.GlobalAveragePooling2D(name="ood_pool")(model.get_layer(FEATURE_LAYER).output)
+    features = keras.layers.GlobalAveragePooling2D(name="ood_pool")(model.get_layer(OOD_FEATURE_LAYER).output)
     return keras.Model(model.inputs, [model.outputs[0], features], name=f"{model.name}_serving")
 
 
@@ -87,24 +81,22 @@ class LitePredictor(CalibratedPredictor):
 
     @classmethod
     def from_dir(cls, weights_dir: Path = DEFAULT_WEIGHTS_DIR) -> "LitePredictor":
-        """The bundle's LiteRT copy, built first if it is missing or does not match ``model.keras``."""
-        metadata = read_metadata(Path(weights_dir))
-        path = ensure_lite(Path(weights_dir), metadata)
+        """The bundle's LiteRT copy, after checking ``model.keras`` and ``model.tflite`` (raises
+        ``ModelIntegrityError`` naming the problem; nothing is rebuilt here)."""
+        weights_dir = Path(weights_dir)
+        metadata = read_metadata(weights_dir)
+        checked_file(weights_dir, metadata.model_file, metadata.model_sha256)
+        problem = lite_problem(weights_dir, metadata)
+        if problem is not None:
+            raise ModelIntegrityError(f"{problem}: build the served copy with `{BUILD_COMMAND} --weights "
+                                      f"{weights_dir}` (`make app` does it for weights/)")
         log.info("Loaded model %s (LiteRT) from %s", metadata.version, weights_dir)
-        return cls(path, metadata)
+        return cls(weights_dir / LITE_FILE, metadata)
 
-    def _run(self, model_input: np.ndarray) -> dict[str, np.ndarray]:
+    def network_outputs(self, model_input: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
-            return self._runner(**{self._input_name: np.ascontiguousarray(model_input, np.float32)})
-
-    def raw_probabilities(self, model_input: np.ndarray) -> np.ndarray:
-        return self._run(model_input)[PROBABILITIES]
-
-    def outputs(self, model_input: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(calibrated (N, 7) probabilities, (N, C) OOD features) for a preprocessed float32 batch."""
-        out = self._run(model_input)
-        probabilities = apply_temperature(np.asarray(out[PROBABILITIES], np.float64), self.metadata.temperature)
-        return probabilities, np.asarray(out[FEATURES], np.float64)
+            out = self._runner(**{self._input_name: np.ascontiguousarray(model_input, np.float32)})
+        return out[PROBABILITIES], out[FEATURES]
 
 
 def lite_problem(weights_dir: Path, metadata: ModelMetadata) -> str | None:
@@ -134,9 +126,6 @@ def is_current(weights_dir: Path, metadata: ModelMetadata) -> bool:
 def build_lite(weights_dir: Path, check_images: int = 8, seed: int = 0) -> Path:
     """Export ``model.tflite`` from the bundle's sha256-checked Keras model, check both agree on
     ``check_images`` noise images and record it in ``model.tflite.json``."""
-    from skin_model.inference import Predictor
-    from skin_model.model import load_bundle
-
     loaded, metadata = load_bundle(weights_dir)
     path = export_lite(loaded, weights_dir / LITE_FILE)
     size = metadata.input_size
@@ -146,9 +135,9 @@ def build_lite(weights_dir: Path, check_images: int = 8, seed: int = 0) -> Path:
     if difference > MAX_DIFFERENCE:
         path.unlink()
         raise ModelIntegrityError(f"The LiteRT copy differs from {metadata.model_file} by {difference:.2e}")
-    (weights_dir / LITE_INFO_FILE).write_text(json.dumps(
-        {"source_file": metadata.model_file, "source_sha256": metadata.model_sha256, "sha256": sha256_of(path),
-         "max_probability_difference": difference}, indent=1) + "\n")
+    write_json(weights_dir / LITE_INFO_FILE,
+               {"source_file": metadata.model_file, "source_sha256": metadata.model_sha256,
+                "sha256": sha256_of(path), "max_probability_difference": difference})
     log.info("Built %s from %s (largest probability difference %.1e)", path, metadata.model_file, difference)
     return path
 
@@ -156,7 +145,7 @@ def build_lite(weights_dir: Path, check_images: int = 8, seed: int = 0) -> Path:
 def ensure_lite(weights_dir: Path, metadata: ModelMetadata) -> Path:
     """``model.tflite`` of the bundle, after checking ``model.keras`` against the metadata's sha256
     (``ModelIntegrityError`` if altered); (re)built, with a logged reason, when missing, altered or stale
-    (imports TensorFlow once)."""
+    (imports TensorFlow): the explicit build step of train.py, ``make app`` and the lite CLI."""
     checked_file(weights_dir, metadata.model_file, metadata.model_sha256)
     problem = lite_problem(weights_dir, metadata)
     if problem is not None:
@@ -166,25 +155,5 @@ def ensure_lite(weights_dir: Path, metadata: ModelMetadata) -> Path:
             build_lite(weights_dir)
         except OSError as exc:
             raise ModelIntegrityError(f"Cannot write {LITE_FILE} in {weights_dir} ({exc}); build it where the "
-                                      f"folder is writable: `python -m skin_model.lite --weights DIR`") from exc
+                                      f"folder is writable: `{BUILD_COMMAND} --weights DIR`") from exc
     return weights_dir / LITE_FILE
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build model.tflite, the served LiteRT copy of a bundle's "
-                                                 "model.keras, unless an up-to-date one is there.")
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR,
-                        help="model bundle folder (default: %(default)s)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        path = ensure_lite(args.weights, read_metadata(args.weights))
-    except ModelIntegrityError as exc:
-        log.error("%s", exc)
-        return 1
-    log.info("%s is up to date", path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Does Grad-CAM point at the lesion? The share of images whose heatmap peak falls inside the lesion box.
 
-``python -m skin_model.localisation [--weights DIR] [--data-dir DIR] [--split test] [--limit N]``
+Command line: ``python -m skin_model.cli.localisation [--weights DIR] [--data-dir DIR] [--split test]``.
 
 For each image of the split (ids from ``WEIGHTS/split.csv``, files from the data folder via
 ``dataset.find_image_files``) the model's Grad-CAM map is computed for the predicted class and for the true
@@ -13,25 +13,22 @@ The boxes' derivation is undocumented, there is one box per image, and for large
 most of the frame. The *chance rate* is therefore reported too: the mean share of the model's crop covered
 by the box, i.e. how often a peak placed uniformly at random would land inside it.
 
-The result is stored in the evaluation JSON's ``extras["localisation"]`` (default
-``WEIGHTS/evaluation_<split>.json``); the report page only displays it.
+The result is a ``bundle.LocalisationFigures`` stored in the bundle's ``localisation_<split>.json``
+(independent of the evaluation reports, so it can be computed in any order); the report page only displays it.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from skin_model.config import DEFAULT_BBOXES_CSV, DEFAULT_DATA_DIR, DEFAULT_WEIGHTS_DIR
+from skin_model.bundle import LocalisationFigures, read_split
 from skin_model.labels import CODES, class_index
 
 log = logging.getLogger(__name__)
@@ -39,7 +36,7 @@ log = logging.getLogger(__name__)
 #: The coordinate frame of the box file: images_200x150 pixels.
 FRAME_WIDTH, FRAME_HEIGHT = 200, 150
 TARGETS = ("predicted", "true")
-EXTRAS_KEY = "localisation"
+FRAME = f"{FRAME_WIDTH}x{FRAME_HEIGHT} full frame; the model sees its centre square"
 BOX_SOURCE = ("lesion_bboxes_200x150.csv (../shared/data/ham10000; from the public repository "
               "mmalek06/bounding-box-detection-ham1000, derivation not documented)")
 BOX_LIMITS = ("One axis-aligned box per image in 200x150 full-frame pixel coordinates; how the boxes were "
@@ -130,45 +127,15 @@ def read_boxes(bboxes_csv: Path) -> dict[str, Box]:
             for row in table.itertuples()}
 
 
-def split_images(split_csv: Path, split: str) -> pd.DataFrame:
-    """image_id and dx of the images of ``split`` in train.py's split.csv."""
-    split_csv = Path(split_csv)
-    if not split_csv.is_file():
-        raise LocalisationError(f"Split file {split_csv} does not exist: train a model with `python train.py`")
-    table = pd.read_csv(split_csv, dtype=str)
-    missing = {"image_id", "dx", "split"} - set(table.columns)
-    if missing:
-        raise LocalisationError(f"{split_csv.name} lacks column(s) {sorted(missing)}")
-    chosen = table.loc[table["split"] == split, ["image_id", "dx"]].reset_index(drop=True)
-    if chosen.empty:
-        raise LocalisationError(f"{split_csv.name} has no image in split {split!r} "
-                                f"(splits present: {sorted(table['split'].unique())})")
-    return chosen
+def split_images(weights_dir_or_split_csv: Path, split: str) -> pd.DataFrame:
+    """image_id and dx of the images of ``split`` in train.py's split.csv (``bundle.BundleFileError``
+    naming the problem)."""
+    return read_split(weights_dir_or_split_csv, split, columns=("image_id", "dx", "split"))[["image_id", "dx"]]
 
 
 # ---------------------------------------------------------------------------------------------- result
-@dataclass
-class LocalisationResult:
-    """What is stored in ``extras["localisation"]``."""
-
-    method: str
-    split: str
-    n_images: int
-    share_inside: dict[str, float]
-    chance_rate: float
-    box_source: str = BOX_SOURCE
-    box_limits: str = BOX_LIMITS
-    frame: str = f"{FRAME_WIDTH}x{FRAME_HEIGHT} full frame; the model sees its centre square"
-    seconds_per_image: float | None = None
-    model_version: str | None = None
-    images: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def localise(predictor, explainer, images: pd.DataFrame, files: dict[str, Path], boxes: dict[str, Box],
-             method: str = "gradcam", split: str = "test") -> LocalisationResult:
+             method: str = "gradcam", split: str = "test") -> LocalisationFigures:
     """Grad-CAM peak-in-box for every row of ``images`` (image_id, dx) that has a file and a box.
 
     ``predictor`` is an ``inference.Predictor``; ``explainer`` an ``explain.Explainer`` on its model.
@@ -212,112 +179,14 @@ def localise(predictor, explainer, images: pd.DataFrame, files: dict[str, Path],
                     ", ".join(skipped[:20]))
     if not rows:
         raise LocalisationError("No image of the split has both a file and a lesion box")
-    return LocalisationResult(
+    return LocalisationFigures(
         method=f"{METHODS[method]} (tf-keras-vis) on layer out_relu; peak = argmax of the map at the model's "
                "input size, mapped to full-frame coordinates; targets: predicted class and true class. The map "
                "is upsampled from the backbone's coarse feature grid (input size / 32 cells a side), so peaks "
                "fall on a coarse grid of positions",
-        split=split, n_images=len(rows),
+        split=split, n_images=len(rows), box_source=BOX_SOURCE, box_limits=BOX_LIMITS, frame=FRAME,
         share_inside={t: float(np.mean([r[f"inside_{t}"] for r in rows])) for t in TARGETS},
         chance_rate=float(np.mean([r["box_share"] for r in rows])),
         seconds_per_image=round(elapsed / len(rows), 4),
         model_version=getattr(getattr(predictor, "metadata", None), "version", None),
         images=rows)
-
-
-def open_target_report(report_path: Path, split: str):
-    """The EvaluationReport the result will be stored in, checked before any heatmap is computed.
-
-    Raises LocalisationError when the report is missing, malformed or evaluates another split.
-    """
-    from skin_model.report_data import ReportError, load_report
-
-    report_path = Path(report_path)
-    if not report_path.is_file():
-        raise LocalisationError(f"Evaluation report {report_path} does not exist: run train.py or "
-                                "`python -m skin_model.evaluate` first")
-    try:
-        report = load_report(report_path)
-    except ReportError as exc:
-        raise LocalisationError(f"Cannot store the result: {exc}") from None
-    report_split = report.dataset.get("split")
-    if report_split is not None and report_split != split:
-        raise LocalisationError(f"{report_path.name} evaluates split {report_split!r}, not {split!r}")
-    return report
-
-
-def store_in_report(report_path: Path, result: LocalisationResult) -> None:
-    """Write ``result`` into the report JSON's ``extras["localisation"]`` (other fields unchanged)."""
-    report = open_target_report(report_path, result.split)
-    report.extras[EXTRAS_KEY] = result.to_dict()
-    report.to_json(Path(report_path))
-
-
-# ---------------------------------------------------------------------------------------------- command line
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m skin_model.localisation",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR,
-                        help=f"model bundle with split.csv (default {DEFAULT_WEIGHTS_DIR})")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                        help=f"HAM10000 image folder, searched recursively (default {DEFAULT_DATA_DIR})")
-    parser.add_argument("--split", default="test", help="split of split.csv to use (default test)")
-    parser.add_argument("--limit", type=int, default=0,
-                        help="use a random sample of this many images of the split (0 = all)")
-    parser.add_argument("--bboxes", type=Path, default=DEFAULT_BBOXES_CSV, help="lesion box CSV "
-                        f"(default {DEFAULT_BBOXES_CSV})")
-    parser.add_argument("--report", type=Path,
-                        help="evaluation JSON to store the result in (default WEIGHTS/evaluation_<split>.json)")
-    parser.add_argument("--method", choices=("gradcam", "gradcam++"), default="gradcam",
-                        help="saliency method (default gradcam)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the --limit sample (default 0)")
-    args = parser.parse_args(argv)
-    if args.limit < 0:
-        parser.error("--limit must be 0 or more")
-    return args
-
-
-def run(args: argparse.Namespace) -> LocalisationResult:
-    """Localise the split's images and store the result in the report; returns the result."""
-    from skin_model.dataset import find_image_files
-    from skin_model.explain import Explainer
-    from skin_model.inference import Predictor
-
-    report_path = args.report or args.weights / f"evaluation_{args.split}.json"
-    open_target_report(report_path, args.split)  # fail early, before minutes of Grad-CAM
-    images = split_images(args.weights / "split.csv", args.split)
-    if args.limit and args.limit < len(images):
-        images = images.sample(n=args.limit, random_state=args.seed).reset_index(drop=True)
-    boxes = read_boxes(args.bboxes)
-    files = find_image_files(args.data_dir)
-    predictor = Predictor.from_dir(args.weights)
-    explainer = Explainer(predictor.model)
-    result = localise(predictor, explainer, images, files, boxes, args.method, args.split)
-    store_in_report(report_path, result)
-    return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from skin_model.model import ModelIntegrityError
-
-    try:
-        result = run(args)
-    except LocalisationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ModelIntegrityError as exc:
-        print(f"error: cannot load the model from {args.weights}: {exc}", file=sys.stderr)
-        return 2
-    report = args.report or args.weights / f"evaluation_{args.split}.json"
-    print(f"{result.n_images} images: Grad-CAM peak inside the lesion box for "
-          f"{result.share_inside['predicted']:.1%} (predicted class) and {result.share_inside['true']:.1%} "
-          f"(true class); chance rate {result.chance_rate:.1%}; {result.seconds_per_image:.2f} s per image.\n"
-          f"Stored in {report} under extras[\"{EXTRAS_KEY}\"].")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

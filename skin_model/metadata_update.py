@@ -1,5 +1,5 @@
-"""Fill metadata.json fields that stored evaluations determine, without retraining:
-``python -m skin_model.metadata_update [--weights DIR] [--val-report FILE] [--test-report FILE]``.
+"""Fill metadata.json fields that stored evaluations determine, without retraining (command line:
+``python -m skin_model.cli.metadata_update [--weights DIR] [--val-report FILE] [--test-report FILE]``).
 
 - ``referral_threshold``: ``metrics.choose_referral_threshold`` on the validation probabilities as the
   model is served (the per-image predictions of ``--val-report``, e.g. ``evaluations/ham10000_val_tta.json``
@@ -13,17 +13,15 @@ served (its ``tta`` flag); ``model.keras`` and its sha256 are not touched.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from skin_model.config import DEFAULT_WEIGHTS_DIR
 from skin_model.labels import class_index
 from skin_model.metrics import EvaluationReport, choose_referral_threshold
-from skin_model.model import HAM10000_KNOWN_LIMITS, METADATA_FILE, ModelMetadata
+from skin_model.bundle import ModelMetadata
+from skin_model.model import HAM10000_KNOWN_LIMITS
 
 log = logging.getLogger(__name__)
 
@@ -60,41 +58,3 @@ def update_metadata(metadata: ModelMetadata, val: EvaluationReport, test: Evalua
     if not metadata.known_limits:
         metadata.known_limits = list(HAM10000_KNOWN_LIMITS)
     return metadata
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m skin_model.metadata_update", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR, help="model bundle folder")
-    parser.add_argument("--val-report", type=Path, default=None,
-                        help="validation evaluation JSON as served (default: evaluations/ham10000_val_tta.json "
-                             "for a TTA model, else evaluation_val.json)")
-    parser.add_argument("--test-report", type=Path, default=None,
-                        help="test evaluation JSON with TTA (default: evaluations/ham10000_test_tta.json)")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    meta_path = args.weights / METADATA_FILE
-    metadata = ModelMetadata.from_json(meta_path)
-    tta = metadata.test_time_augmentation
-    val_path = args.val_report or args.weights / ("evaluations/ham10000_val_tta.json" if tta else "evaluation_val.json")
-    test_path = args.test_report or args.weights / "evaluations/ham10000_test_tta.json"
-    val = EvaluationReport.from_json(val_path)
-    test = EvaluationReport.from_json(test_path) if tta and test_path.is_file() else None
-    try:
-        check_report_matches(val, metadata, "val", val_path)
-        if test is not None:
-            check_report_matches(test, metadata, "test", test_path)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    update_metadata(metadata, val, test).to_json(meta_path)
-    log.info("%s: referral threshold %.2f (from %s)%s", meta_path.name, metadata.referral_threshold,
-             val_path.name, f", test_tta metrics from {test_path.name}" if test is not None else "")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

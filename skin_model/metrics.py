@@ -1,6 +1,6 @@
 """Evaluation report from labels and probabilities, computed with scikit-learn.
 
-The report is a dataclass written as JSON by ``train.py`` and ``python -m skin_model.evaluate``; the
+The report is a dataclass written as JSON by ``train.py`` and ``python -m skin_model.cli.evaluate``; the
 evaluation page only plots it.
 """
 
@@ -79,7 +79,7 @@ def choose_unsure_threshold(labels: np.ndarray, probs: np.ndarray, target_accura
 
 
 def malignant_scores(probs: np.ndarray) -> np.ndarray:
-    """The malignant roll-up per image: the summed probabilities of mel, bcc and akiec."""
+    """The malignant roll-up per image: the summed probabilities of ``labels.MALIGNANT_CODES``."""
     return np.asarray(probs, dtype=np.float64)[:, [CODES.index(c) for c in MALIGNANT_CODES]].sum(axis=1)
 
 

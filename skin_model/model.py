@@ -1,9 +1,11 @@
-"""The classifier (flat functional MobileNetV2 + head) and its bundle: ``model.keras`` plus ``metadata.json``.
+"""The classifier (flat functional MobileNetV2 + head) and its Keras file ``model.keras`` (saved beside
+``metadata.json``, which ``skin_model.bundle`` owns).
 
 The head is built on ``backbone.output`` rather than by calling a nested backbone, so the model is one flat
 graph that tf-keras-vis can explain. Batch-norm layers are never trainable, which keeps them in inference
 mode (Keras 3 runs a non-trainable BatchNormalization with its moving statistics even when training).
-``model.tflite`` (``skin_model.lite``), the same network for fast serving, is built from ``model.keras``.
+``model.tflite`` (``skin_model.lite``), the same network for fast serving, is built from ``model.keras`` as an
+explicit step (train.py, ``make app``, ``python -m skin_model.cli.lite``).
 
 Keras is imported inside the functions that need it, so reading metadata does not load TensorFlow (the
 app shows its first prediction before TensorFlow has finished importing).
@@ -11,13 +13,11 @@ app shows its first prediction before TensorFlow has finished importing).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from skin_model.bundle import MODEL_FILE, ModelMetadata, checked_file, read_metadata, sha256_of, write_metadata
 from skin_model.labels import CLASSES, NUM_CLASSES
 
 if TYPE_CHECKING:
@@ -25,23 +25,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.keras"
-METADATA_FILE = "metadata.json"
 HEAD_LAYERS = ("head_pool", "head_dropout", "predictions")
 LAST_CONV_LAYER = "out_relu"  # MobileNetV2's last convolutional activation: Grad-CAM's target
-
-
-class ModelIntegrityError(RuntimeError):
-    """The model file does not match the sha256 recorded in its metadata, or the bundle is incomplete."""
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+#: The out-of-distribution gate's features (``skin_model.ood``), averaged over space.
+OOD_FEATURE_LAYER = "block_8_expand_relu"
 
 
 def build_classifier(input_size: int = 224, backbone_weights: str | Path | None = None,
@@ -104,45 +91,6 @@ def set_trainable_backbone(model: keras.Model, first_layer: str | None) -> None:
         raise ValueError(f"No layer named {first_layer!r}* in the backbone")
 
 
-@dataclass
-class ModelMetadata:
-    """Everything that travels with the weights (MONAI-bundle style); the model card is read from it."""
-
-    version: str
-    created: str
-    classes: list[dict[str, Any]] = field(default_factory=lambda: [asdict(c) for c in CLASSES])
-    input_size: int = 224
-    preprocessing: dict[str, Any] = field(default_factory=dict)
-    network_data_format: dict[str, Any] = field(default_factory=dict)
-    temperature: float = 1.0
-    unsure_threshold: float = 0.5
-    #: Refer when the malignant roll-up (mel + bcc + akiec) reaches it; chosen on validation for high
-    #: malignant sensitivity (``metrics.choose_referral_threshold``). None (older bundles): no referral cue.
-    referral_threshold: float | None = None
-    #: Serve the average over the 8 flips/rotations (``skin_model.tta``): chosen on validation by train.py.
-    test_time_augmentation: bool = False
-    training: dict[str, Any] = field(default_factory=dict)
-    data: dict[str, Any] = field(default_factory=dict)
-    backbone: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    model_file: str = MODEL_FILE
-    model_sha256: str = ""
-    #: sha256 of ``ood.npz`` (the out-of-distribution gate), written by ``python -m skin_model.ood fit``.
-    ood_sha256: str = ""
-    intended_use: str = ("Education and research demonstration of dermoscopic lesion classification. "
-                         "Not a medical device; not for diagnosis.")
-    licence: str = "Model trained on HAM10000 (CC BY-NC-SA 4.0): non-commercial, share-alike."
-    #: What the model is known not to do well, one sentence each (the model card lists them).
-    known_limits: list[str] = field(default_factory=list)
-
-    def to_json(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
-
-    @classmethod
-    def from_json(cls, path: Path) -> "ModelMetadata":
-        return cls(**json.loads(path.read_text()))
-
-
 #: The known limits of a model trained on HAM10000 alone (train.py records them in the metadata).
 HAM10000_KNOWN_LIMITS: tuple[str, ...] = (
     "Dermoscopic images only: trained on dermatoscope photographs; clinical (non-dermoscopic) photos, histology "
@@ -155,7 +103,7 @@ HAM10000_KNOWN_LIMITS: tuple[str, ...] = (
     "non-lesion image is forced into one of the seven classes.",
     "One data set: trained and tested on HAM10000 only. On external dermoscopy from other clinics the model of "
     "2026-11-26 missed most melanomas (sensitivity 0.27-0.60); the held-out-source figures ('Other clinics') are "
-    "HAM10000's own proxy for that. Evaluate it with `python -m skin_model.evaluate` on such data before relying "
+    "HAM10000's own proxy for that. Evaluate it with `python -m skin_model.cli.evaluate` on such data before relying "
     "on it.",
 )
 
@@ -183,11 +131,9 @@ def network_data_format(input_size: int) -> dict[str, Any]:
 
 
 def save_bundle(model: keras.Model, metadata: ModelMetadata, out_dir: Path) -> Path:
-    """Write ``model.keras`` (no optimizer state) and ``metadata.json`` with its sha256, then build the
-    served LiteRT copy ``model.tflite`` from it."""
+    """Write ``model.keras`` (no optimizer state) and ``metadata.json`` with its sha256. The served LiteRT
+    copy is a separate step: ``skin_model.lite.build_lite(out_dir)``."""
     import keras
-
-    from skin_model.lite import build_lite
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / MODEL_FILE
@@ -195,34 +141,9 @@ def save_bundle(model: keras.Model, metadata: ModelMetadata, out_dir: Path) -> P
     keras.Model(model.inputs, model.outputs, name=model.name).save(model_path)
     metadata.model_file = MODEL_FILE
     metadata.model_sha256 = sha256_of(model_path)
-    metadata.to_json(out_dir / METADATA_FILE)
-    build_lite(out_dir)
+    write_metadata(out_dir, metadata)
     log.info("Saved model bundle to %s (sha256 %s)", out_dir, metadata.model_sha256[:12])
     return model_path
-
-
-def read_metadata(weights_dir: Path) -> ModelMetadata:
-    """The bundle's ``metadata.json`` (raises ``ModelIntegrityError`` when it is missing or damaged)."""
-    meta_path = weights_dir / METADATA_FILE
-    if not meta_path.is_file():
-        raise ModelIntegrityError(f"No {METADATA_FILE} in {weights_dir}: train a model with `python train.py`")
-    try:
-        return ModelMetadata.from_json(meta_path)
-    except (ValueError, TypeError) as exc:  # not JSON, or not the fields of a model's metadata
-        raise ModelIntegrityError(f"{meta_path} is damaged or not a model's metadata ({exc})") from None
-
-
-def checked_file(weights_dir: Path, file_name: str, expected_sha256: str) -> Path:
-    """``weights_dir / file_name`` after checking it exists and matches the sha256 recorded in the metadata."""
-    path = weights_dir / file_name
-    if not file_name or not path.is_file():
-        raise ModelIntegrityError(f"Model file {path} is missing")
-    actual = sha256_of(path)
-    if actual != expected_sha256:
-        raise ModelIntegrityError(
-            f"{path} has sha256 {actual[:12]}..., metadata expects {expected_sha256[:12]}...: "
-            "the weights were changed or corrupted")
-    return path
 
 
 def load_bundle(weights_dir: Path) -> tuple[keras.Model, ModelMetadata]:

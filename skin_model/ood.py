@@ -16,37 +16,30 @@ validation images pass. The gate is stored beside the model as ``ood.npz`` with 
 it was fitted for, and its own sha256 is recorded in ``metadata.json`` (``ood_sha256``) when it is
 fitted. ``load_gate`` gives one state for anything wrong with the file (missing, sha256 not recorded or
 not matching, unreadable, arrays of the wrong shape or not finite, fitted for another model): the gate
-is off, with the reason, which the app shows as a warning.
-
-    python -m skin_model.ood fit [--weights DIR] [--data-dir DIR] [--limit N]
-    python -m skin_model.ood measure [--weights DIR] [--data-dir DIR] [--limit N]
+is off, with the reason, which the app shows as a warning. ``measure_bundle_gate`` writes the measured
+rates to the bundle's ``ood_figures.json`` (``bundle.OodFigures``). Command line: ``skin_model.cli.ood``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
-import sys
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
-from skin_model.config import DEFAULT_DATA_DIR, DEFAULT_WEIGHTS_DIR
-from skin_model.model import sha256_of
+from skin_model.bundle import (OOD_FILE, OodCategory, OodFigures, read_split, sha256_of, update_metadata,
+                               write_ood_figures)
+from skin_model.model import OOD_FEATURE_LAYER as FEATURE_LAYER
 
 log = logging.getLogger(__name__)
 
-OOD_FILE = "ood.npz"
-FEATURE_LAYER = "block_8_expand_relu"  # averaged over space (see the module docstring)
-SPLIT_FILE = "split.csv"
-EVALUATION_FILE = "evaluation_test.json"
+FIT_COMMAND = "python -m skin_model.cli.ood fit"
+MEASURE_COMMAND = "python -m skin_model.cli.ood measure"
 DEFAULT_COMPONENTS = 32
 DEFAULT_PERCENTILE = 99.5
 DEFAULT_TARGET_PASS = 0.98
@@ -213,7 +206,7 @@ def load_gate(weights_dir: Path, model_sha256: str, expected_sha256: str,
     if not path.is_file():
         log.info("No %s in %s: the out-of-distribution gate is off", OOD_FILE, weights_dir)
         return None, f"no {OOD_FILE} has been fitted for this model"
-    refit = "refit it with `python -m skin_model.ood fit`"
+    refit = f"refit it with `{FIT_COMMAND}`"
     if not expected_sha256:
         reason = f"metadata.json records no sha256 for {OOD_FILE} ({refit})"
     elif sha256_of(path) != expected_sha256:
@@ -235,26 +228,9 @@ def load_gate(weights_dir: Path, model_sha256: str, expected_sha256: str,
 
 def record_gate_sha256(weights_dir: Path) -> str:
     """Write the sha256 of ``ood.npz`` into ``metadata.json`` (``ood_sha256``), keeping every other field."""
-    from skin_model.model import METADATA_FILE
-
     digest = sha256_of(Path(weights_dir) / OOD_FILE)
-    meta_path = Path(weights_dir) / METADATA_FILE
-    metadata = json.loads(meta_path.read_text())
-    metadata["ood_sha256"] = digest
-    meta_path.write_text(json.dumps(metadata, indent=2) + "\n")
-    log.info("Recorded %s sha256 %s in %s", OOD_FILE, digest[:12], meta_path)
+    update_metadata(weights_dir, ood_sha256=digest)
     return digest
-
-
-class OodScorer:
-    """A gate plus the feature extractor of its model: ``check`` a preprocessed batch (thread-safe)."""
-
-    def __init__(self, model, gate: OodGate) -> None:
-        self.gate = gate
-        self._features = FeatureExtractor(model)
-
-    def check(self, model_input: np.ndarray) -> list[OodResult]:
-        return self.gate.check(self._features(model_input))
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -263,16 +239,13 @@ def split_paths(weights_dir: Path, data_dir: Path, split: str, limit: int | None
     """Image files of one split of ``weights_dir/split.csv`` (a random ``limit`` of them if given)."""
     from skin_model.dataset import find_image_files
 
-    split_csv = Path(weights_dir) / SPLIT_FILE
-    if not split_csv.is_file():
-        raise OodGateError(f"No {SPLIT_FILE} in {weights_dir}: the gate needs the model's training split")
-    ids = pd.read_csv(split_csv, usecols=["image_id", "split"]).query("split == @split")["image_id"].tolist()
+    ids = read_split(weights_dir, split, columns=("image_id", "split"))["image_id"].tolist()
     if limit is not None and limit < len(ids):
         ids = sorted(np.random.default_rng(seed).choice(ids, size=limit, replace=False).tolist())
     files = find_image_files(Path(data_dir))
     missing = [i for i in ids if i not in files]
     if missing:
-        raise OodGateError(f"{len(missing)} {split} image(s) of {split_csv} have no file under {data_dir}: "
+        raise OodGateError(f"{len(missing)} {split} image(s) of the split have no file under {data_dir}: "
                            f"{', '.join(missing[:5])}")
     return [files[i] for i in ids]
 
@@ -294,8 +267,8 @@ def features_of_images(extractor: FeatureExtractor, images: list[Image.Image], s
     return extractor(to_model_input(list(images), size))
 
 
-# ---------------------------------------------------------------------------------------------- CLI
-def fit_command(weights_dir: Path, data_dir: Path, limit: int | None, components: int, percentile: float,
+# ---------------------------------------------------------------------------------------------- bundle
+def fit_bundle_gate(weights_dir: Path, data_dir: Path, limit: int | None, components: int, percentile: float,
                 target_pass: float) -> OodGate:
     """Fit the gate on the model's training split and save it as ``weights_dir/ood.npz``."""
     from skin_model.inference import Predictor
@@ -313,16 +286,16 @@ def fit_command(weights_dir: Path, data_dir: Path, limit: int | None, components
     return gate
 
 
-def measure_command(weights_dir: Path, data_dir: Path, limit: int | None) -> dict[str, Any]:
-    """Share of dermoscopic test images passed and of non-dermoscopic images rejected; written into
-    ``evaluation_test.json`` extras["ood"] when that file exists."""
+def measure_bundle_gate(weights_dir: Path, data_dir: Path, limit: int | None) -> OodFigures:
+    """Share of dermoscopic test images passed and of non-dermoscopic images rejected, written to the
+    bundle's ``ood_figures.json``."""
     from skin_model.inference import Predictor
     from skin_model.ood_images import non_dermoscopic_images
 
     predictor = Predictor.from_dir(weights_dir)
     gate, status = load_gate(weights_dir, predictor.metadata.model_sha256, predictor.metadata.ood_sha256)
     if gate is None:
-        raise OodGateError(f"The OOD gate is off for {weights_dir}: {status}. Run `python -m skin_model.ood fit`")
+        raise OodGateError(f"The OOD gate is off for {weights_dir}: {status}. Run `{FIT_COMMAND}`")
     extractor = FeatureExtractor(predictor.model)
     size = predictor.input_size
     others = non_dermoscopic_images()
@@ -330,66 +303,21 @@ def measure_command(weights_dir: Path, data_dir: Path, limit: int | None) -> dic
     test_paths = split_paths(weights_dir, data_dir, "test", limit)
     test_passed = gate.distances(features_of_files(extractor, test_paths, size)) <= gate.threshold
     rejected = other_d > gate.threshold
-    by_category: dict[str, dict[str, float | int]] = {}
+    by_category: dict[str, list[int]] = {}
     for item, was_rejected in zip(others, rejected):
-        row = by_category.setdefault(item.category, {"n": 0, "rejected": 0})
-        row["n"] += 1
-        row["rejected"] += int(was_rejected)
-    figures = {
-        "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model_sha256": gate.model_sha256, "threshold": gate.threshold, "gate": gate.info,
-        "dermoscopic_pass_rate": float(test_passed.mean()), "n_dermoscopic": int(len(test_paths)),
-        "dermoscopic_split": "test" + ("" if limit is None else f" (random {len(test_paths)})"),
-        "non_dermoscopic_reject_rate": float(rejected.mean()), "n_non_dermoscopic": len(others),
-        "non_dermoscopic_by_category": {k: {**v, "reject_rate": v["rejected"] / v["n"]} for k, v in by_category.items()},
-        "non_dermoscopic_passed": [o.name for o, r in zip(others, rejected) if not r],
-        "non_dermoscopic_distances": {o.name: round(float(d), 3) for o, d in zip(others, other_d)},
-        "goals": GOALS,
-    }
-    evaluation = Path(weights_dir) / EVALUATION_FILE
-    if evaluation.is_file():
-        report = json.loads(evaluation.read_text())
-        report.setdefault("extras", {})["ood"] = figures
-        evaluation.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
-        log.info("Wrote the OOD figures into %s extras['ood']", evaluation)
-    else:
-        log.warning("No %s in %s: the OOD figures are only printed", EVALUATION_FILE, weights_dir)
+        counts = by_category.setdefault(item.category, [0, 0])
+        counts[0] += 1
+        counts[1] += int(was_rejected)
+    figures = OodFigures(
+        measured=datetime.now(timezone.utc).isoformat(timespec="seconds"), model_sha256=gate.model_sha256,
+        threshold=gate.threshold, gate=gate.info,
+        dermoscopic_pass_rate=float(test_passed.mean()), n_dermoscopic=int(len(test_paths)),
+        dermoscopic_split="test" + ("" if limit is None else f" (random {len(test_paths)})"),
+        non_dermoscopic_reject_rate=float(rejected.mean()), n_non_dermoscopic=len(others),
+        categories=tuple(OodCategory(name, n, r) for name, (n, r) in by_category.items()),
+        passed_names=tuple(o.name for o, r in zip(others, rejected) if not r),
+        distances={o.name: round(float(d), 3) for o, d in zip(others, other_d)},
+        pass_goal=GOALS["dermoscopic_pass_rate"], reject_goal=GOALS["non_dermoscopic_reject_rate"])
+    path = write_ood_figures(weights_dir, figures)
+    log.info("Wrote the OOD figures to %s", path)
     return figures
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m skin_model.ood", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("fit", "fit the gate on the training split and save weights/ood.npz"),
-                            ("measure", "pass/reject rates on test and non-dermoscopic images")):
-        sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR, help="model bundle folder")
-        sub.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="HAM10000 folder")
-        sub.add_argument("--limit", type=int, default=None, help="use a random N images (quick runs)")
-        if name == "fit":
-            sub.add_argument("--components", type=int, default=DEFAULT_COMPONENTS)
-            sub.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE)
-            sub.add_argument("--target-pass", type=float, default=DEFAULT_TARGET_PASS)
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        if args.command == "fit":
-            gate = fit_command(args.weights, args.data_dir, args.limit, args.components, args.percentile,
-                               args.target_pass)
-            print(json.dumps({"threshold": gate.threshold, **gate.info}, indent=1))
-        else:
-            figures = measure_command(args.weights, args.data_dir, args.limit)
-            print(json.dumps({k: v for k, v in figures.items() if k != "gate"}, indent=1))
-    except OodGateError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 
 from skin_model.labels import CODES, by_code
 from skin_model.metrics import EvaluationReport
-from skin_model.report_data import OperatingPoint
+from skin_model.report.evaluation_tables import OperatingPoint
 
 #: One colour per class, in CODES order (plotly's qualitative palette, readable on white).
 CLASS_COLOURS = dict(zip(CODES, px.colors.qualitative.D3))
@@ -98,7 +98,7 @@ def reliability_chart(report: EvaluationReport) -> go.Figure:
 
 def coverage_chart(coverage: pd.DataFrame, point: OperatingPoint | None) -> go.Figure:
     """Balanced accuracy and accuracy of the kept cases against the share referred, one point per confidence
-    threshold (``report_data.coverage_frame``); ``point`` (the app's "unsure" threshold) is marked."""
+    threshold (``report.evaluation_tables.coverage_frame``); ``point`` (the app's "unsure" threshold) is marked."""
     kept = coverage.dropna(subset=["accuracy"])
     fig = go.Figure()
     for column, name, colour in (("balanced_accuracy", "balanced accuracy of kept cases", "#2e86c1"),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from skin_model.bundle import read_split
 from skin_model.labels import by_code
 
 SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
@@ -50,7 +51,7 @@ def sample_references(split_csv: Path, metadata_csv: Path) -> dict[str, SampleRe
     """image_id -> SampleReference: from the bundle's ``split.csv`` (which has dx, dx_type and split), else
     from HAM10000_metadata.csv without splits; empty when neither file exists."""
     if Path(split_csv).is_file():
-        table = pd.read_csv(split_csv, usecols=["image_id", "dx", "dx_type", "split"])
+        table = read_split(split_csv, columns=("image_id", "dx", "dx_type", "split"))
     elif Path(metadata_csv).is_file():
         table = pd.read_csv(metadata_csv, usecols=["image_id", "dx", "dx_type"]).assign(split=None)
     else:

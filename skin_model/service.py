@@ -33,9 +33,10 @@ from skin_model.imaging import read_image
 from skin_model.inference import Prediction
 from skin_model.labels import class_index
 from skin_model.lite import LitePredictor
-from skin_model.model import ModelMetadata, load_bundle
+from skin_model.bundle import ModelMetadata
+from skin_model.model import load_bundle
 from skin_model.ood import OodGate, OodResult, load_gate
-from skin_model.tta import average_over_views
+from skin_model.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +48,34 @@ DISPLAY_SIDE = 1024
 
 @dataclass(frozen=True)
 class Analysis:
-    """One decoded upload, the model's calibrated prediction for it and the out-of-distribution check."""
+    """One decoded upload and the verdict on it (prediction, out-of-distribution check, flags)."""
 
     name: str
     digest: str
     image: Image.Image | None  # the upload for display (longest side <= DISPLAY_SIDE); None once dropped
     view: np.ndarray  # uint8 RGB: the centre square the model classified, at EXPLAIN_DISPLAY_SIDE
     model_input: np.ndarray
-    prediction: Prediction
-    ood: OodResult | None = None  # None when no gate is fitted for the model
-    tta: bool = False  # True when the prediction averages the 8 flipped/rotated views
+    verdict: Verdict
     original_size: tuple[int, int] = (0, 0)  # (width, height) of the upload, upright
+
+    @property
+    def prediction(self) -> Prediction:
+        return self.verdict.prediction
+
+    @property
+    def ood(self) -> OodResult | None:
+        """The gate's result; None when no gate is fitted for the model."""
+        return self.verdict.ood
+
+    @property
+    def tta(self) -> bool:
+        """True when the prediction averages the 8 flipped/rotated views."""
+        return self.verdict.tta
 
     @property
     def flagged_ood(self) -> bool:
         """True when the gate says this does not look like a dermatoscopic image."""
-        return self.ood is not None and self.ood.flagged
+        return self.verdict.not_dermoscopic
 
     def without_image(self) -> "Analysis":
         """The same analysis without the display copy (what the Batch page keeps per file)."""
@@ -213,17 +226,19 @@ class ClassifierService:
                       tta: bool | None = None, original_size: tuple[int, int] | None = None) -> Analysis:
         """Check and predict for an already decoded RGB image (``tta``: average the 8 dihedral views of
         the model input; default: the model's ``test_time_augmentation`` setting)."""
+        batch = self.predictor.model_input([image])
+        (verdict,) = self.verdicts(batch, tta)
+        return Analysis(name=name, digest=digest, image=display_copy(image), view=centre_square(image),
+                        model_input=batch, verdict=verdict, original_size=original_size or image.size)
+
+    def verdicts(self, model_input: np.ndarray, tta: bool | None = None) -> list[Verdict]:
+        """The verdict on each image of a preprocessed batch, from one pass of the network (``tta``: average
+        the 8 dihedral views; default: the model's ``test_time_augmentation`` setting)."""
         if tta is None:
             tta = self.metadata.test_time_augmentation
-        batch = self.predictor.model_input([image])
-        probs, features = self.predictor.outputs(batch)
-        if tta:
-            probs = average_over_views(self.predictor, batch)
-        prediction = self.predictor.prediction_of(probs[0])
-        ood = self._ood_gate.check(features)[0] if self._ood_gate is not None else None
-        return Analysis(name=name, digest=digest, image=display_copy(image), view=centre_square(image),
-                        model_input=batch, prediction=prediction, ood=ood, tta=tta,
-                        original_size=original_size or image.size)
+        probs, features = self.predictor.outputs(model_input, tta)
+        checks = self._ood_gate.check(features) if self._ood_gate is not None else [None] * len(probs)
+        return [Verdict(self.predictor.prediction_of(p), ood, self.ood_status, tta) for p, ood in zip(probs, checks)]
 
     def explain(self, analysis: Analysis, class_code: str, method: str = "gradcam") -> Explanation:
         """Grad-CAM (``"gradcam"``) or Grad-CAM++ (``"gradcam++"``) for ``class_code``; waits for the

@@ -77,7 +77,6 @@ def logit_adjusted_loss(log_prior_shift: np.ndarray, label_smoothing: float = 0.
 def teacher_probabilities(teacher_dirs: list[Path], images: np.ndarray) -> np.ndarray:
     """The mean of the calibrated probabilities (each bundle's own temperature, one view) that the model
     bundles in ``teacher_dirs`` give uint8 (N, S, S, 3) images. Every teacher must take S-pixel inputs."""
-    from skin_model.calibration import apply_temperature
     from skin_model.model import load_bundle
 
     if not teacher_dirs:
@@ -88,7 +87,7 @@ def teacher_probabilities(teacher_dirs: list[Path], images: np.ndarray) -> np.nd
         if metadata.input_size != images.shape[1]:
             raise ValueError(f"Teacher {teacher_dir} takes {metadata.input_size}-pixel images but training uses "
                              f"{images.shape[1]}: pass --image-size {metadata.input_size} or another teacher")
-        probs.append(apply_temperature(predict_arrays(model, images), metadata.temperature))
+        probs.append(served_probabilities(model, images, metadata.temperature))
         log.info("Teacher %s (version %s): predicted %d images", teacher_dir, metadata.version, len(images))
         del model
     return np.mean(probs, axis=0)
@@ -175,14 +174,19 @@ def predict_arrays(model: keras.Model, images: np.ndarray, batch_size: int = 64)
     return np.concatenate(out).astype(np.float64) if out else np.zeros((0, NUM_CLASSES))
 
 
-def predict_arrays_tta(model: keras.Model, images: np.ndarray, temperature: float) -> np.ndarray:
-    """Calibrated probabilities averaged over the 8 flips/rotations of each uint8 image (test-time
-    augmentation, as served), batch by batch."""
-    from skin_model.calibration import apply_temperature
-    from skin_model.tta import dihedral_arrays
+def served_probabilities(model: keras.Model, images: np.ndarray, temperature: float, tta: bool = False,
+                         chunk: int = 256) -> np.ndarray:
+    """Calibrated probabilities of uint8 (N, S, S, 3) images as the app serves them: through
+    ``inference.CalibratedPredictor`` (the one prediction path: temperature, and the 8-view average when
+    ``tta``), ``chunk`` images at a time."""
+    from skin_model.bundle import ModelMetadata
+    from skin_model.inference import Predictor
 
-    return np.mean([apply_temperature(predict_arrays(model, view), temperature)
-                    for view in dihedral_arrays(images)], axis=0)
+    predictor = Predictor(model, ModelMetadata(version="in training", created="", input_size=images.shape[1],
+                                               temperature=temperature))
+    parts = [predictor.probabilities_of(scale_pixels(images[i:i + chunk].astype(np.float32)), tta)
+             for i in range(0, len(images), chunk)]
+    return np.concatenate(parts) if parts else np.zeros((0, NUM_CLASSES))
 
 
 def read_history(work_dir: Path, stages: tuple[str, ...]) -> dict[str, list[dict[str, float]]]:

@@ -38,7 +38,9 @@ def real_image_path(ham_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, backbone_weights: Path) -> Path:
     """An untrained-head model bundle at 96 px with the real ImageNet backbone (fast to build and run)."""
-    from skin_model.model import ModelMetadata, build_classifier, save_bundle
+    from skin_model.bundle import ModelMetadata
+    from skin_model.lite import build_lite
+    from skin_model.model import build_classifier, save_bundle
 
     import keras
 
@@ -47,6 +49,7 @@ def tiny_bundle(tmp_path_factory, backbone_weights: Path) -> Path:
     model = build_classifier(TINY_SIZE, backbone_weights)
     save_bundle(model, ModelMetadata(version="test", created="2026-01-01", input_size=TINY_SIZE,
                                      temperature=1.3, unsure_threshold=0.5), out)
+    build_lite(out)
     return out
 
 
@@ -67,6 +70,7 @@ def gated_bundle(tiny_bundle: Path, ham_dir: Path, tmp_path_factory) -> Path:
     import pandas as pd
 
     from skin_model import ood
+    from skin_model.bundle import SPLIT_FILE
 
     bundle = Path(shutil.copytree(tiny_bundle, tmp_path_factory.mktemp("gated") / "bundle"))
     meta = pd.read_csv(ham_dir / "HAM10000_metadata.csv")
@@ -74,8 +78,8 @@ def gated_bundle(tiny_bundle: Path, ham_dir: Path, tmp_path_factory) -> Path:
     frame = meta[meta["image_id"].isin(originals)].copy()
     order = {lesion: i for i, lesion in enumerate(frame["lesion_id"].drop_duplicates())}
     frame["split"] = ["test" if order[l] < 20 else "val" if order[l] < 50 else "train" for l in frame["lesion_id"]]
-    frame.to_csv(bundle / ood.SPLIT_FILE, index=False)
-    ood.fit_command(bundle, ham_dir, limit=60, components=32, percentile=99.5, target_pass=0.98)
+    frame.to_csv(bundle / SPLIT_FILE, index=False)
+    ood.fit_bundle_gate(bundle, ham_dir, limit=60, components=32, percentile=99.5, target_pass=0.98)
     return bundle
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from conftest import markdown_html, markdown_text
-from skin_model import ood
+from skin_model.bundle import SPLIT_FILE
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 BATCH_PAGE = "pages/batch.py"
@@ -27,7 +27,7 @@ def png_bytes(image: Image.Image) -> bytes:
 @pytest.fixture(scope="module")
 def lesion_files(gated_bundle: Path, ham_dir: Path) -> list[Path]:
     """Two test-split originals (not used to fit the gate)."""
-    split = pd.read_csv(gated_bundle / ood.SPLIT_FILE)
+    split = pd.read_csv(gated_bundle / SPLIT_FILE)
     ids = split.loc[split["split"] == "test", "image_id"].tolist()[:2]
     return [ham_dir / "images_600x450" / f"{i}.jpg" for i in ids]
 
@@ -157,13 +157,12 @@ def test_without_a_gate_the_flag_column_is_empty(monkeypatch, tiny_bundle, lesio
 def test_tta_toggle_changes_the_probabilities_to_the_averaged_views(monkeypatch, tiny_bundle, lesion_files):
     from skin_model.imaging import load_image
     from skin_model.inference import Predictor
-    from skin_model.tta import predict_probabilities_tta
 
     path = lesion_files[0]
     at = upload_all(open_batch_page(monkeypatch, tiny_bundle), [(path.name, path.read_bytes(), "image/jpeg")])
     at.toggle(key="batch_tta").set_value(True).run()
     assert not at.exception
-    expected = predict_probabilities_tta(Predictor.from_dir(tiny_bundle), [load_image(path)])[0]
+    expected = Predictor.from_dir(tiny_bundle).predict_probabilities([load_image(path)], tta=True)[0]
     assert float(result_table(at)["Probability"].iloc[0]) == pytest.approx(expected.max(), abs=1e-5)
 
 
@@ -194,3 +193,21 @@ def test_file_names_are_data_not_markup_or_formulas(monkeypatch, tiny_bundle, le
     csv = pd.read_csv(io.BytesIO(offered["Download the table (CSV)"]))
     assert csv["File"].tolist() == [markup] + ["'" + name for name in formulas]
     assert not any(str(cell).startswith(("=", "+", "-", "@")) for column in csv for cell in csv[column])
+
+
+def test_a_withheld_result_is_blank_until_asked_for(monkeypatch, gated_bundle, lesion_files, astronaut):
+    """The verdict withholds the result of an image that is not dermatoscopic, on Batch as on Classify."""
+    from skin_model.service import ClassifierService
+
+    files = [("astronaut.png", astronaut, "image/png"),
+             (lesion_files[0].name, lesion_files[0].read_bytes(), "image/jpeg")]
+    at = upload_all(open_batch_page(monkeypatch, gated_bundle), files)
+    row, lesion = result_table(at).iloc[0], result_table(at).iloc[1]
+    assert bool(row["Not dermatoscopic"]) is True and "result withheld" in row["Note"]
+    assert row["Top class"] == "" and pd.isna(row["Probability"]) and pd.isna(row["Refer"])
+    assert lesion["Top class"] != "" and not pd.isna(lesion["Probability"]), "other rows are not affected"
+    at.checkbox(key="batch_show_withheld").check().run()
+    row = result_table(at).iloc[0]
+    expected = ClassifierService.from_dir(gated_bundle).analyse(astronaut, name="astronaut.png").prediction
+    assert row["Top class"] == expected.top_code and "shown on request" in row["Note"]
+    assert float(row["Probability"]) == pytest.approx(expected.top_probability, abs=1e-5)

@@ -328,14 +328,13 @@ def test_dermoscopic_image_passes_the_gate(monkeypatch, gated_bundle, tmp_path, 
 def test_tta_toggle_shows_the_averaged_prediction(app, image_bytes, tiny_bundle, real_image_path):
     from skin_model.imaging import load_image
     from skin_model.inference import Predictor
-    from skin_model.tta import predict_probabilities_tta
 
     upload(app, real_image_path.name, image_bytes)
     assert app.toggle(key="tta").value is False, "off by default for a model whose metadata says so"
     plain = displayed_probabilities(app)
     app.toggle(key="tta").set_value(True).run()
     assert not app.exception
-    expected = predict_probabilities_tta(Predictor.from_dir(tiny_bundle), [load_image(real_image_path)])[0]
+    expected = Predictor.from_dir(tiny_bundle).predict_probabilities([load_image(real_image_path)], tta=True)[0]
     shown = displayed_probabilities(app)
     np.testing.assert_allclose([shown[c] for c in CODES], expected, atol=1e-5)
     assert not np.allclose([shown[c] for c in CODES], [plain[c] for c in CODES], atol=1e-4)
@@ -347,7 +346,6 @@ def test_tta_is_on_by_default_when_the_model_says_so(monkeypatch, tiny_bundle, t
 
     from skin_model.imaging import load_image
     from skin_model.inference import Predictor
-    from skin_model.tta import predict_probabilities_tta
 
     bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
     meta = json.loads((bundle / "metadata.json").read_text())
@@ -356,7 +354,7 @@ def test_tta_is_on_by_default_when_the_model_says_so(monkeypatch, tiny_bundle, t
     monkeypatch.setenv("SKIN_SAMPLES_DIR", str(tmp_path / "no-samples"))
     at = upload(AppTest.from_file(APP, default_timeout=TIMEOUT).run(), real_image_path.name, image_bytes)
     assert at.toggle(key="tta").value is True
-    expected = predict_probabilities_tta(Predictor.from_dir(bundle), [load_image(real_image_path)])[0]
+    expected = Predictor.from_dir(bundle).predict_probabilities([load_image(real_image_path)], tta=True)[0]
     shown = displayed_probabilities(at)
     np.testing.assert_allclose([shown[c] for c in CODES], expected, atol=1e-5)
 

@@ -77,12 +77,14 @@ def test_a_bundle_with_it_saves_loads_and_serves_the_same(tmp_path: Path, backbo
 
     from skin_model.imaging import load_image
     from skin_model.inference import Predictor
-    from skin_model.lite import LitePredictor
-    from skin_model.model import ModelMetadata, build_classifier, load_bundle, save_bundle
+    from skin_model.lite import LitePredictor, build_lite
+    from skin_model.bundle import ModelMetadata
+    from skin_model.model import build_classifier, load_bundle, save_bundle
 
     keras.utils.set_random_seed(0)
     model = build_classifier(TINY_SIZE, backbone_weights, colour_constancy="shades-of-grey")
     save_bundle(model, ModelMetadata(version="cc", created="2026-01-01", input_size=TINY_SIZE), tmp_path)
+    build_lite(tmp_path)
     loaded, _ = load_bundle(tmp_path)
     assert loaded.get_layer("colour_constancy").power == 6
     image = load_image(real_image_path)

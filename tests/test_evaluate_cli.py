@@ -1,4 +1,4 @@
-"""``python -m skin_model.evaluate`` on a small labelled folder of real HAM10000 images (copied into tmp_path),
+"""``python -m skin_model.cli.evaluate`` on a small labelled folder of real HAM10000 images (copied into tmp_path),
 with both label formats, checked against scikit-learn on the report's own per-image probabilities."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 
-from skin_model.evaluate import EvaluationError, evaluate_folder, main, read_labels
+from skin_model.cli.evaluate import main
+from skin_model.evaluate import EvaluationError, evaluate_folder, read_label_table
 from skin_model.imaging import load_image
 from skin_model.labels import CODES
 
@@ -69,8 +70,9 @@ def dx_report(folder, dx_csv, tiny_bundle, tmp_path_factory) -> dict:
 
 def test_read_labels_both_formats_agree(dx_csv, one_hot_csv, chosen):
     expected = dict(zip(chosen["image_id"], chosen["dx"]))
-    assert read_labels(dx_csv) == expected
-    assert read_labels(one_hot_csv) == expected
+    for labels_csv in (dx_csv, one_hot_csv):
+        table = read_label_table(labels_csv)
+        assert dict(zip(table["image_id"], table["dx"])) == expected
     assert len(set(expected.values())) == len(CODES)
 
 
@@ -99,13 +101,12 @@ def test_probabilities_are_the_calibrated_serving_ones(dx_report, folder, tiny_b
 
 def test_tta_flag_reports_the_averaged_views(dx_report, folder, dx_csv, tiny_bundle, tmp_path):
     from skin_model.inference import Predictor
-    from skin_model.tta import predict_probabilities_tta
 
     code, report = run(folder, dx_csv, tiny_bundle, tmp_path / "tta.json", "--tta")
     assert code == 0 and report["model"]["tta"] is True and dx_report["model"]["tta"] is False
     row = report["predictions"][0]
     path = next(folder.rglob(f"{row['image_id']}.jpg"))
-    expected = predict_probabilities_tta(Predictor.from_dir(tiny_bundle), [load_image(path)])[0]
+    expected = Predictor.from_dir(tiny_bundle).predict_probabilities([load_image(path)], tta=True)[0]
     np.testing.assert_allclose(row["probs"], expected, atol=1e-5)
     plain = dx_report["predictions"][0]["probs"]
     assert not np.allclose(row["probs"], plain, atol=1e-4)  # the views really changed the output
@@ -282,3 +283,12 @@ def test_empty_diagnosis_names_its_row(folder, tiny_bundle, tmp_path, capsys):
     code, _ = run(folder, labels, tiny_bundle, tmp_path / "r.json")
     err = capsys.readouterr().err
     assert code == 2 and "line 3 (ISIC_0024307)" in err
+
+
+def test_the_apps_verdicts_are_counted(dx_report):
+    """evaluate counts what the app would say of each image (verdict.Verdict): unsure, referred, flagged."""
+    verdicts = dx_report["extras"]["verdicts"]
+    probs = np.array([r["probs"] for r in dx_report["predictions"]])
+    assert verdicts["n_unsure"] == int((probs.max(axis=1) < 0.5).sum()), "the tiny bundle's threshold is 0.5"
+    assert verdicts["ood_check"].startswith("no ood.npz") and verdicts["n_not_dermoscopic"] is None
+    assert verdicts["n_referred"] is None, "the tiny bundle has no referral threshold"

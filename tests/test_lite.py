@@ -1,5 +1,6 @@
-"""The served LiteRT copy: same predictions and OOD features as the Keras model, rebuilt when missing or
-stale, never built from an altered model.keras, and usable without TensorFlow."""
+"""The served LiteRT copy: same predictions and OOD features as the Keras model; serving refuses a copy that
+is missing or stale (building is an explicit step: the lite CLI rebuilds it), never builds from an altered
+model.keras, and runs without TensorFlow."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import pytest
 
 from conftest import TINY_SIZE
 from skin_model.imaging import load_image, to_model_input
-from skin_model.lite import LITE_FILE, LITE_INFO_FILE, LitePredictor, is_current, main
-from skin_model.model import ModelIntegrityError, read_metadata, sha256_of
+from skin_model.bundle import LITE_FILE, LITE_INFO_FILE, ModelIntegrityError, read_metadata, sha256_of
+from skin_model.cli.lite import main
+from skin_model.lite import LitePredictor, ensure_lite, is_current
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +46,9 @@ def test_lite_model_matches_keras_on_real_images(tiny_bundle, real_batch):
     np.testing.assert_allclose(single, expected[:1], atol=1e-5)
 
 
-def test_missing_altered_or_stale_copy_is_rebuilt_from_model_keras(tiny_bundle, tmp_path, real_batch, caplog):
+def test_missing_altered_or_stale_copy_is_refused_then_rebuilt(tiny_bundle, tmp_path, real_batch, caplog):
+    """Serving names the problem and the command; the explicit build step (``ensure_lite``, which the lite
+    CLI, train.py and ``make app`` run) rebuilds the copy from model.keras."""
     bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
     reference = LitePredictor.from_dir(tiny_bundle).probabilities_of(real_batch)
     meta = read_metadata(bundle)
@@ -52,10 +56,13 @@ def test_missing_altered_or_stale_copy_is_rebuilt_from_model_keras(tiny_bundle, 
 
     def rebuilt_and_equal(reason: str) -> None:
         assert not is_current(bundle, meta)
+        with pytest.raises(ModelIntegrityError, match=f"{reason}.*python -m skin_model.cli.lite"):
+            LitePredictor.from_dir(bundle)
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="skin_model.lite"):
-            predictor = LitePredictor.from_dir(bundle)
-        np.testing.assert_allclose(predictor.probabilities_of(real_batch), reference, atol=1e-6)
+            ensure_lite(bundle, meta)
+        np.testing.assert_allclose(LitePredictor.from_dir(bundle).probabilities_of(real_batch), reference,
+                                   atol=1e-6)
         assert is_current(bundle, meta)
         assert any("Rebuilding" in r.message and reason in r.message for r in caplog.records), \
             [r.message for r in caplog.records]
@@ -91,6 +98,9 @@ def test_tampered_model_keras_is_refused_before_building(tiny_bundle, tmp_path):
         handle.write(b"x")
     with pytest.raises(ModelIntegrityError, match="sha256"):
         LitePredictor.from_dir(bundle)
+    with pytest.raises(ModelIntegrityError, match="sha256"):
+        ensure_lite(bundle, read_metadata(bundle))
+    assert main(["--weights", str(bundle)]) == 1
     assert not (bundle / LITE_FILE).exists()
 
 

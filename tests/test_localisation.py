@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 
 from skin_model.labels import CODES
-from skin_model.localisation import Box, CentreCrop, heatmap_peak, main, peak_inside_box, read_boxes, split_images
+from skin_model.bundle import localisation_file, read_localisation
+from skin_model.cli.localisation import main
+from skin_model.localisation import Box, CentreCrop, heatmap_peak, peak_inside_box, read_boxes, split_images
 from skin_model.metrics import evaluate_probabilities
 
 CROP_SCALE_96 = 150 / 96  # full-frame pixels per model-input pixel for a 96-px model on a 200x150 frame
@@ -99,18 +101,18 @@ def bundle_with_split(tiny_bundle: Path, chosen: pd.DataFrame, dst: Path, report
     return dst
 
 
-def test_cli_stores_localisation_matching_a_hand_computation(tiny_bundle, test_set, ham_dir, tmp_path):
+def test_cli_saves_localisation_matching_a_hand_computation(tiny_bundle, test_set, ham_dir, tmp_path):
     from skin_model.explain import Explainer
     from skin_model.imaging import load_image
     from skin_model.inference import Predictor
 
     data_dir, chosen = test_set
     weights = bundle_with_split(tiny_bundle, chosen, tmp_path / "weights")
-    before = json.loads((weights / "evaluation_test.json").read_text())
+    before = (weights / "evaluation_test.json").read_text()
     assert main(["--weights", str(weights), "--data-dir", str(data_dir), "--limit", "4"]) == 0
-    after = json.loads((weights / "evaluation_test.json").read_text())
-    stored = after["extras"]["localisation"]
-    assert {k: v for k, v in after.items() if k != "extras"} == {k: v for k, v in before.items() if k != "extras"}
+    assert (weights / "evaluation_test.json").read_text() == before, "the evaluation report is not rewritten"
+    stored = json.loads((weights / localisation_file("test")).read_text())
+    assert read_localisation(weights).to_dict() == stored, "the page reads what the CLI wrote"
 
     assert stored["n_images"] == 4 and stored["split"] == "test" and len(stored["images"]) == 4
     assert set(stored["share_inside"]) == {"predicted", "true"}
@@ -144,28 +146,15 @@ def test_cli_stores_localisation_matching_a_hand_computation(tiny_bundle, test_s
     assert stored["chance_rate"] == pytest.approx(np.mean(box_shares), abs=1e-4)
 
 
-def test_cli_refuses_a_report_of_another_split(tiny_bundle, test_set, tmp_path, capsys):
-    data_dir, chosen = test_set
-    weights = bundle_with_split(tiny_bundle, chosen, tmp_path / "weights", report_split="val")
-    assert main(["--weights", str(weights), "--data-dir", str(data_dir), "--limit", "1"]) == 2
-    assert "evaluates split 'val', not 'test'" in capsys.readouterr().err
-    assert "localisation" not in json.loads((weights / "evaluation_test.json").read_text())["extras"]
-
-
-def test_cli_without_report_or_split_file(tmp_path, capsys):
-    assert main(["--weights", str(tmp_path), "--data-dir", str(tmp_path)]) == 2
-    assert "evaluation_test.json does not exist" in capsys.readouterr().err
-    labels = np.arange(len(CODES))
-    evaluate_probabilities(labels, np.eye(len(CODES)) * 0.9 + 0.1 / len(CODES), [str(i) for i in labels],
-                           dataset={"name": "x", "split": "test"}, model={}).to_json(tmp_path / "evaluation_test.json")
-    assert main(["--weights", str(tmp_path), "--data-dir", str(tmp_path)]) == 2
-    assert "split.csv does not exist" in capsys.readouterr().err
-
-
-def test_cli_refuses_a_malformed_report(tiny_bundle, test_set, tmp_path, capsys):
+def test_cli_needs_no_evaluation_report_and_names_a_missing_split(tiny_bundle, test_set, tmp_path, capsys):
+    """Localisation has its own file, so it runs before or after any evaluation."""
     data_dir, chosen = test_set
     weights = bundle_with_split(tiny_bundle, chosen, tmp_path / "weights")
-    (weights / "evaluation_test.json").write_text('{"n_images": 4,')
-    assert main(["--weights", str(weights), "--data-dir", str(data_dir), "--limit", "1"]) == 2
+    (weights / "evaluation_test.json").unlink()
+    assert main(["--weights", str(weights), "--data-dir", str(data_dir), "--limit", "1"]) == 0
+    assert read_localisation(weights).n_images == 1 and not (weights / "evaluation_test.json").exists()
+    assert main(["--weights", str(tmp_path), "--data-dir", str(tmp_path)]) == 2
     error = capsys.readouterr().err
-    assert "evaluation_test.json" in error and "not valid JSON" in error
+    assert "split.csv" in error and "does not exist" in error
+
+

@@ -13,8 +13,9 @@ import pytest
 from conftest import TINY_SIZE
 from skin_model.imaging import load_image, to_model_input
 from skin_model.labels import CODES
-from skin_model.model import (LAST_CONV_LAYER, METADATA_FILE, MODEL_FILE, ModelIntegrityError, ModelMetadata,
-                              build_classifier, load_bundle, save_bundle, sha256_of)
+from skin_model.bundle import (METADATA_FILE, MODEL_FILE, ModelIntegrityError, ModelMetadata,
+                               sha256_of)
+from skin_model.model import LAST_CONV_LAYER, build_classifier, load_bundle, save_bundle
 
 
 @pytest.fixture(scope="module")

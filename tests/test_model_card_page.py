@@ -102,7 +102,7 @@ def test_shipped_card_opens_on_the_served_configuration(shipped_bundle, monkeypa
     """The shipped model is served with TTA: its test-with-TTA row comes first; its limits come from its
     metadata; no absolute machine path is shown."""
     from skin_model.config import PROJECT_ROOT
-    from skin_model.model import ModelMetadata
+    from skin_model.bundle import ModelMetadata
 
     meta = ModelMetadata.from_json(shipped_bundle / "metadata.json")
     monkeypatch.setenv("SKIN_WEIGHTS_DIR", str(shipped_bundle))

@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from skin_model import ood
-from skin_model.model import sha256_of
+from skin_model.bundle import EVALUATIONS_DIR, OOD_FILE, OOD_FIGURES_FILE, SPLIT_FILE, evaluation_file, sha256_of
+from skin_model.cli.ood import main as ood_main
 from skin_model.ood_images import non_dermoscopic_images
 
 HELD_OUT_IMAGE = "ISIC_0024306"  # real_image_path: kept in the test split
@@ -32,7 +33,7 @@ def write_original_split(bundle: Path, ham_dir: Path) -> pd.DataFrame:
     test = set(lesions[:30]) | {held_out}
     val = set(lesions[30:60])
     frame["split"] = ["test" if l in test else "val" if l in val else "train" for l in frame["lesion_id"]]
-    frame.to_csv(bundle / ood.SPLIT_FILE, index=False)
+    frame.to_csv(bundle / SPLIT_FILE, index=False)
     return frame
 
 
@@ -41,8 +42,8 @@ def gated_bundle(tiny_bundle: Path, ham_dir: Path, tmp_path_factory) -> Path:
     """The tiny bundle plus a gate fitted by the CLI on 60 real training images (20 for validation)."""
     bundle = Path(shutil.copytree(tiny_bundle, tmp_path_factory.mktemp("gated") / "bundle"))
     write_original_split(bundle, ham_dir)
-    (bundle / ood.EVALUATION_FILE).write_text(json.dumps({"n_images": 5, "extras": {"kept": 1}}))
-    assert ood.main(["fit", "--weights", str(bundle), "--data-dir", str(ham_dir), "--limit", "60",
+    (bundle / evaluation_file("test")).write_text(json.dumps({"n_images": 5, "extras": {"kept": 1}}))
+    assert ood_main(["fit", "--weights", str(bundle), "--data-dir", str(ham_dir), "--limit", "60",
                      "--components", "32"]) == 0
     return bundle
 
@@ -105,8 +106,8 @@ def test_too_few_images_is_a_clear_error(synthetic_features):
 def test_gate_survives_save_and_load(synthetic_features, tmp_path):
     train, val = synthetic_features
     gate = ood.fit_gate(train, val, "abc123", components=6)
-    gate.save(tmp_path / ood.OOD_FILE)
-    loaded, status = ood.load_gate(tmp_path, "abc123", sha256_of(tmp_path / ood.OOD_FILE))
+    gate.save(tmp_path / OOD_FILE)
+    loaded, status = ood.load_gate(tmp_path, "abc123", sha256_of(tmp_path / OOD_FILE))
     assert status == "on"
     np.testing.assert_allclose(loaded.distances(val), gate.distances(val))
     assert loaded.threshold == gate.threshold and loaded.info == gate.info
@@ -115,9 +116,9 @@ def test_gate_survives_save_and_load(synthetic_features, tmp_path):
 def test_stale_or_missing_gate_is_ignored_with_a_warning(synthetic_features, tmp_path, caplog):
     train, val = synthetic_features
     assert ood.load_gate(tmp_path, "abc", "")[0] is None
-    ood.fit_gate(train, val, "old-model-sha", components=6).save(tmp_path / ood.OOD_FILE)
+    ood.fit_gate(train, val, "old-model-sha", components=6).save(tmp_path / OOD_FILE)
     with caplog.at_level(logging.WARNING, logger="skin_model.ood"):
-        gate, status = ood.load_gate(tmp_path, "new-model-sha", sha256_of(tmp_path / ood.OOD_FILE))
+        gate, status = ood.load_gate(tmp_path, "new-model-sha", sha256_of(tmp_path / OOD_FILE))
     assert gate is None and "another model" in status
     assert any("is off" in r.message and "another model" in r.message for r in caplog.records)
 
@@ -142,7 +143,7 @@ def test_damaged_gate_is_off_with_the_reason(synthetic_features, tmp_path, damag
     "on" but never flagging. Every damage gives the same state: off, with the reason."""
     train, val = synthetic_features
     gate = ood.fit_gate(train, val, "model-sha", components=6)
-    path = tmp_path / ood.OOD_FILE
+    path = tmp_path / OOD_FILE
     if damage == "NaN threshold":
         gate = replace(gate, threshold=float("nan"))
     elif damage == "NaN in the precision matrix":
@@ -161,7 +162,7 @@ def test_damaged_gate_is_off_with_the_reason(synthetic_features, tmp_path, damag
     loaded, status = ood.load_gate(tmp_path, "model-sha", recorded, feature_dim)
     assert loaded is None, status
     assert reason in status, status
-    assert "python -m skin_model.ood fit" in status
+    assert "python -m skin_model.cli.ood fit" in status
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -189,30 +190,35 @@ def test_gate_rejects_everyday_photos_and_passes_a_ham10000_image(service, real_
 
 
 def test_fit_records_the_model_sha_and_the_training_share(gated_bundle):
-    from skin_model.model import ModelMetadata
+    from skin_model.bundle import ModelMetadata
 
-    gate = ood.OodGate.load(gated_bundle / ood.OOD_FILE)
+    gate = ood.OodGate.load(gated_bundle / OOD_FILE)
     assert gate.model_sha256 == ModelMetadata.from_json(gated_bundle / "metadata.json").model_sha256
     assert gate.info["n_train"] == 60 and gate.info["n_val"] == 20
     assert gate.info["val_pass_rate"] >= 0.98
 
 
-def test_measure_writes_consistent_figures_into_the_evaluation(gated_bundle, ham_dir, service):
-    assert ood.main(["measure", "--weights", str(gated_bundle), "--data-dir", str(ham_dir), "--limit", "12"]) == 0
-    report = json.loads((gated_bundle / ood.EVALUATION_FILE).read_text())
-    assert report["extras"]["kept"] == 1 and report["n_images"] == 5, "the rest of the file is kept"
-    figures = report["extras"]["ood"]
+def test_measure_writes_consistent_figures_to_their_own_file(gated_bundle, ham_dir, service):
+    from skin_model.bundle import read_ood_figures
+
+    report_before = (gated_bundle / evaluation_file("test")).read_text()
+    assert ood_main(["measure", "--weights", str(gated_bundle), "--data-dir", str(ham_dir), "--limit", "12"]) == 0
+    assert (gated_bundle / evaluation_file("test")).read_text() == report_before, "no evaluation is rewritten"
+    assert (gated_bundle / OOD_FIGURES_FILE).is_file() and not (gated_bundle / EVALUATIONS_DIR).exists()
+    figures = read_ood_figures(gated_bundle)
     others = non_dermoscopic_images()
     analyses = [service.analyse_image(o.image, name=o.name) for o in others]
-    assert figures["n_non_dermoscopic"] == len(others)
-    assert figures["non_dermoscopic_reject_rate"] == pytest.approx(np.mean([a.flagged_ood for a in analyses]))
-    assert sorted(figures["non_dermoscopic_passed"]) == sorted(a.name for a in analyses if not a.flagged_ood)
-    assert figures["n_dermoscopic"] == 12 and 0.0 <= figures["dermoscopic_pass_rate"] <= 1.0
-    assert figures["goals"] == ood.GOALS
+    assert figures.n_non_dermoscopic == len(others)
+    assert figures.non_dermoscopic_reject_rate == pytest.approx(np.mean([a.flagged_ood for a in analyses]))
+    assert sorted(figures.passed_names) == sorted(a.name for a in analyses if not a.flagged_ood)
+    assert figures.n_dermoscopic == 12 and 0.0 <= figures.dermoscopic_pass_rate <= 1.0
+    assert (figures.pass_goal, figures.reject_goal) == (ood.GOALS["dermoscopic_pass_rate"],
+                                                        ood.GOALS["non_dermoscopic_reject_rate"])
+    assert figures.model_sha256 == service.metadata.model_sha256
 
 
 def test_fit_without_split_file_names_the_problem(tiny_bundle, ham_dir, capsys):
-    assert ood.main(["fit", "--weights", str(tiny_bundle), "--data-dir", str(ham_dir), "--limit", "20"]) == 2
+    assert ood_main(["fit", "--weights", str(tiny_bundle), "--data-dir", str(ham_dir), "--limit", "20"]) == 2
     assert "split.csv" in capsys.readouterr().err
 
 
@@ -221,8 +227,8 @@ def test_service_ignores_a_gate_fitted_for_another_model(gated_bundle, tmp_path)
 
     bundle = Path(shutil.copytree(gated_bundle, tmp_path / "bundle"))
     meta = json.loads((bundle / "metadata.json").read_text())
-    gate = ood.OodGate.load(bundle / ood.OOD_FILE)
-    replace(gate, model_sha256="0" * 64).save(bundle / ood.OOD_FILE)
+    gate = ood.OodGate.load(bundle / OOD_FILE)
+    replace(gate, model_sha256="0" * 64).save(bundle / OOD_FILE)
     ood.record_gate_sha256(bundle)
     service = ClassifierService.from_dir(bundle)
     assert not service.ood_enabled and "another model" in service.ood_status
@@ -231,7 +237,7 @@ def test_service_ignores_a_gate_fitted_for_another_model(gated_bundle, tmp_path)
 
 def test_fit_records_the_gate_sha256_in_the_metadata(gated_bundle):
     meta = json.loads((gated_bundle / "metadata.json").read_text())
-    assert meta["ood_sha256"] == sha256_of(gated_bundle / ood.OOD_FILE)
+    assert meta["ood_sha256"] == sha256_of(gated_bundle / OOD_FILE)
     assert meta["model_sha256"] and meta["version"] == "test", "the other fields are kept"
 
 
@@ -239,7 +245,7 @@ def test_service_with_a_damaged_gate_serves_with_the_gate_off(gated_bundle, tmp_
     from skin_model.service import ClassifierService
 
     bundle = Path(shutil.copytree(gated_bundle, tmp_path / "bundle"))
-    flip_byte(bundle / ood.OOD_FILE, 0.5)
+    flip_byte(bundle / OOD_FILE, 0.5)
     service = ClassifierService.from_dir(bundle)
     assert not service.ood_enabled and "damaged" in service.ood_status
     analysis = service.analyse(real_image_path.read_bytes(), name=real_image_path.name)

@@ -18,7 +18,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "skin_model.predict", *args], cwd=PROJECT_ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "skin_model.cli.predict", *args], cwd=PROJECT_ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -115,13 +115,19 @@ def test_cli_gives_the_apps_out_of_distribution_verdict(gated_bundle, odd_files,
         assert ood["flagged"] == app.flagged_ood, path.name
         assert ood["distance"] == pytest.approx(app.ood.distance, rel=1e-6)
         assert rows[path.name]["probabilities"] == pytest.approx(dict(zip(CODES, app.prediction.probabilities)))
+        # the whole verdict, as the app decides it
+        verdict = app.verdict
+        assert rows[path.name]["result_withheld"] is verdict.result_withheld and rows[path.name]["note"] == verdict.note
+        assert rows[path.name]["unsure"] is verdict.unsure and rows[path.name]["refer"] == verdict.refer
     assert rows["transparent.png"]["ood"]["flagged"] and rows["strip.png"]["ood"]["flagged"]
+    assert rows["transparent.png"]["result_withheld"] and "not a dermatoscopic image" in rows["strip.png"]["note"]
     assert not rows[real_images[0].name]["ood"]["flagged"]
 
 
 def test_text_output_marks_flagged_images_and_an_off_gate(gated_bundle, tiny_bundle, odd_files):
     flagged = run_cli(str(odd_files["transparent"]), "--weights", str(gated_bundle))
     assert "NOT A DERMATOSCOPIC IMAGE" in flagged.stdout
+    assert "dermatoscopic-image check: FLAGGED" in flagged.stdout
     ungated = run_cli(str(odd_files["transparent"]), "--weights", str(tiny_bundle))
     assert ungated.returncode == 0
     assert "dermatoscopic-image check is off" in ungated.stderr and "no ood.npz" in ungated.stderr

@@ -13,7 +13,7 @@ import pytest
 from skin_model.inference import Prediction, format_probability
 from skin_model.labels import CODES
 from skin_model.metrics import EvaluationReport, choose_referral_threshold, malignant_scores, referral_rates
-from skin_model.model import ModelMetadata
+from skin_model.bundle import ModelMetadata
 
 
 def probs_with_malignant_share(shares: list[float]) -> np.ndarray:
@@ -96,8 +96,8 @@ def test_shipped_referral_threshold_is_the_one_chosen_on_validation_as_served(sh
 
 
 def test_metadata_update_cli_fills_the_fields_and_leaves_the_model(shipped_bundle, shipped_meta, tmp_path):
-    from skin_model.metadata_update import main
-    from skin_model.model import sha256_of
+    from skin_model.cli.metadata_update import main
+    from skin_model.bundle import sha256_of
 
     bundle = tmp_path / "bundle"
     (bundle / "evaluations").mkdir(parents=True)

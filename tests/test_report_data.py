@@ -14,14 +14,20 @@ from sklearn.metrics import balanced_accuracy_score
 
 from skin_model.labels import CODES
 from skin_model.metrics import EvaluationReport, choose_unsure_threshold, evaluate_probabilities
-from skin_model.model import ModelMetadata
+from skin_model.bundle import ModelMetadata
 from skin_model.published import PUBLISHED_RESULTS
 from skin_model.report_charts import (confusion_heatmap, coverage_chart, pr_chart, reliability_chart, roc_chart,
                                       training_curve_chart)
-from skin_model.report_data import (ReportError, comparison_frame, confusion_frames, coverage_frame, headlines,
-                                    list_evaluation_files, load_report, localisation_summary, ood_category_frame,
-                                    ood_summary, operating_point, per_class_frame, split_audit, training_curves,
-                                    tta_frame, tta_summary, unsure_threshold)
+from skin_model.bundle import (BundleFileError, LocalisationFigures, OodCategory, OodFigures, read_localisation,
+                               read_ood_figures, write_localisation, write_ood_figures)
+from skin_model.report.evaluation_files import list_evaluation_files, load_report
+from skin_model.report.evaluation_tables import (comparison_frame, confusion_frames, coverage_frame, headlines,
+                                                 operating_point, per_class_frame)
+from skin_model.report.ood_figures import ood_category_frame
+from skin_model.report.safety_results import tta_frame, tta_summary
+from skin_model.report.served_model import unsure_threshold
+from skin_model.report.split_audit import split_audit
+from skin_model.report.training_curves import training_curves
 
 BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "safety_benchmark.py"
 
@@ -62,13 +68,13 @@ def test_load_report_round_trips(report, report_file):
 
 
 def test_missing_file_is_named(tmp_path):
-    with pytest.raises(ReportError, match=r"evaluation_val.json .*does not exist"):
+    with pytest.raises(BundleFileError, match=r"evaluation_val.json .*does not exist"):
         load_report(tmp_path / "evaluation_val.json")
 
 
 def test_invalid_json_names_file_and_line(report_file):
     report_file.write_text('{"n_images": 3,\n "accuracy": }')
-    with pytest.raises(ReportError) as info:
+    with pytest.raises(BundleFileError) as info:
         load_report(report_file)
     assert "evaluation_test.json" in str(info.value) and "not valid JSON" in str(info.value)
     assert "line 2" in str(info.value)
@@ -76,7 +82,7 @@ def test_invalid_json_names_file_and_line(report_file):
 
 def test_wrong_top_level_type(report_file):
     report_file.write_text("[1, 2, 3]")
-    with pytest.raises(ReportError, match="expected a JSON object"):
+    with pytest.raises(BundleFileError, match="expected a JSON object"):
         load_report(report_file)
 
 
@@ -85,7 +91,7 @@ def test_missing_and_unknown_fields_are_listed(report_file):
     del data["balanced_accuracy"], data["per_class"]
     data["f2_score"] = 0.3
     report_file.write_text(json.dumps(data))
-    with pytest.raises(ReportError) as info:
+    with pytest.raises(BundleFileError) as info:
         load_report(report_file)
     message = str(info.value)
     assert "missing field(s) balanced_accuracy, per_class" in message
@@ -103,14 +109,14 @@ def test_missing_and_unknown_fields_are_listed(report_file):
 ])
 def test_bad_values_are_named(report_file, changes, expected):
     rewrite(report_file, **changes)
-    with pytest.raises(ReportError) as info:
+    with pytest.raises(BundleFileError) as info:
         load_report(report_file)
     assert expected in str(info.value)
 
 
 def test_confusion_matrix_must_count_n_images(report, report_file):
     rewrite(report_file, n_images=report.n_images + 5)
-    with pytest.raises(ReportError, match=f"counts {report.n_images} images but 'n_images' is {report.n_images + 5}"):
+    with pytest.raises(BundleFileError, match=f"counts {report.n_images} images but 'n_images' is {report.n_images + 5}"):
         load_report(report_file)
 
 
@@ -169,10 +175,10 @@ def test_split_audit_fails_on_a_lesion_in_two_splits(tmp_path):
 
 
 def test_split_audit_errors(tmp_path):
-    with pytest.raises(ReportError, match="does not exist"):
+    with pytest.raises(BundleFileError, match="does not exist"):
         split_audit(tmp_path / "split.csv")
     (tmp_path / "split.csv").write_text("image_id,dx\nI1,mel\n")
-    with pytest.raises(ReportError, match=r"missing column\(s\) lesion_id, split"):
+    with pytest.raises(BundleFileError, match=r"missing column\(s\) lesion_id, split"):
         split_audit(tmp_path / "split.csv")
 
 
@@ -210,13 +216,13 @@ def test_training_curves_run_over_both_stages(tmp_path):
 
 def test_training_curves_errors(tmp_path):
     path = tmp_path / "history.json"
-    with pytest.raises(ReportError, match="history.json .*does not exist"):
+    with pytest.raises(BundleFileError, match="history.json .*does not exist"):
         training_curves(path)
     path.write_text("{oops")
-    with pytest.raises(ReportError, match="not valid JSON"):
+    with pytest.raises(BundleFileError, match="not valid JSON"):
         training_curves(path)
     path.write_text(json.dumps({"head": [{"epoch": 0, "lr": 0.1}]}))
-    with pytest.raises(ReportError, match="no per-epoch loss, accuracy, balanced_accuracy values"):
+    with pytest.raises(BundleFileError, match="no per-epoch loss, accuracy, balanced_accuracy values"):
         training_curves(path)
 
 
@@ -255,20 +261,25 @@ def test_comparison_puts_our_row_first(report):
     assert isic["Balanced accuracy"] == 0.885 and "1,512" in isic["Test set"]
 
 
-def test_localisation_summary(report, tmp_path):
-    path = tmp_path / "r.json"
-    assert localisation_summary(report, path) is None
-    report.extras["localisation"] = {"share_inside": {"predicted": 0.8, "true": 0.7}, "chance_rate": 0.4,
-                                     "n_images": 12, "method": "Grad-CAM", "box_source": "boxes.csv",
-                                     "split": "test"}
-    try:
-        summary = localisation_summary(report, path)
-        assert summary.share_inside == {"predicted": 0.8, "true": 0.7} and summary.n_images == 12
-        report.extras["localisation"] = {"share_inside": 0.8}
-        with pytest.raises(ReportError, match="extras.localisation is incomplete"):
-            localisation_summary(report, path)
-    finally:
-        report.extras.pop("localisation")
+def localisation_figures(**changes) -> dict:
+    """The shape ``python -m skin_model.cli.localisation`` writes."""
+    return {"share_inside": {"predicted": 0.8, "true": 0.7}, "chance_rate": 0.4, "n_images": 12,
+            "method": "Grad-CAM", "box_source": "boxes.csv", "box_limits": "one box", "frame": "200x150",
+            "split": "test", **changes}
+
+
+def test_localisation_figures_round_trip_and_errors(tmp_path):
+    assert read_localisation(tmp_path) is None, "absent: nothing to show"
+    path = write_localisation(tmp_path, LocalisationFigures(**localisation_figures()))
+    assert path.name == "localisation_test.json"
+    figures = read_localisation(tmp_path)
+    assert figures.share_inside == {"predicted": 0.8, "true": 0.7} and figures.n_images == 12
+    path.write_text(json.dumps(localisation_figures(share_inside=0.8)))
+    with pytest.raises(BundleFileError, match="localisation_test.json .*incomplete or malformed"):
+        read_localisation(tmp_path)
+    path.write_text(json.dumps(localisation_figures(chance_rate=1.4)))
+    with pytest.raises(BundleFileError, match="shares must lie between 0 and 1"):
+        read_localisation(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------- charts
@@ -320,7 +331,7 @@ def test_coverage_frame_is_the_stored_curve(report, tmp_path):
 ])
 def test_malformed_coverage_is_named(report, tmp_path, coverage, expected):
     broken = EvaluationReport(**{**report.__dict__, "coverage": coverage})
-    with pytest.raises(ReportError, match=expected.replace("(", r"\(")):
+    with pytest.raises(BundleFileError, match=expected.replace("(", r"\(")):
         coverage_frame(broken, tmp_path / "r.json")
 
 
@@ -339,10 +350,10 @@ def test_operating_point_comes_from_the_stored_probabilities(report, tmp_path):
 def test_operating_point_without_or_with_bad_predictions(report, tmp_path):
     assert operating_point(EvaluationReport(**{**report.__dict__, "predictions": []}), 0.5, tmp_path) is None
     bad = [{"image_id": "x", "label": "melanoma?", "probs": [0.1] * 7}]
-    with pytest.raises(ReportError, match="'predictions' must be rows with a class code"):
+    with pytest.raises(BundleFileError, match="'predictions' must be rows with a class code"):
         operating_point(EvaluationReport(**{**report.__dict__, "predictions": bad}), 0.5, tmp_path / "r.json")
     short = [{"image_id": "x", "label": "mel", "probs": [0.5, 0.5]}]
-    with pytest.raises(ReportError, match="7 values per image"):
+    with pytest.raises(BundleFileError, match="7 values per image"):
         operating_point(EvaluationReport(**{**report.__dict__, "predictions": short}), 0.5, tmp_path / "r.json")
 
 
@@ -354,15 +365,15 @@ def write_metadata(path: Path, **changes) -> Path:
 def test_unsure_threshold_is_read_from_the_metadata(tmp_path):
     threshold = unsure_threshold(write_metadata(tmp_path / "metadata.json", unsure_threshold=0.37))
     assert (threshold.value, threshold.model_version) == (0.37, "2.0.0")
-    with pytest.raises(ReportError, match="'unsure_threshold' must be a number between 0 and 1, found 1.5"):
+    with pytest.raises(BundleFileError, match="'unsure_threshold' must be a number between 0 and 1, found 1.5"):
         unsure_threshold(write_metadata(tmp_path / "metadata.json", unsure_threshold=1.5))
-    with pytest.raises(ReportError, match="metadata.json .*does not exist"):
+    with pytest.raises(BundleFileError, match="metadata.json .*does not exist"):
         unsure_threshold(tmp_path / "none" / "metadata.json")
     (tmp_path / "metadata.json").write_text('{"version": ')
-    with pytest.raises(ReportError, match="not valid JSON"):
+    with pytest.raises(BundleFileError, match="not valid JSON"):
         unsure_threshold(tmp_path / "metadata.json")
     (tmp_path / "metadata.json").write_text('{"version": "1", "created": "x", "threshold": 0.5}')
-    with pytest.raises(ReportError, match="do not match the model metadata format"):
+    with pytest.raises(BundleFileError, match="do not match the model metadata format"):
         unsure_threshold(tmp_path / "metadata.json")
 
 
@@ -399,28 +410,28 @@ def test_coverage_chart_marks_the_threshold(report, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- OOD gate
-def ood_extras(**changes) -> dict:
-    """extras["ood"] in the shape ``python -m skin_model.ood measure`` writes."""
-    data = {"measured": "2026-11-26T01:00:00+00:00", "model_sha256": "ab" * 32, "threshold": 3.21,
-            "gate": {"components": 128, "feature_layer": "head_pool", "val_pass_rate": 0.981},
-            "dermoscopic_pass_rate": 0.985, "n_dermoscopic": 400, "dermoscopic_split": "test (random 400)",
-            "non_dermoscopic_reject_rate": 30 / 32, "n_non_dermoscopic": 32,
-            "non_dermoscopic_by_category": {"photo": {"n": 20, "rejected": 20, "reject_rate": 1.0},
-                                            "skin_patch": {"n": 6, "rejected": 4, "reject_rate": 4 / 6},
-                                            "noise": {"n": 6, "rejected": 6, "reject_rate": 1.0}},
-            "non_dermoscopic_passed": ["skin_patch_0", "skin_patch_3"], "non_dermoscopic_distances": {},
-            "goals": {"dermoscopic_pass_rate": 0.98, "non_dermoscopic_reject_rate": 0.95}}
+def ood_figures(**changes) -> dict:
+    """``ood_figures.json`` in the shape ``python -m skin_model.cli.ood measure`` writes."""
+    data = OodFigures(
+        measured="2026-11-26T01:00:00+00:00", model_sha256="ab" * 32, threshold=3.21,
+        gate={"components": 128, "feature_layer": "head_pool", "val_pass_rate": 0.981},
+        dermoscopic_pass_rate=0.985, n_dermoscopic=400, dermoscopic_split="test (random 400)",
+        non_dermoscopic_reject_rate=30 / 32, n_non_dermoscopic=32,
+        categories=(OodCategory("photo", 20, 20), OodCategory("skin_patch", 6, 4), OodCategory("noise", 6, 6)),
+        passed_names=("skin_patch_0", "skin_patch_3"), pass_goal=0.98, reject_goal=0.95).to_dict()
     data.update(changes)
     return data
 
 
-def test_ood_summary(report, tmp_path):
-    path = tmp_path / "r.json"
-    assert ood_summary(report, path) is None
-    summary = ood_summary(EvaluationReport(**{**report.__dict__, "extras": {"ood": ood_extras()}}), path)
+def test_ood_figures_round_trip_and_table(tmp_path):
+    assert read_ood_figures(tmp_path) is None
+    (tmp_path / "ood_figures.json").write_text(json.dumps(ood_figures()))
+    summary = read_ood_figures(tmp_path)
     assert (summary.dermoscopic_pass_rate, summary.n_dermoscopic, summary.threshold) == (0.985, 400, 3.21)
     assert summary.meets_pass_goal and not summary.meets_reject_goal, "93.75% rejected < 95% goal"
     assert summary.passed_names == ("skin_patch_0", "skin_patch_3")
+    write_ood_figures(tmp_path, summary)
+    assert read_ood_figures(tmp_path) == summary, "what the writer writes, the reader reads back"
     table = ood_category_frame(summary)
     assert table["Category"].tolist() == ["skin patch", "noise", "photo"], "worst category first"
     assert table["Images"].tolist() == [6, 6, 20] and table["Rejected"].tolist() == [4, 6, 20]
@@ -428,15 +439,21 @@ def test_ood_summary(report, tmp_path):
 
 
 @pytest.mark.parametrize("changes, expected", [
-    ({"dermoscopic_pass_rate": None}, "extras.ood is incomplete or malformed"),
+    ({"dermoscopic_pass_rate": None}, "rates and goals must lie between 0 and 1"),
+    ({"n_dermoscopic": "many"}, "incomplete or malformed"),
     ({"non_dermoscopic_reject_rate": 95}, "rates and goals must lie between 0 and 1"),
     ({"n_non_dermoscopic": 0}, "positive image counts"),
-    ({"non_dermoscopic_by_category": {"photo": {"n": 2, "rejected": 3}}}, "0 <= rejected <= n"),
+    ({"categories": [{"name": "photo", "n": 2, "rejected": 3}]}, "0 <= rejected <= n"),
 ])
-def test_malformed_ood_figures_are_named(report, tmp_path, changes, expected):
-    broken = EvaluationReport(**{**report.__dict__, "extras": {"ood": ood_extras(**changes)}})
-    with pytest.raises(ReportError, match=expected):
-        ood_summary(broken, tmp_path / "evaluation_test.json")
+def test_malformed_ood_figures_are_named(tmp_path, changes, expected):
+    (tmp_path / "ood_figures.json").write_text(json.dumps(ood_figures(**changes)))
+    with pytest.raises(BundleFileError, match=f"ood_figures.json .*{expected}"):
+        read_ood_figures(tmp_path)
+    data = ood_figures()
+    del data["threshold"]
+    (tmp_path / "ood_figures.json").write_text(json.dumps(data))
+    with pytest.raises(BundleFileError, match="incomplete or malformed"):
+        read_ood_figures(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------- TTA benchmark
@@ -508,20 +525,20 @@ def test_tta_macro_auc_may_be_missing(safety_file):
 ])
 def test_malformed_safety_json_is_named(safety_file, edit, expected):
     safety_file.write_text(edit(json.loads(safety_file.read_text())))
-    with pytest.raises(ReportError) as info:
+    with pytest.raises(BundleFileError) as info:
         tta_summary(safety_file)
     assert "safety.json" in str(info.value) and expected in str(info.value)
 
 
 def test_missing_safety_json(tmp_path):
-    with pytest.raises(ReportError, match="safety.json .*does not exist"):
+    with pytest.raises(BundleFileError, match="safety.json .*does not exist"):
         tta_summary(tmp_path / "safety.json")
 
 
 def test_dataset_description_says_the_name_once(report):
     import dataclasses
 
-    from skin_model.report_data import dataset_description
+    from skin_model.report.evaluation_tables import dataset_description
 
     named = dataclasses.replace(report, dataset={"name": "HAM10000 test split",
                                                   "description": "HAM10000 test split (held out, never used)"})
@@ -532,7 +549,7 @@ def test_dataset_description_says_the_name_once(report):
 def test_served_file_index_prefers_the_test_split_as_served(report):
     import dataclasses
 
-    from skin_model.report_data import served_file_index
+    from skin_model.report.evaluation_files import served_file_index
 
     def variant(split, tta):
         return dataclasses.replace(report, dataset={"split": split}, model={"tta": tta})
@@ -545,7 +562,7 @@ def test_served_file_index_prefers_the_test_split_as_served(report):
 
 @pytest.mark.parametrize("value, met", [(0.749, False), (0.75, True)])
 def test_target_lines_say_met_or_not(value, met):
-    from skin_model.report_data import target_lines
+    from skin_model.report.evaluation_tables import target_lines
 
     lines = dict((text.split(" ")[0], ok) for text, ok in target_lines({"balanced_accuracy": value}))
     assert lines["Balanced"] is met and lines["Macro"] is None, "a missing figure is not measured"

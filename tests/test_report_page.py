@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from skin_model.labels import CODES
 from skin_model.metrics import EvaluationReport, evaluate_probabilities
-from skin_model.model import ModelMetadata
+from skin_model.bundle import ModelMetadata
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/report.py"
@@ -26,9 +26,9 @@ DATASET_NAME = "tiny real subset"
 
 @pytest.fixture(scope="module")
 def base_weights(tiny_bundle, ham_dir, tmp_path_factory) -> Path:
-    """tiny_bundle + evaluation_test.json from ``skin_model.evaluate.main`` on 2 real images per class +
+    """tiny_bundle + evaluation_test.json from ``skin_model.cli.evaluate.main`` on 2 real images per class +
     a split.csv and a two-stage history.json."""
-    from skin_model.evaluate import main as evaluate_main
+    from skin_model.cli.evaluate import main as evaluate_main
 
     meta = pd.read_csv(ham_dir / "HAM10000_metadata.csv")
     chosen = (meta.drop_duplicates("lesion_id").groupby("dx").head(2)
@@ -179,13 +179,11 @@ def test_missing_history_is_reported_and_the_rest_still_shows(weights):
 
 def test_localisation_section(weights):
     at = open_report()
-    assert any("python -m skin_model.localisation" in i.value for i in at.info), "how to compute it"
-    path = weights / "evaluation_test.json"
-    data = json.loads(path.read_text())
-    data["extras"]["localisation"] = {"share_inside": {"predicted": 0.625, "true": 0.5}, "chance_rate": 0.4125,
-                                      "n_images": 8, "method": "Grad-CAM", "split": "test",
-                                      "box_source": "lesion_bboxes_200x150.csv", "box_limits": "One box per image."}
-    path.write_text(json.dumps(data))
+    assert any("python -m skin_model.cli.localisation" in i.value for i in at.info), "how to compute it"
+    (weights / "localisation_test.json").write_text(json.dumps(
+        {"share_inside": {"predicted": 0.625, "true": 0.5}, "chance_rate": 0.4125, "n_images": 8,
+         "method": "Grad-CAM", "split": "test", "box_source": "lesion_bboxes_200x150.csv",
+         "box_limits": "One box per image.", "frame": "200x150"}))
     at = open_report()
     metrics = metric_values(at)
     assert metrics["Peak inside the box (predicted class)"] == "62.5%"
@@ -258,29 +256,26 @@ def test_refer_or_abstain_without_per_image_probabilities(weights):
     assert not [t for t in figure["data"] if t["name"].startswith("app's unsure threshold")]
 
 
-def write_extras(weights: Path, **extras) -> None:
-    path = weights / "evaluation_test.json"
-    data = json.loads(path.read_text())
-    data["extras"].update(extras)
-    path.write_text(json.dumps(data))
+def write_ood_figures(weights: Path, figures: dict) -> None:
+    (weights / "ood_figures.json").write_text(json.dumps(figures))
 
 
 def test_ood_section(weights):
     at = open_report()
     notes = [i.value for i in at.info if "out-of-distribution" in i.value]
-    assert notes and "python -m skin_model.ood fit" in notes[0] and "python -m skin_model.ood measure" in notes[0]
+    assert notes and all(f"python -m skin_model.cli.ood {step}" in notes[0] for step in ("fit", "measure"))
 
     ood = {"measured": "2026-11-26T01:00:00+00:00", "model_sha256": "ab" * 32, "threshold": 2.875,
            "gate": {"components": 128, "feature_layer": "head_pool", "val_pass_rate": 0.98},
            "dermoscopic_pass_rate": 0.9925, "n_dermoscopic": 400, "dermoscopic_split": "test (random 400)",
            "non_dermoscopic_reject_rate": 0.9, "n_non_dermoscopic": 10,
-           "non_dermoscopic_by_category": {"photo": {"n": 6, "rejected": 6, "reject_rate": 1.0},
-                                           "naked_eye_closeup": {"n": 4, "rejected": 3, "reject_rate": 0.75}},
-           "non_dermoscopic_passed": ["naked_eye_closeup_2"], "non_dermoscopic_distances": {},
-           "goals": {"dermoscopic_pass_rate": 0.98, "non_dermoscopic_reject_rate": 0.95}}
-    write_extras(weights, ood=ood)
+           "categories": [{"name": "photo", "n": 6, "rejected": 6},
+                          {"name": "naked_eye_closeup", "n": 4, "rejected": 3}],
+           "passed_names": ["naked_eye_closeup_2"], "distances": {}, "pass_goal": 0.98, "reject_goal": 0.95}
+    write_ood_figures(weights, ood)
     at = open_report()
     assert not at.error, [e.value for e in at.error]
+    assert any("measured for another model" in w.value for w in at.warning), "ab...ab is not the served model"
     metrics = metric_values(at)
     assert metrics["Dermoscopic images passed"] == "99.2%"
     assert metrics["Non-dermoscopic images rejected"] == "90.0%"
@@ -296,10 +291,10 @@ def test_ood_section(weights):
 
 
 def test_malformed_ood_figures_are_reported_and_the_rest_still_shows(weights):
-    write_extras(weights, ood={"dermoscopic_pass_rate": 0.99})
+    write_ood_figures(weights, {"dermoscopic_pass_rate": 0.99})
     at = open_report()
     errors = [e.value for e in at.error]
-    assert len(errors) == 1 and "extras.ood is incomplete" in errors[0] and "evaluation_test.json" in errors[0]
+    assert len(errors) == 1 and "incomplete or malformed" in errors[0] and "ood_figures.json" in errors[0]
     assert metric_values(at)["Balanced accuracy"].endswith("%")
     assert [t for t in at.table if "Balanced accuracy" in t.value.columns], "the comparison after it is still shown"
 
@@ -404,7 +399,7 @@ def test_opens_on_the_served_configuration_with_targets_and_referral(weights, tm
     """A model served with TTA opens on the test split with TTA; the referral cue's rates are shown for every
     evaluation offered; the project targets are judged plainly; no absolute path appears on the page."""
     from skin_model.metrics import referral_rates
-    from skin_model.report_data import target_lines
+    from skin_model.report.evaluation_tables import target_lines
 
     extra = tmp_path / "evaluations"
     reports = {"val_tta.json": _tta_report("val", 1), "test_tta.json": _tta_report("test", 2)}

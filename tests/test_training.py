@@ -80,7 +80,8 @@ def test_teacher_probabilities_average_the_calibrated_bundles(tiny_bundle, tmp_p
     import shutil
 
     from skin_model.calibration import apply_temperature
-    from skin_model.model import ModelMetadata, load_bundle
+    from skin_model.bundle import ModelMetadata
+    from skin_model.model import load_bundle
     from skin_model.training import predict_arrays, teacher_probabilities
 
     # A second teacher: the same network with another temperature, so only calibration tells them apart.
@@ -199,18 +200,22 @@ def test_logit_adjusted_loss_shifts_the_softmax_by_the_log_prior():
     assert rare > common
 
 
-def test_predict_arrays_tta_is_invariant_to_flips_and_rotations(tiny_bundle):
+def test_served_probabilities_with_tta_are_invariant_to_flips_and_rotations(tiny_bundle):
     """The 8-view average covers every flip/rotation, so turning the inputs first must not change it,
-    while a single view does change (the network itself is not invariant)."""
-    from skin_model.calibration import apply_temperature
+    while a single view does change (the network itself is not invariant); both are the app's path."""
+    from skin_model.inference import Predictor
     from skin_model.model import load_bundle
-    from skin_model.training import predict_arrays, predict_arrays_tta
+    from skin_model.training import served_probabilities
 
     model, meta = load_bundle(tiny_bundle)
     images = np.random.default_rng(5).integers(0, 256, (3, meta.input_size, meta.input_size, 3), dtype=np.uint8)
     turned = np.ascontiguousarray(np.rot90(images[:, ::-1], k=1, axes=(1, 2)))  # flip, then rotate 90 degrees
-    averaged = predict_arrays_tta(model, images, meta.temperature)
+    averaged = served_probabilities(model, images, meta.temperature, tta=True, chunk=2)
     np.testing.assert_allclose(averaged.sum(axis=1), 1.0, atol=1e-6)
-    np.testing.assert_allclose(predict_arrays_tta(model, turned, meta.temperature), averaged, atol=1e-5)
-    single, single_turned = (apply_temperature(predict_arrays(model, x), meta.temperature) for x in (images, turned))
+    np.testing.assert_allclose(served_probabilities(model, turned, meta.temperature, tta=True), averaged, atol=1e-5)
+    single, single_turned = (served_probabilities(model, x, meta.temperature) for x in (images, turned))
     assert np.abs(single - single_turned).max() > 1e-4
+    from skin_model.imaging import scale_pixels
+
+    served = Predictor.from_dir(tiny_bundle).probabilities_of(scale_pixels(images.astype(np.float32)), tta=True)
+    np.testing.assert_allclose(averaged, served, atol=1e-5), "train.py's TTA is the app's TTA"

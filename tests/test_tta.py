@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skin_model.tta import dihedral_arrays, dihedral_views, predict_probabilities_tta
+from skin_model.tta import dihedral_arrays, dihedral_views
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_views_are_the_eight_distinct_flips_and_rotations():
 
 def test_tta_is_a_distribution_and_the_mean_of_the_views(predictor, lesion):
     images = [lesion, Image.fromarray(random_square(120, seed=1))]
-    probs = predict_probabilities_tta(predictor, images)
+    probs = predictor.predict_probabilities(images, tta=True)
     assert probs.shape == (2, 7)
     assert (probs >= 0).all()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
@@ -61,16 +61,16 @@ def test_symmetric_input_gives_the_plain_prediction(predictor):
     symmetric = Image.fromarray(np.round(np.mean(views, axis=0)).astype(np.uint8))
     assert len({np.asarray(v).tobytes() for v in dihedral_views(symmetric)}) == 1, "the input is D4-invariant"
     plain = predictor.predict_probabilities([symmetric])[0]
-    np.testing.assert_allclose(predict_probabilities_tta(predictor, [symmetric])[0], plain, atol=1e-6)
+    np.testing.assert_allclose(predictor.predict_probabilities([symmetric], tta=True)[0], plain, atol=1e-6)
 
 
 def test_tta_does_not_depend_on_the_orientation_of_the_upload(predictor, lesion):
     """Up to the round-off of resampling a turned photo (one grey level), which moves the tiny model's
     probabilities by a few thousandths: far less than a single view moves when the photo is turned."""
-    reference = predict_probabilities_tta(predictor, [lesion])[0]
+    reference = predictor.predict_probabilities([lesion], tta=True)[0]
     single = predictor.predict_probabilities([lesion])[0]
     for turned in (lesion.transpose(Image.Transpose.ROTATE_90), lesion.transpose(Image.Transpose.FLIP_TOP_BOTTOM)):
-        tta_change = np.abs(predict_probabilities_tta(predictor, [turned])[0] - reference).max()
+        tta_change = np.abs(predictor.predict_probabilities([turned], tta=True)[0] - reference).max()
         single_change = np.abs(predictor.predict_probabilities([turned])[0] - single).max()
         print(f"TTA change {tta_change:.5f}, single-view change {single_change:.5f}")
         assert tta_change <= 1e-2 and tta_change < single_change / 3
@@ -78,8 +78,12 @@ def test_tta_does_not_depend_on_the_orientation_of_the_upload(predictor, lesion)
 
 def test_chunking_does_not_change_the_result(predictor, lesion):
     images = [lesion, Image.fromarray(random_square(100, 3)), Image.fromarray(random_square(90, 4))]
-    np.testing.assert_allclose(predict_probabilities_tta(predictor, images, batch_images=2),
-                               predict_probabilities_tta(predictor, images, batch_images=8), atol=1e-6)
+    whole = predictor.predict_probabilities(images, tta=True)
+    predictor.batch_images = 2
+    try:
+        np.testing.assert_allclose(predictor.predict_probabilities(images, tta=True), whole, atol=1e-6)
+    finally:
+        del predictor.batch_images
 
 
 def test_array_views_match_the_image_views_after_preprocessing(lesion):
@@ -106,5 +110,5 @@ def test_tta_never_copies_the_full_resolution_image(predictor, monkeypatch):
         raise AssertionError(f"transposed a {self.size} image")
 
     monkeypatch.setattr(Image.Image, "transpose", no_transpose)
-    probs = predict_probabilities_tta(predictor, [large])
+    probs = predictor.predict_probabilities([large], tta=True)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)

@@ -235,7 +235,7 @@ def test_unsure_result_leads_with_refer_on_a_phone(server, browser, cases):
 def test_batch_csv_names_the_model_version(server, browser, cases, weights_for_e2e, tmp_path):
     import pandas as pd
 
-    from skin_model.model import ModelMetadata
+    from skin_model.bundle import ModelMetadata
 
     metadata = ModelMetadata.from_json(weights_for_e2e / "metadata.json")
     context, page = new_page(browser, 1400)

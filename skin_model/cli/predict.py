@@ -1,10 +1,12 @@
-"""Batch command line: ``python -m skin_model.predict FILE... [--json] [--weights DIR]``.
+"""Batch command line: ``python -m skin_model.cli.predict FILE... [--json] [--weights DIR]``.
 
-Prints the top class, the calibrated probabilities, the referral cue (malignant roll-up against the model's
-referral threshold) and the app's out-of-distribution verdict (does it look like a dermatoscopic image?) for
-each file. A file that cannot be used is reported by name and the batch goes on; the exit status is 1 if any
-file failed (2 if the model could not be loaded). It predicts as the app does, through
-``service.ClassifierService`` (the bundle's sha256-checked ``model.tflite`` and ``ood.npz``).
+Prints the app's verdict (``verdict.Verdict``) for each file: the top class, the calibrated probabilities,
+the referral cue (malignant roll-up against the model's referral threshold), "unsure", and the
+out-of-distribution check (does it look like a dermatoscopic image? if not, the result is marked withheld).
+``--json`` prints the same verdict as one JSON object per line. A file that cannot be used is reported by
+name and the batch goes on; the exit status is 1 if any file failed (2 if the model could not be loaded).
+It predicts as the app does, through ``service.ClassifierService`` (the bundle's sha256-checked
+``model.tflite`` and ``ood.npz``).
 """
 
 from __future__ import annotations
@@ -12,17 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
 from skin_model.config import DEFAULT_WEIGHTS_DIR
+from skin_model.inference import format_probability
+from skin_model.labels import MALIGNANT_SHORT, by_code
+from skin_model.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m skin_model.predict", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m skin_model.cli.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", type=Path, help="image files (JPEG, PNG, WebP, BMP or TIFF)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per line")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
@@ -33,38 +37,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def ood_verdict(analysis, status: str) -> dict:
-    """The out-of-distribution check of one analysis as JSON: checked or not (and why), flagged, score."""
-    if analysis.ood is None:
-        return {"checked": False, "flagged": None, "reason": status}
-    return {"checked": True, "flagged": analysis.ood.flagged, "distance": analysis.ood.distance,
-            "threshold": analysis.ood.threshold}
-
-
-def format_text(name: str, result: dict) -> str:
+def format_text(name: str, verdict: Verdict) -> str:
     """Human-readable lines for one file."""
-    from skin_model.inference import Prediction, format_probability
-    from skin_model.labels import CODES, by_code
-
-    top = result["top_class"]
-    ood = result.get("ood", {})
-    prediction = Prediction(tuple(result["probabilities"][c] for c in CODES), 0.0, result["referral_threshold"])
-    lines = [f"{name}: {top} ({by_code(top).name}) {format_probability(result['top_probability'])}"
-             + ("  [unsure: refer for assessment]" if result["unsure"] else "")
-             + ("  [NOT A DERMATOSCOPIC IMAGE: do not rely on this result]" if ood.get("flagged") else "")]
-    lines.append(f"  malignant (mel+bcc+akiec): {format_probability(result['malignant_probability'])}"
-                 + (f"  [{prediction.referral_sentence}]" if prediction.referral_sentence else ""))
-    ranked = sorted(result["probabilities"].items(), key=lambda kv: kv[1], reverse=True)
-    lines.append("  " + "  ".join(f"{code} {format_probability(p)}" for code, p in ranked))
+    p = verdict.prediction
+    lines = [f"{name}: {p.top_code} ({by_code(p.top_code).name}) {format_probability(p.top_probability)}"
+             + ("  [NOT A DERMATOSCOPIC IMAGE: do not rely on this result]" if verdict.not_dermoscopic else "")
+             + ("  [unsure: refer for assessment]" if verdict.unsure else "")]
+    lines.append(f"  malignant ({MALIGNANT_SHORT}): {format_probability(p.malignant_probability)}"
+                 + (f"  [{p.referral_sentence}]" if p.referral_sentence else ""))
+    lines.append("  " + "  ".join(f"{code} {format_probability(prob)}" for code, prob in p.ranked))
+    lines.append(f"  dermatoscopic-image check: {verdict.ood_note}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from skin_model.bundle import ModelIntegrityError
     from skin_model.imaging import InvalidImageError, read_image
-    from skin_model.model import ModelIntegrityError
     from skin_model.service import ClassifierService
 
     try:
@@ -81,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             decoded = read_image(path)
             analysis = service.analyse_image(decoded.image, name=path.name, tta=tta,
                                              original_size=decoded.original_size)
-            result = {"file": str(path), "ok": True, **analysis.prediction.as_dict(), "tta": tta,
-                      "ood": ood_verdict(analysis, service.ood_status)}
+            result = {"file": str(path), "ok": True, **analysis.verdict.as_dict()}
         except InvalidImageError as exc:
             failures += 1
             result = {"file": str(path), "ok": False, "error": exc.reason}
@@ -92,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps(result), flush=True)
         elif result["ok"]:
-            print(format_text(str(path), result), flush=True)
+            print(format_text(str(path), analysis.verdict), flush=True)
         else:
             print(f"{path}: ERROR {result['error']}", flush=True)
     if failures:
