@@ -111,7 +111,7 @@ def results_table(items: list[BatchItem], ood_enabled: bool, show_withheld: bool
             "Probability": p.top_probability if p else None,
             MALIGNANT_COLUMN: p.malignant_probability if p else None,
             "Refer": p.refer if p else None,
-            "Not dermatoscopic": (a.flagged_ood if ood_enabled else None) if a is not None else None,
+            "Not dermatoscopic": (a.verdict.not_dermoscopic if ood_enabled else None) if a is not None else None,
             "Unsure": p.unsure if p else None,
             "Note": note(item, show_withheld),
             "Top category": by_code(p.top_code).name.split(" (")[0] if p else "",
@@ -161,7 +161,7 @@ def gradcam_ui(service: ClassifierService, items: list[BatchItem]) -> None:
     choice = st.selectbox("Show the Grad-CAM overlay of", list(usable), key="batch_cam_file")
     analysis = usable[choice].analysis
     code = analysis.prediction.top_code
-    if analysis.flagged_ood:
+    if analysis.verdict.not_dermoscopic:
         st.warning("This image does not look like a dermatoscopic image; its heatmap is not meaningful.",
                    icon=ICONS["warning"])
     loading = "" if service.explainer_ready else " (first use since the server started: loading TensorFlow)"

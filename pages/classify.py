@@ -217,7 +217,7 @@ def ood_ui(service: ClassifierService, analysis: Analysis) -> bool:
     if not service.ood_enabled:
         ood_off_warning(service)
         return True
-    if not analysis.flagged_ood:
+    if not analysis.verdict.result_withheld:
         st.caption("Dermatoscopic-image check: passed (the image resembles the model's training images).")
         return True
     shown = bool(st.session_state.get("ood_show"))
@@ -357,7 +357,7 @@ def classify_page() -> None:
     if not show_result:
         return
     with result_col:
-        prediction_ui(analysis, selected.reference, unreliable=analysis.flagged_ood)
+        prediction_ui(analysis, selected.reference, unreliable=analysis.verdict.result_withheld)
         how_to_read_ui()
     probabilities_ui(analysis)
     try:

@@ -51,9 +51,13 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float) -> None:
 
 @pytest.fixture(scope="module")
 def weights_for_e2e(request) -> Path:
+    """The shipped bundle with its served LiteRT copy built (as `make app` does), else the tiny bundle."""
+    from skin_model.bundle import read_metadata
     from skin_model.config import DEFAULT_WEIGHTS_DIR
+    from skin_model.lite import ensure_lite
 
     if (DEFAULT_WEIGHTS_DIR / "metadata.json").is_file():
+        ensure_lite(DEFAULT_WEIGHTS_DIR, read_metadata(DEFAULT_WEIGHTS_DIR))  # serving only loads it
         return DEFAULT_WEIGHTS_DIR
     return request.getfixturevalue("tiny_bundle")
 
