@@ -27,8 +27,8 @@ RESULT_TIMEOUT_MS = 420_000  # the first Grad-CAM loads TensorFlow: minutes when
 
 #: The clinician-facing checks need a case the served model refers and one it is unsure about (``cases``).
 NEEDS_REAL_CASES = pytest.mark.real_data(
-    "HAM10000", reason="needs real HAM10000 originals the served model refers and is unsure about (synthetic lesions "
-                       "need not be either)")
+    "HAM10000", reason="shows the referral and unsure cues on real HAM10000 originals the served model refers and "
+                       "is unsure about (synthetic lesions need not be either)")
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
                                 reason="/usr/bin/chromium is missing: run `bash scripts/install_browser.sh`")
