@@ -1,4 +1,5 @@
-"""The Batch page driven headlessly with Streamlit's AppTest (tiny bundle, with and without an OOD gate)."""
+"""The Batch page driven headlessly with Streamlit's AppTest (tiny bundle, with and without an OOD gate), with
+synthetic lesion photos (tests/synthetic.py)."""
 
 from __future__ import annotations
 
@@ -25,11 +26,11 @@ def png_bytes(image: Image.Image) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def lesion_files(gated_bundle: Path, ham_dir: Path) -> list[Path]:
-    """Two test-split originals (not used to fit the gate)."""
+def lesion_files(gated_bundle: Path, synthetic_ham: Path) -> list[Path]:
+    """Two test-split synthetic originals (not used to fit the gate)."""
     split = pd.read_csv(gated_bundle / SPLIT_FILE)
     ids = split.loc[split["split"] == "test", "image_id"].tolist()[:2]
-    return [ham_dir / "images_600x450" / f"{i}.jpg" for i in ids]
+    return [synthetic_ham / "images_600x450" / f"{i}.jpg" for i in ids]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""The Classify page driven headlessly with Streamlit's AppTest, serving the tiny bundle."""
+"""The Classify page driven headlessly with Streamlit's AppTest, serving the tiny bundle, with synthetic
+lesion photos (tests/synthetic.py)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ TIMEOUT = 120  # seconds: TensorFlow import, model load and Grad-CAM on a busy 2
 
 
 @pytest.fixture(scope="module")
-def image_bytes(real_image_path: Path) -> bytes:
-    return real_image_path.read_bytes()
+def image_bytes(lesion_path: Path) -> bytes:
+    return lesion_path.read_bytes()
 
 
 @pytest.fixture()
@@ -55,11 +56,11 @@ def test_sidebar_shows_version_and_disclaimer(app):
     assert "education and research" in sidebar_text.lower()
 
 
-def test_upload_shows_calibrated_prediction_and_gradcam(app, image_bytes, tiny_bundle, real_image_path):
+def test_upload_shows_calibrated_prediction_and_gradcam(app, image_bytes, tiny_bundle, lesion_path):
     from skin_model.imaging import load_image
     from skin_model.inference import Predictor
 
-    upload(app, real_image_path.name, image_bytes)
+    upload(app, lesion_path.name, image_bytes)
     assert not app.error, [e.value for e in app.error]
     probs = displayed_probabilities(app)
     assert set(probs) == set(CODES)
@@ -69,7 +70,7 @@ def test_upload_shows_calibrated_prediction_and_gradcam(app, image_bytes, tiny_b
     assert f"{by_code(top).name} (`{top}`)" in markdown
     assert f"{probs[top]:.1%}" in markdown
     # The page shows what the library computes for the same file.
-    expected = Predictor.from_dir(tiny_bundle).predict(load_image(real_image_path))
+    expected = Predictor.from_dir(tiny_bundle).predict(load_image(lesion_path))
     assert expected.top_code == top
     np.testing.assert_allclose([probs[c] for c in CODES], expected.probabilities, atol=1e-5)
     # Malignant roll-up is the sum of mel, bcc and akiec.
@@ -87,8 +88,8 @@ def test_upload_shows_calibrated_prediction_and_gradcam(app, image_bytes, tiny_b
     assert app.selectbox(key="cam_class").value == top
 
 
-def test_gradcam_controls(app, image_bytes, real_image_path):
-    upload(app, real_image_path.name, image_bytes)
+def test_gradcam_controls(app, image_bytes, lesion_path):
+    upload(app, lesion_path.name, image_bytes)
     app.radio(key="cam_method").set_value("gradcam++").run()
     other = app.selectbox(key="cam_class").options[-1]
     code = re.search(r"\((\w+),", other).group(1)
@@ -99,14 +100,14 @@ def test_gradcam_controls(app, image_bytes, real_image_path):
     assert images_with_caption(app, "Overlay (opacity 0.80)")
 
 
-def test_bad_file_shows_error_then_good_upload_works(app, image_bytes, real_image_path):
+def test_bad_file_shows_error_then_good_upload_works(app, image_bytes, lesion_path):
     upload(app, "referral.jpg", b"%PDF-1.4 not an image", "image/jpeg")
     errors = [markdown_text(e.value) for e in app.error]
     assert len(errors) == 1 and "referral.jpg" in errors[0] and "not a recognised image" in errors[0]
     assert not images_with_caption(app, "Overlay")
     upload(app, "empty.png", b"", "image/png")
     assert "empty" in app.error[0].value
-    upload(app, real_image_path.name, image_bytes)
+    upload(app, lesion_path.name, image_bytes)
     assert not app.error
     assert sum(displayed_probabilities(app).values()) == pytest.approx(1.0, abs=0.01)
     assert images_with_caption(app, "Overlay")
@@ -122,11 +123,11 @@ def _bundle_with_threshold(src: Path, dst: Path, threshold: float) -> Path:
 
 @pytest.mark.parametrize("threshold, unsure", [(0.999, True), (0.0, False)])
 def test_unsure_warning_follows_the_model_threshold(monkeypatch, tiny_bundle, tmp_path, image_bytes,
-                                                    real_image_path, threshold, unsure):
+                                                    lesion_path, threshold, unsure):
     bundle = _bundle_with_threshold(tiny_bundle, tmp_path / "bundle", threshold)
     monkeypatch.setenv("SKIN_WEIGHTS_DIR", str(bundle))
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    upload(at, real_image_path.name, image_bytes)
+    upload(at, lesion_path.name, image_bytes)
     warnings = [w.value for w in at.warning if "unsure" in w.value]
     assert bool(warnings) is unsure
     if unsure:
@@ -151,9 +152,12 @@ def test_tampered_bundle_fails_the_sha256_check(monkeypatch, tiny_bundle, tmp_pa
     assert "cannot be loaded" in at.error[0].value and "sha256" in at.error[0].value
 
 
-def test_sample_picker_lists_images_and_classifies_one(monkeypatch, tiny_bundle, ham_dir):
+def test_sample_picker_lists_images_and_classifies_one(monkeypatch, tiny_bundle, synthetic_ham):
+    from skin_model import config
+
     monkeypatch.setenv("SKIN_WEIGHTS_DIR", str(tiny_bundle))
-    monkeypatch.setenv("SKIN_SAMPLES_DIR", str(ham_dir / "images_600x450"))
+    monkeypatch.setenv("SKIN_SAMPLES_DIR", str(synthetic_ham / "images_600x450"))
+    monkeypatch.setattr(config, "DEFAULT_DATA_DIR", synthetic_ham)  # where the page reads the references
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     import pandas as pd
 
@@ -168,26 +172,26 @@ def test_sample_picker_lists_images_and_classifies_one(monkeypatch, tiny_bundle,
     assert any("Classifying the HAM10000 sample **ISIC_0024306.jpg**" in c.value for c in at.caption)
 
 
-def test_samples_name_their_split_and_an_upload_takes_over(monkeypatch, gated_bundle, ham_dir, image_bytes,
-                                                           real_image_path):
+def test_samples_name_their_split_and_an_upload_takes_over(monkeypatch, gated_bundle, synthetic_ham, image_bytes,
+                                                           lesion_path):
     """With the bundle's split.csv each sample names its split, a training image says so, and an upload
     chosen after a sample is the one classified (the sample choice is cleared)."""
     import pandas as pd
 
     split = pd.read_csv(gated_bundle / "split.csv").set_index("image_id")
-    available = {p.stem for p in (ham_dir / "images_600x450").glob("*.jpg")}
+    available = {p.stem for p in (synthetic_ham / "images_600x450").glob("*.jpg")}
     train_id = next(i for i in split.index[split["split"] == "train"] if i in available)
     test_id = next(i for i in split.index[split["split"] == "test"] if i in available)
     monkeypatch.setenv("SKIN_WEIGHTS_DIR", str(gated_bundle))
-    monkeypatch.setenv("SKIN_SAMPLES_DIR", str(ham_dir / "images_600x450"))
+    monkeypatch.setenv("SKIN_SAMPLES_DIR", str(synthetic_ham / "images_600x450"))
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     options = at.selectbox(key="sample").options
     assert f"{train_id}.jpg ({split.loc[train_id, 'dx']}, training split)" in options
     assert f"{test_id}.jpg ({split.loc[test_id, 'dx']}, test split)" in options
     at.selectbox(key="sample").set_value(f"{train_id}.jpg").run()
     assert any("trained on this image" in c.value for c in at.caption)
-    upload(at, real_image_path.name, image_bytes)
-    assert any(f"Classifying the uploaded file **{real_image_path.name}**" in c.value for c in at.caption)
+    upload(at, lesion_path.name, image_bytes)
+    assert any(f"Classifying the uploaded file **{lesion_path.name}**" in c.value for c in at.caption)
     assert at.selectbox(key="sample").value == "— none —", "the upload replaced the sample"
 
 
@@ -247,13 +251,13 @@ def test_uploads_are_not_written_to_disk(service, image_bytes, tmp_path, monkeyp
     assert not [p for p in set(Path("/tmp").iterdir()) - before if "private" in p.name]
 
 
-def test_new_upload_explains_its_own_top_class(app, image_bytes, real_image_path, ham_dir):
-    upload(app, real_image_path.name, image_bytes)
+def test_new_upload_explains_its_own_top_class(app, image_bytes, lesion_path, synthetic_ham):
+    upload(app, lesion_path.name, image_bytes)
     least_likely = app.selectbox(key="cam_class").options[-1]
     code = re.search(r"\((\w+),", least_likely).group(1)
     app.selectbox(key="cam_class").set_value(code).run()
     assert app.selectbox(key="cam_class").value == code
-    other = sorted((ham_dir / "images_600x450").glob("*.jpg"))[5]
+    other = sorted((synthetic_ham / "images_600x450").glob("*.jpg"))[5]
     upload(app, other.name, other.read_bytes())
     probs = displayed_probabilities(app)
     top = max(probs, key=probs.get)
@@ -285,8 +289,8 @@ def gated_app(monkeypatch, bundle: Path, tmp_path: Path) -> AppTest:
     return at
 
 
-def test_without_a_gate_the_check_is_said_to_be_off(app, image_bytes, real_image_path):
-    upload(app, real_image_path.name, image_bytes)
+def test_without_a_gate_the_check_is_said_to_be_off(app, image_bytes, lesion_path):
+    upload(app, lesion_path.name, image_bytes)
     off = [w.value for w in app.warning if "check is off" in w.value]
     assert len(off) == 1 and "no ood.npz has been fitted" in off[0], "a visible warning naming the reason"
     assert not [w for w in app.warning if OOD_WARNING in w.value]
@@ -313,35 +317,35 @@ def test_flagged_image_warns_first_and_hides_the_diagnosis(monkeypatch, gated_bu
     assert any("Unreliable result" in e.value for e in at.error), "the shown result is marked unreliable"
 
 
-def test_dermoscopic_image_passes_the_gate(monkeypatch, gated_bundle, tmp_path, ham_dir):
+def test_dermoscopic_image_passes_the_gate(monkeypatch, gated_bundle, tmp_path, synthetic_ham):
     import pandas as pd
 
     split = pd.read_csv(gated_bundle / "split.csv")
     held_out = split.loc[split["split"] == "test", "image_id"].iloc[0]
-    path = ham_dir / "images_600x450" / f"{held_out}.jpg"
+    path = synthetic_ham / "images_600x450" / f"{held_out}.jpg"
     at = upload(gated_app(monkeypatch, gated_bundle, tmp_path), path.name, path.read_bytes())
     assert not [w for w in at.warning if OOD_WARNING in w.value]
     assert any("Dermatoscopic-image check: passed" in c.value for c in at.caption)
     assert len(at.dataframe) == 1
 
 
-def test_tta_toggle_shows_the_averaged_prediction(app, image_bytes, tiny_bundle, real_image_path):
+def test_tta_toggle_shows_the_averaged_prediction(app, image_bytes, tiny_bundle, lesion_path):
     from skin_model.imaging import load_image
     from skin_model.inference import Predictor
 
-    upload(app, real_image_path.name, image_bytes)
+    upload(app, lesion_path.name, image_bytes)
     assert app.toggle(key="tta").value is False, "off by default for a model whose metadata says so"
     plain = displayed_probabilities(app)
     app.toggle(key="tta").set_value(True).run()
     assert not app.exception
-    expected = Predictor.from_dir(tiny_bundle).predict_probabilities([load_image(real_image_path)], tta=True)[0]
+    expected = Predictor.from_dir(tiny_bundle).predict_probabilities([load_image(lesion_path)], tta=True)[0]
     shown = displayed_probabilities(app)
     np.testing.assert_allclose([shown[c] for c in CODES], expected, atol=1e-5)
     assert not np.allclose([shown[c] for c in CODES], [plain[c] for c in CODES], atol=1e-4)
 
 
 def test_tta_is_on_by_default_when_the_model_says_so(monkeypatch, tiny_bundle, tmp_path, image_bytes,
-                                                    real_image_path):
+                                                    lesion_path):
     import json
 
     from skin_model.imaging import load_image
@@ -352,15 +356,15 @@ def test_tta_is_on_by_default_when_the_model_says_so(monkeypatch, tiny_bundle, t
     (bundle / "metadata.json").write_text(json.dumps({**meta, "test_time_augmentation": True}))
     monkeypatch.setenv("SKIN_WEIGHTS_DIR", str(bundle))
     monkeypatch.setenv("SKIN_SAMPLES_DIR", str(tmp_path / "no-samples"))
-    at = upload(AppTest.from_file(APP, default_timeout=TIMEOUT).run(), real_image_path.name, image_bytes)
+    at = upload(AppTest.from_file(APP, default_timeout=TIMEOUT).run(), lesion_path.name, image_bytes)
     assert at.toggle(key="tta").value is True
-    expected = Predictor.from_dir(bundle).predict_probabilities([load_image(real_image_path)], tta=True)[0]
+    expected = Predictor.from_dir(bundle).predict_probabilities([load_image(lesion_path)], tta=True)[0]
     shown = displayed_probabilities(at)
     np.testing.assert_allclose([shown[c] for c in CODES], expected, atol=1e-5)
 
 
-def test_case_report_downloads_are_offered(app, image_bytes, real_image_path):
-    upload(app, real_image_path.name, image_bytes)
+def test_case_report_downloads_are_offered(app, image_bytes, lesion_path):
+    upload(app, lesion_path.name, image_bytes)
     labels = [b.label for b in app.download_button]
     assert labels == ["Download case report (PDF)", "Download case report (PNG)"]
 
@@ -380,14 +384,14 @@ def test_file_names_are_shown_as_text_not_markup(app, image_bytes):
     assert markdown_text(captions[0]).startswith(HOSTILE_NAME)
 
 
-def test_method_radio_shows_the_method_in_use_after_a_new_upload(app, image_bytes, real_image_path, ham_dir):
+def test_method_radio_shows_the_method_in_use_after_a_new_upload(app, image_bytes, lesion_path, synthetic_ham):
     """With Grad-CAM++ chosen, a new upload showed "Grad-CAM" on the radio but a Grad-CAM++ heatmap (the
     browser had re-created the widget at its default). The browser is now sent the value on every run."""
     from skin_model.explain import METHODS
 
-    upload(app, real_image_path.name, image_bytes)
+    upload(app, lesion_path.name, image_bytes)
     app.radio(key="cam_method").set_value("gradcam++").run()
-    other = sorted((ham_dir / "images_600x450").glob("*.jpg"))[5]
+    other = sorted((synthetic_ham / "images_600x450").glob("*.jpg"))[5]
     upload(app, other.name, other.read_bytes())
     radio = app.radio(key="cam_method")
     assert radio.value == "gradcam++" and images_with_caption(app, "Grad-CAM++ heatmap")
@@ -397,7 +401,7 @@ def test_method_radio_shows_the_method_in_use_after_a_new_upload(app, image_byte
     assert images_with_caption(app, "Grad-CAM heatmap") and not images_with_caption(app, "Grad-CAM++ heatmap")
 
 
-def test_case_report_is_offered_as_bytes_that_survive_a_rerun(monkeypatch, app, image_bytes, real_image_path):
+def test_case_report_is_offered_as_bytes_that_survive_a_rerun(monkeypatch, app, image_bytes, lesion_path):
     """A file generated on click vanished when the click came during a rerun ("Deferred file not found").
     The page now hands Streamlit the bytes, the same bytes (same URL) on every rerun for the same report."""
     from streamlit.delta_generator import DeltaGenerator
@@ -410,7 +414,7 @@ def test_case_report_is_offered_as_bytes_that_survive_a_rerun(monkeypatch, app, 
         return original(self, label, data, *args, **kwargs)
 
     monkeypatch.setattr(DeltaGenerator, "download_button", spy)
-    upload(app, real_image_path.name, image_bytes)
+    upload(app, lesion_path.name, image_bytes)
     app.run()
     for label in ("Download case report (PDF)", "Download case report (PNG)"):
         first, *rest = offered[label]
@@ -430,9 +434,9 @@ def _main_texts(at: AppTest) -> list[str]:
 
 
 def test_unsure_result_leads_with_refer_then_the_top_category(monkeypatch, tiny_bundle, tmp_path, image_bytes,
-                                                              real_image_path):
+                                                              lesion_path):
     monkeypatch.setenv("SKIN_WEIGHTS_DIR", str(_bundle_with(tiny_bundle, tmp_path / "b", unsure_threshold=0.999)))
-    at = upload(AppTest.from_file(APP, default_timeout=TIMEOUT).run(), real_image_path.name, image_bytes)
+    at = upload(AppTest.from_file(APP, default_timeout=TIMEOUT).run(), lesion_path.name, image_bytes)
     subheaders = [s.value for s in at.subheader]
     assert subheaders[0] == "Unsure - refer for assessment" and "Model's top category" not in subheaders
     texts = _main_texts(at)
@@ -443,17 +447,17 @@ def test_unsure_result_leads_with_refer_then_the_top_category(monkeypatch, tiny_
 
 @pytest.mark.parametrize("offset, refer", [(-0.01, True), (0.01, False), (None, None)])
 def test_referral_cue_follows_the_threshold_in_metadata(monkeypatch, tiny_bundle, tmp_path, image_bytes,
-                                                        real_image_path, offset, refer):
+                                                        lesion_path, offset, refer):
     """The referral threshold is read from metadata.json: just below this image's malignant roll-up the
     page says refer, just above it says below, and a bundle without one shows no cue."""
     from skin_model.inference import Predictor, format_probability
     from skin_model.imaging import load_image
 
-    malignant = Predictor.from_dir(tiny_bundle).predict(load_image(real_image_path)).malignant_probability
+    malignant = Predictor.from_dir(tiny_bundle).predict(load_image(lesion_path)).malignant_probability
     threshold = None if offset is None else round(malignant + offset, 3)
     monkeypatch.setenv("SKIN_WEIGHTS_DIR", str(_bundle_with(tiny_bundle, tmp_path / "b",
                                                             referral_threshold=threshold)))
-    at = upload(AppTest.from_file(APP, default_timeout=TIMEOUT).run(), real_image_path.name, image_bytes)
+    at = upload(AppTest.from_file(APP, default_timeout=TIMEOUT).run(), lesion_path.name, image_bytes)
     cues = [e.value for e in at.error if "referral threshold" in e.value] + \
            [i.value for i in at.info if "referral threshold" in i.value]
     if refer is None:
@@ -466,8 +470,8 @@ def test_referral_cue_follows_the_threshold_in_metadata(monkeypatch, tiny_bundle
     assert cues[0].startswith("**Refer.**") is refer
 
 
-def test_disclaimer_and_how_to_read_are_in_the_main_column(app, image_bytes, real_image_path):
-    upload(app, real_image_path.name, image_bytes)
+def test_disclaimer_and_how_to_read_are_in_the_main_column(app, image_bytes, lesion_path):
+    upload(app, lesion_path.name, image_bytes)
     assert any("Not a medical device" in c.value for c in app.main.caption)
     guide = next(e for e in app.expander if e.label == "How to read this")
     text = " ".join(m.value for m in guide.markdown)

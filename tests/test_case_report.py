@@ -1,4 +1,4 @@
-"""Case report: a one-page PDF and a PNG built in memory from a real analysis of the tiny bundle."""
+"""Case report: a one-page PDF and a PNG built in memory from the tiny bundle's analysis of a synthetic lesion."""
 
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ CREATED = datetime(2026, 3, 4, 5, 6, tzinfo=timezone.utc)
 
 
 @pytest.fixture(scope="module")
-def report(tiny_bundle: Path, real_image_path: Path) -> CaseReport:
+def report(tiny_bundle: Path, lesion_path: Path) -> CaseReport:
     from skin_model.service import ClassifierService
 
     service = ClassifierService.from_dir(tiny_bundle)
-    analysis = service.analyse(real_image_path.read_bytes(), name="naevus été 😀.jpg")
+    analysis = service.analyse(lesion_path.read_bytes(), name="naevus été 😀.jpg")
     explanation = service.explain(analysis, "mel", "gradcam")
     return CaseReport(file_name=analysis.name, view=explanation.view, overlay=explanation.overlay(0.5),
                       explained_class="mel", method_name="Grad-CAM", prediction=analysis.prediction,

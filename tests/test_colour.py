@@ -55,6 +55,7 @@ def test_removes_a_colour_cast_and_keeps_a_neutral_image(layer):
     assert np.isfinite(black).all() and black.max() <= -1.0 + 1e-6, "a black image stays black, no NaN"
 
 
+@pytest.mark.real_data("ImageNet", reason="checks build_classifier against the real ImageNet weights file")
 def test_the_backbone_gets_the_imagenet_weights_either_way(backbone_weights):
     import keras
 
@@ -72,22 +73,22 @@ def test_the_backbone_gets_the_imagenet_weights_either_way(backbone_weights):
         build_classifier(TINY_SIZE, None, colour_constancy="grey-world")
 
 
-def test_a_bundle_with_it_saves_loads_and_serves_the_same(tmp_path: Path, backbone_weights, real_image_path):
+def test_a_bundle_with_it_saves_loads_and_serves_the_same(tmp_path: Path, lesion_path):
     import keras
 
     from skin_model.imaging import load_image
     from skin_model.inference import Predictor
     from skin_model.lite import LitePredictor, build_lite
     from skin_model.bundle import ModelMetadata
-    from skin_model.model import build_classifier, load_bundle, save_bundle
+    from skin_model.model import load_bundle, save_bundle
+    from synthetic import random_classifier
 
-    keras.utils.set_random_seed(0)
-    model = build_classifier(TINY_SIZE, backbone_weights, colour_constancy="shades-of-grey")
+    model = random_classifier(TINY_SIZE, 0, colour_constancy="shades-of-grey")  # no ImageNet file needed
     save_bundle(model, ModelMetadata(version="cc", created="2026-01-01", input_size=TINY_SIZE), tmp_path)
     build_lite(tmp_path)
     loaded, _ = load_bundle(tmp_path)
     assert loaded.get_layer("colour_constancy").power == 6
-    image = load_image(real_image_path)
+    image = load_image(lesion_path)
     keras_probs = Predictor(loaded, ModelMetadata(version="cc", created="", input_size=TINY_SIZE)).predict(image)
     lite_probs = LitePredictor.from_dir(tmp_path).predict(image)
     assert lite_probs.probabilities == pytest.approx(keras_probs.probabilities, abs=1e-5)

@@ -1,4 +1,5 @@
-"""HAM10000 catalogue, highest-resolution copies, lesion-grouped split and error reporting by file name."""
+"""HAM10000 catalogue, highest-resolution copies, lesion-grouped split (on the real data) and error reporting by
+file name (on synthetic files)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def split(catalogue: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------- catalogue
+@pytest.mark.real_data("HAM10000", reason="checks the catalogue of all 10,015 real HAM10000 images")
 def test_every_image_of_the_metadata_is_found(catalogue, ham_dir):
     metadata = pd.read_csv(ham_dir / "HAM10000_metadata.csv")
     assert len(catalogue) == len(metadata) == 10015
@@ -36,6 +38,7 @@ def test_every_image_of_the_metadata_is_found(catalogue, ham_dir):
     assert (catalogue["label"] == catalogue["dx"].map(CODES.index)).all()
 
 
+@pytest.mark.real_data("HAM10000", reason="checks which copy of ../shared's real image folders the catalogue uses")
 def test_highest_resolution_copy_is_preferred(catalogue, ham_dir):
     folder_of = dict(zip(catalogue["image_id"], catalogue["path"].map(lambda p: Path(p).parent.name)))
     originals = stems(ham_dir / "images_600x450")
@@ -48,12 +51,14 @@ def test_highest_resolution_copy_is_preferred(catalogue, ham_dir):
 
 
 # ---------------------------------------------------------------------------------------------- split
+@pytest.mark.real_data("HAM10000", reason="checks the split of the real 10,015-image catalogue")
 def test_no_lesion_in_two_splits(split):
     splits_per_lesion = split.groupby("lesion_id")["split"].nunique()
     assert (splits_per_lesion == 1).all(), splits_per_lesion[splits_per_lesion > 1].index[:5].tolist()
     assert set(split["split"]) == set(SPLITS)
 
 
+@pytest.mark.real_data("HAM10000", reason="checks the split proportions on the real 10,015-image catalogue")
 def test_split_proportions_are_about_70_15_15(split):
     share = split["split"].value_counts(normalize=True)
     assert share["train"] == pytest.approx(0.70, abs=0.03)
@@ -61,6 +66,7 @@ def test_split_proportions_are_about_70_15_15(split):
     assert share["test"] == pytest.approx(0.15, abs=0.02)
 
 
+@pytest.mark.real_data("HAM10000", reason="checks the stratification on the real 10,015-image catalogue")
 def test_every_class_in_every_split_in_similar_proportions(split):
     overall = split["dx"].value_counts(normalize=True)
     for name, part in split.groupby("split"):
@@ -71,6 +77,7 @@ def test_every_class_in_every_split_in_similar_proportions(split):
             assert share[code] == pytest.approx(overall[code], abs=0.03), (name, code)
 
 
+@pytest.mark.real_data("HAM10000", reason="checks the split of the real 10,015-image catalogue")
 def test_split_is_deterministic_for_a_seed(catalogue, split):
     again = split_by_lesion(catalogue, seed=42)
     assert (again["split"] == split["split"]).all()
@@ -80,17 +87,17 @@ def test_split_is_deterministic_for_a_seed(catalogue, split):
 
 # ---------------------------------------------------------------------------------------------- errors by name
 @pytest.fixture()
-def fake_data_dir(tmp_path: Path, ham_dir: Path) -> Path:
-    """A tiny HAM-like folder: metadata for three images, two real copies (in tmp_path only) and one
-    real JPEG cut in half."""
-    *real, source_of_bad = sorted((ham_dir / "images_200x150").glob("*.jpg"))[:3]
+def fake_data_dir(tmp_path: Path, synthetic_ham: Path) -> Path:
+    """A tiny HAM-like folder: metadata for three images, two synthetic lesion JPEGs (copied into tmp_path)
+    and one synthetic JPEG cut in half."""
+    *good, source_of_bad = sorted((synthetic_ham / "images_200x150").glob("*.jpg"))[:3]
     images = tmp_path / "HAM10000_images_part_1"
     images.mkdir()
-    for path in real:
+    for path in good:
         shutil.copy(path, images / path.name)
     data = source_of_bad.read_bytes()
     (images / "ISIC_9999990.jpg").write_bytes(data[: len(data) // 2])
-    rows = [{"lesion_id": f"HAM_{i}", "image_id": p.stem, "dx": "nv"} for i, p in enumerate(real)]
+    rows = [{"lesion_id": f"HAM_{i}", "image_id": p.stem, "dx": "nv"} for i, p in enumerate(good)]
     rows.append({"lesion_id": "HAM_9", "image_id": "ISIC_9999990", "dx": "mel"})
     pd.DataFrame(rows).to_csv(tmp_path / "HAM10000_metadata.csv", index=False)
     return tmp_path

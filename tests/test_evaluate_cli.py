@@ -1,5 +1,6 @@
-"""``python -m skin_model.cli.evaluate`` on a small labelled folder of real HAM10000 images (copied into tmp_path),
-with both label formats, checked against scikit-learn on the report's own per-image probabilities."""
+"""``python -m skin_model.cli.evaluate`` on a small labelled folder of synthetic HAM10000-like images (copied into
+tmp_path), with both label formats, checked against scikit-learn on the report's own per-image probabilities;
+and on real HAM10000 images with the real metadata file as it is."""
 
 from __future__ import annotations
 
@@ -21,22 +22,31 @@ PER_CLASS = 2
 ONE_HOT_ORDER = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")  # the ISIC 2018 column order
 
 
-@pytest.fixture(scope="module")
-def chosen(ham_dir: Path) -> pd.DataFrame:
+def choose(data_dir: Path) -> pd.DataFrame:
     """Two metadata rows per diagnosis (first image ids in sorted order)."""
-    metadata = pd.read_csv(ham_dir / "HAM10000_metadata.csv").sort_values("image_id")
+    metadata = pd.read_csv(data_dir / "HAM10000_metadata.csv").sort_values("image_id")
     return metadata.groupby("dx").head(PER_CLASS).reset_index(drop=True)
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory, ham_dir: Path, chosen: pd.DataFrame) -> Path:
-    """The chosen images, copied from images_200x150 into nested folders of a temporary directory."""
-    root = tmp_path_factory.mktemp("labelled")
+def copy_chosen(data_dir: Path, chosen: pd.DataFrame, root: Path) -> Path:
+    """The chosen images, copied from images_200x150 into nested folders of ``root``."""
     for i, image_id in enumerate(chosen["image_id"]):
         target = root / f"part_{i % 2}" / f"{image_id}.jpg"
         target.parent.mkdir(exist_ok=True)
-        shutil.copy(ham_dir / "images_200x150" / f"{image_id}.jpg", target)
+        shutil.copy(data_dir / "images_200x150" / f"{image_id}.jpg", target)
     return root
+
+
+@pytest.fixture(scope="module")
+def chosen(synthetic_ham: Path) -> pd.DataFrame:
+    """Two rows per diagnosis of the synthetic metadata."""
+    return choose(synthetic_ham)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, synthetic_ham: Path, chosen: pd.DataFrame) -> Path:
+    """The chosen synthetic images in nested folders of a temporary directory."""
+    return copy_chosen(synthetic_ham, chosen, tmp_path_factory.mktemp("labelled"))
 
 
 @pytest.fixture(scope="module")
@@ -155,11 +165,11 @@ def test_missing_and_unreadable_images_are_named(folder, chosen, tiny_bundle, tm
     assert "ISIC_9999991" in printed and "ISIC_9999990.jpg" in printed
 
 
-def test_unlabelled_images_are_ignored(folder, chosen, dx_csv, dx_report, tiny_bundle, tmp_path, ham_dir):
+def test_unlabelled_images_are_ignored(folder, chosen, dx_csv, dx_report, tiny_bundle, tmp_path, synthetic_ham):
     images = tmp_path / "images"
     shutil.copytree(folder, images)
-    unlabelled = sorted(set(p.stem for p in (ham_dir / "images_200x150").glob("*.jpg")) - set(chosen["image_id"]))[0]
-    shutil.copy(ham_dir / "images_200x150" / f"{unlabelled}.jpg", images)
+    unlabelled = sorted(set(p.stem for p in (synthetic_ham / "images_200x150").glob("*.jpg")) - set(chosen["image_id"]))[0]
+    shutil.copy(synthetic_ham / "images_200x150" / f"{unlabelled}.jpg", images)
     (images / "notes.txt").write_text("not an image and not labelled")
     code, report = run(images, dx_csv, tiny_bundle, tmp_path / "r.json")
     assert code == 0
@@ -167,7 +177,10 @@ def test_unlabelled_images_are_ignored(folder, chosen, dx_csv, dx_report, tiny_b
     assert report["confusion_matrix"] == dx_report["confusion_matrix"]
 
 
-def test_ham10000_metadata_works_as_it_is(folder, ham_dir, tiny_bundle, chosen):
+@pytest.mark.real_data("HAM10000", reason="checks the real HAM10000_metadata.csv (10,015 rows) as a labels file")
+def test_ham10000_metadata_works_as_it_is(ham_dir, tiny_bundle, tmp_path):
+    chosen = choose(ham_dir)
+    folder = copy_chosen(ham_dir, chosen, tmp_path)
     report = evaluate_folder(folder, ham_dir / "HAM10000_metadata.csv", tiny_bundle, name="HAM subset")
     assert report.n_images == len(chosen)
     assert report.extras["n_missing"] == 10015 - len(chosen)

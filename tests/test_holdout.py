@@ -39,6 +39,7 @@ def test_bad_sources_are_named(sources, problem):
         hold_out_sources(toy_catalogue().drop(columns="dataset"), ["a"])
 
 
+@pytest.mark.real_data("HAM10000", reason="checks the real sources' image counts (rosendahl 2,259, vidir_modern 3,363)")
 def test_real_sources_split_cleanly(ham_dir: Path):
     from skin_model.dataset import load_catalogue
 
@@ -59,8 +60,9 @@ def test_recipe_names_only_the_changed_flags():
 
 
 @pytest.fixture(scope="module")
-def held_out_run(tmp_path_factory, ham_dir: Path, backbone_weights: Path) -> Path:
-    """train.py on ~150 images at 64 px with rosendahl held out, colour constancy and every augmentation on."""
+def held_out_run(tmp_path_factory, synthetic_ham: Path, random_backbone_weights: Path) -> Path:
+    """train.py on ~150 synthetic images at 64 px (random backbone) with rosendahl held out, colour constancy and
+    every augmentation on."""
     from test_train_smoke import train_module
 
     out = tmp_path_factory.mktemp("holdout_run")
@@ -68,7 +70,8 @@ def held_out_run(tmp_path_factory, ham_dir: Path, backbone_weights: Path) -> Pat
         "--max-images", "150", "--image-size", "64", "--head-epochs", "1", "--finetune-epochs", "1",
         "--batch-size", "16", "--holdout-source", "rosendahl", "--colour-constancy", "shades-of-grey",
         "--augment", "colour", "framing", "artefacts",
-        "--data-dir", str(ham_dir), "--backbone-weights", str(backbone_weights), "--output-dir", str(out)])
+        "--data-dir", str(synthetic_ham), "--backbone-weights", str(random_backbone_weights),
+        "--output-dir", str(out)])
     assert code == 0
     return out
 

@@ -206,6 +206,7 @@ def test_a_good_image_still_loads_after_bad_ones():
     assert load_image(encode(two_tone(), "JPEG")).size == (80, 40)
 
 
+@pytest.mark.real_data("HAM10000", reason="checks that a real HAM10000 original decodes as 600x450 RGB")
 def test_real_ham_image_loads(real_image_path):
     image = load_image(real_image_path)
     assert image.size == (600, 450) and image.mode == "RGB"

@@ -24,33 +24,34 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def real_batch(real_image_path: Path, ham_dir: Path) -> np.ndarray:
-    paths = [real_image_path, *sorted((ham_dir / "images_200x150").glob("*.jpg"))[:5]]
+def lesion_batch(lesion_path: Path, synthetic_ham: Path) -> np.ndarray:
+    """Six synthetic lesion photos, a 600x450 original and five 200x150 copies."""
+    paths = [lesion_path, *sorted((synthetic_ham / "images_200x150").glob("*.jpg"))[:5]]
     return to_model_input([load_image(p) for p in paths], TINY_SIZE)
 
 
-def test_lite_model_matches_keras_on_real_images(tiny_bundle, real_batch):
+def test_lite_model_matches_keras_on_lesion_images(tiny_bundle, lesion_batch):
     from skin_model.inference import Predictor
     from skin_model.ood import FeatureExtractor
 
     keras_predictor = Predictor.from_dir(tiny_bundle)
     lite = LitePredictor.from_dir(tiny_bundle)
-    probabilities, features = lite.outputs(real_batch)
-    expected = keras_predictor.probabilities_of(real_batch)
+    probabilities, features = lite.outputs(lesion_batch)
+    expected = keras_predictor.probabilities_of(lesion_batch)
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-9)
     assert len(set(expected.argmax(axis=1))) > 1 or expected.std() > 1e-3, "the images give different outputs"
-    keras_features = FeatureExtractor(keras_predictor.model)(real_batch)
+    keras_features = FeatureExtractor(keras_predictor.model)(lesion_batch)
     np.testing.assert_allclose(features, keras_features, rtol=1e-4, atol=1e-4 * np.abs(keras_features).max())
-    single = lite.probabilities_of(real_batch[:1])  # batch size changes between calls are handled
+    single = lite.probabilities_of(lesion_batch[:1])  # batch size changes between calls are handled
     np.testing.assert_allclose(single, expected[:1], atol=1e-5)
 
 
-def test_missing_altered_or_stale_copy_is_refused_then_rebuilt(tiny_bundle, tmp_path, real_batch, caplog):
+def test_missing_altered_or_stale_copy_is_refused_then_rebuilt(tiny_bundle, tmp_path, lesion_batch, caplog):
     """Serving names the problem and the command; the explicit build step (``ensure_lite``, which the lite
     CLI, train.py and ``make app`` run) rebuilds the copy from model.keras."""
     bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
-    reference = LitePredictor.from_dir(tiny_bundle).probabilities_of(real_batch)
+    reference = LitePredictor.from_dir(tiny_bundle).probabilities_of(lesion_batch)
     meta = read_metadata(bundle)
     assert is_current(bundle, meta)
 
@@ -61,7 +62,7 @@ def test_missing_altered_or_stale_copy_is_refused_then_rebuilt(tiny_bundle, tmp_
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="skin_model.lite"):
             ensure_lite(bundle, meta)
-        np.testing.assert_allclose(LitePredictor.from_dir(bundle).probabilities_of(real_batch), reference,
+        np.testing.assert_allclose(LitePredictor.from_dir(bundle).probabilities_of(lesion_batch), reference,
                                    atol=1e-6)
         assert is_current(bundle, meta)
         assert any("Rebuilding" in r.message and reason in r.message for r in caplog.records), \
@@ -125,7 +126,7 @@ def test_damaged_metadata_is_a_model_integrity_error(tiny_bundle, tmp_path):
         LitePredictor.from_dir(bundle)
 
 
-def test_serving_path_does_not_import_tensorflow(tiny_bundle, real_image_path):
+def test_serving_path_does_not_import_tensorflow(tiny_bundle, lesion_path):
     """The point of the LiteRT model: a prediction without importing TensorFlow (the app's cold start)."""
     code = (
         "import sys\n"
@@ -133,7 +134,7 @@ def test_serving_path_does_not_import_tensorflow(tiny_bundle, real_image_path):
         "from skin_model.imaging import load_image\n"
         "from skin_model.lite import LitePredictor\n"
         f"predictor = LitePredictor.from_dir(Path({str(tiny_bundle)!r}))\n"
-        f"probs = predictor.predict_probabilities([load_image(Path({str(real_image_path)!r}))])\n"
+        f"probs = predictor.predict_probabilities([load_image(Path({str(lesion_path)!r}))])\n"
         "assert abs(probs.sum() - 1) < 1e-6, probs\n"
         "print(sorted(m for m in ('tensorflow', 'keras', 'tf_keras_vis') if m in sys.modules))\n"
     )

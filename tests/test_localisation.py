@@ -1,4 +1,5 @@
-"""Grad-CAM localisation: crop-to-frame geometry, the peak-in-box rule, and the CLI on real images."""
+"""Grad-CAM localisation: crop-to-frame geometry, the peak-in-box rule, the CLI on synthetic lesion images (with
+their drawn boxes) and the real box file."""
 
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ def test_read_boxes_and_split_errors(tmp_path):
         split_images(tmp_path / "split.csv", "test")
 
 
+@pytest.mark.real_data("HAM10000", reason="checks the real lesion_bboxes_200x150.csv")
 def test_real_boxes_file(ham_dir):
     boxes = read_boxes(ham_dir / "lesion_bboxes_200x150.csv")
     assert len(boxes) == 10015
@@ -76,13 +78,13 @@ def test_real_boxes_file(ham_dir):
 
 # ---------------------------------------------------------------------------------------------- command line
 @pytest.fixture(scope="module")
-def test_set(ham_dir, tmp_path_factory) -> tuple[Path, pd.DataFrame]:
-    """Six real 200x150 images (one per class for six classes) copied to a temporary data folder."""
-    meta = pd.read_csv(ham_dir / "HAM10000_metadata.csv")
+def test_set(synthetic_ham, tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    """Six synthetic 200x150 images (one per class for six classes) copied to a temporary data folder."""
+    meta = pd.read_csv(synthetic_ham / "HAM10000_metadata.csv")
     chosen = meta.groupby("dx").head(1).iloc[:6].reset_index(drop=True)
     data_dir = tmp_path_factory.mktemp("data")
     for image_id in chosen["image_id"]:
-        shutil.copy(ham_dir / "images_200x150" / f"{image_id}.jpg", data_dir / f"{image_id}.jpg")
+        shutil.copy(synthetic_ham / "images_200x150" / f"{image_id}.jpg", data_dir / f"{image_id}.jpg")
     return data_dir, chosen
 
 
@@ -101,7 +103,7 @@ def bundle_with_split(tiny_bundle: Path, chosen: pd.DataFrame, dst: Path, report
     return dst
 
 
-def test_cli_saves_localisation_matching_a_hand_computation(tiny_bundle, test_set, ham_dir, tmp_path):
+def test_cli_saves_localisation_matching_a_hand_computation(tiny_bundle, test_set, synthetic_ham, tmp_path):
     from skin_model.explain import Explainer
     from skin_model.imaging import load_image
     from skin_model.inference import Predictor
@@ -109,7 +111,8 @@ def test_cli_saves_localisation_matching_a_hand_computation(tiny_bundle, test_se
     data_dir, chosen = test_set
     weights = bundle_with_split(tiny_bundle, chosen, tmp_path / "weights")
     before = (weights / "evaluation_test.json").read_text()
-    assert main(["--weights", str(weights), "--data-dir", str(data_dir), "--limit", "4"]) == 0
+    bboxes = synthetic_ham / "lesion_bboxes_200x150.csv"
+    assert main(["--weights", str(weights), "--data-dir", str(data_dir), "--limit", "4", "--bboxes", str(bboxes)]) == 0
     assert (weights / "evaluation_test.json").read_text() == before, "the evaluation report is not rewritten"
     stored = json.loads((weights / localisation_file("test")).read_text())
     assert read_localisation(weights).to_dict() == stored, "the page reads what the CLI wrote"
@@ -123,7 +126,7 @@ def test_cli_saves_localisation_matching_a_hand_computation(tiny_bundle, test_se
 
     # Redo the rule by hand for each stored image: the peak of the heatmap of a 96-px input, mapped to
     # x = 25 + (col + 0.5) * 150 / 96, y = (row + 0.5) * 150 / 96, tested against the CSV box.
-    boxes = pd.read_csv(ham_dir / "lesion_bboxes_200x150.csv").set_index("image_id")
+    boxes = pd.read_csv(bboxes).set_index("image_id")
     predictor = Predictor.from_dir(weights)
     explainer = Explainer(predictor.model)
     inside_predicted, box_shares = [], []

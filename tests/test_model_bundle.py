@@ -19,8 +19,9 @@ from skin_model.model import LAST_CONV_LAYER, build_classifier, load_bundle, sav
 
 
 @pytest.fixture(scope="module")
-def real_batch(real_image_path: Path, ham_dir: Path) -> np.ndarray:
-    paths = [real_image_path, *sorted((ham_dir / "images_200x150").glob("*.jpg"))[:3]]
+def lesion_batch(lesion_path: Path, synthetic_ham: Path) -> np.ndarray:
+    """Four synthetic lesion photos, a 600x450 original and three 200x150 copies."""
+    paths = [lesion_path, *sorted((synthetic_ham / "images_200x150").glob("*.jpg"))[:3]]
     return to_model_input([load_image(p) for p in paths], TINY_SIZE)
 
 
@@ -38,19 +39,20 @@ def copy_bundle(source: Path, target: Path) -> Path:
     return target
 
 
-def test_round_trip_gives_identical_predictions(tiny_bundle, real_batch, tmp_path):
+def test_round_trip_gives_identical_predictions(tiny_bundle, lesion_batch, tmp_path):
     model, metadata = load_bundle(tiny_bundle)
-    before = model(real_batch, training=False).numpy()
+    before = model(lesion_batch, training=False).numpy()
     save_bundle(model, metadata, tmp_path / "again")
     reloaded, reloaded_meta = load_bundle(tmp_path / "again")
-    np.testing.assert_allclose(reloaded(real_batch, training=False).numpy(), before, atol=1e-6)
+    np.testing.assert_allclose(reloaded(lesion_batch, training=False).numpy(), before, atol=1e-6)
     assert reloaded_meta.temperature == metadata.temperature and reloaded_meta.input_size == TINY_SIZE
-    assert before.shape == (len(real_batch), len(CODES))
+    assert before.shape == (len(lesion_batch), len(CODES))
     np.testing.assert_allclose(before.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_backbone_weights_are_the_imagenet_ones(tiny_bundle, backbone_weights):
-    model, _ = load_bundle(tiny_bundle)
+@pytest.mark.real_data("ImageNet", reason="checks that a bundle built on the real ImageNet weights file holds them")
+def test_backbone_weights_are_the_imagenet_ones(imagenet_bundle, backbone_weights):
+    model, _ = load_bundle(imagenet_bundle)
     random_model = build_classifier(TINY_SIZE, None)
     for layer_name, shape in (("Conv1", (3, 3, 3, 32)), ("Conv_1", (1, 1, 320, 1280))):
         loaded = model.get_layer(layer_name).kernel.numpy()

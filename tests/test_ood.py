@@ -1,5 +1,6 @@
 """Out-of-distribution gate: scoring maths, storage, stale-file handling, the fit/measure CLI and the
-gate's verdict on shipped everyday photos versus real HAM10000 images (tiny bundle, 60 training images)."""
+gate's verdict on shipped everyday photos versus synthetic lesion photos (tiny bundle, 60 training images of
+tests/synthetic.py's HAM10000-shaped folder)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,13 @@ from skin_model.bundle import EVALUATIONS_DIR, OOD_FILE, OOD_FIGURES_FILE, SPLIT
 from skin_model.cli.ood import main as ood_main
 from skin_model.ood_images import non_dermoscopic_images
 
-HELD_OUT_IMAGE = "ISIC_0024306"  # real_image_path: kept in the test split
+HELD_OUT_IMAGE = "ISIC_0024306"  # lesion_path: kept in the test split
 
 
-def write_original_split(bundle: Path, ham_dir: Path) -> pd.DataFrame:
-    """A split.csv over the 173 HAM10000 originals (600x450), grouped by lesion; HELD_OUT_IMAGE in test."""
-    meta = pd.read_csv(ham_dir / "HAM10000_metadata.csv")
-    originals = {p.stem for p in (ham_dir / "images_600x450").glob("*.jpg")}
+def write_original_split(bundle: Path, data_dir: Path) -> pd.DataFrame:
+    """A split.csv over the 600x450 originals of ``data_dir``, grouped by lesion; HELD_OUT_IMAGE in test."""
+    meta = pd.read_csv(data_dir / "HAM10000_metadata.csv")
+    originals = {p.stem for p in (data_dir / "images_600x450").glob("*.jpg")}
     frame = meta[meta["image_id"].isin(originals)].sort_values("image_id").reset_index(drop=True)
     lesions = frame["lesion_id"].drop_duplicates().sample(frac=1.0, random_state=0).tolist()
     held_out = frame.loc[frame["image_id"] == HELD_OUT_IMAGE, "lesion_id"].iloc[0]
@@ -38,12 +39,12 @@ def write_original_split(bundle: Path, ham_dir: Path) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def gated_bundle(tiny_bundle: Path, ham_dir: Path, tmp_path_factory) -> Path:
-    """The tiny bundle plus a gate fitted by the CLI on 60 real training images (20 for validation)."""
+def gated_bundle(tiny_bundle: Path, synthetic_ham: Path, tmp_path_factory) -> Path:
+    """The tiny bundle plus a gate fitted by the CLI on 60 synthetic training images (20 for validation)."""
     bundle = Path(shutil.copytree(tiny_bundle, tmp_path_factory.mktemp("gated") / "bundle"))
-    write_original_split(bundle, ham_dir)
+    write_original_split(bundle, synthetic_ham)
     (bundle / evaluation_file("test")).write_text(json.dumps({"n_images": 5, "extras": {"kept": 1}}))
-    assert ood_main(["fit", "--weights", str(bundle), "--data-dir", str(ham_dir), "--limit", "60",
+    assert ood_main(["fit", "--weights", str(bundle), "--data-dir", str(synthetic_ham), "--limit", "60",
                      "--components", "32"]) == 0
     return bundle
 
@@ -178,14 +179,14 @@ def test_non_dermoscopic_set_is_deterministic_and_varied():
 
 
 # ---------------------------------------------------------------------------------------------- real model
-def test_gate_rejects_everyday_photos_and_passes_a_ham10000_image(service, real_image_path):
+def test_gate_rejects_everyday_photos_and_passes_a_lesion_image(service, lesion_path):
     from skin_model.imaging import load_image
 
     assert service.ood_enabled
     for name in ("astronaut", "coffee"):
         analysis = service.analyse_image(skimage_photo(name), name=name)
         assert analysis.flagged_ood, f"{name}: score {analysis.ood.distance:.2f} <= {analysis.ood.threshold:.2f}"
-    lesion = service.analyse_image(load_image(real_image_path), name=real_image_path.name)
+    lesion = service.analyse_image(load_image(lesion_path), name=lesion_path.name)
     assert not lesion.flagged_ood, f"score {lesion.ood.distance:.2f} > {lesion.ood.threshold:.2f}"
 
 
@@ -198,11 +199,12 @@ def test_fit_records_the_model_sha_and_the_training_share(gated_bundle):
     assert gate.info["val_pass_rate"] >= 0.98
 
 
-def test_measure_writes_consistent_figures_to_their_own_file(gated_bundle, ham_dir, service):
+def test_measure_writes_consistent_figures_to_their_own_file(gated_bundle, synthetic_ham, service):
     from skin_model.bundle import read_ood_figures
 
     report_before = (gated_bundle / evaluation_file("test")).read_text()
-    assert ood_main(["measure", "--weights", str(gated_bundle), "--data-dir", str(ham_dir), "--limit", "12"]) == 0
+    assert ood_main(["measure", "--weights", str(gated_bundle), "--data-dir", str(synthetic_ham), "--limit",
+                     "12"]) == 0
     assert (gated_bundle / evaluation_file("test")).read_text() == report_before, "no evaluation is rewritten"
     assert (gated_bundle / OOD_FIGURES_FILE).is_file() and not (gated_bundle / EVALUATIONS_DIR).exists()
     figures = read_ood_figures(gated_bundle)
@@ -217,8 +219,8 @@ def test_measure_writes_consistent_figures_to_their_own_file(gated_bundle, ham_d
     assert figures.model_sha256 == service.metadata.model_sha256
 
 
-def test_fit_without_split_file_names_the_problem(tiny_bundle, ham_dir, capsys):
-    assert ood_main(["fit", "--weights", str(tiny_bundle), "--data-dir", str(ham_dir), "--limit", "20"]) == 2
+def test_fit_without_split_file_names_the_problem(tiny_bundle, synthetic_ham, capsys):
+    assert ood_main(["fit", "--weights", str(tiny_bundle), "--data-dir", str(synthetic_ham), "--limit", "20"]) == 2
     assert "split.csv" in capsys.readouterr().err
 
 
@@ -241,12 +243,12 @@ def test_fit_records_the_gate_sha256_in_the_metadata(gated_bundle):
     assert meta["model_sha256"] and meta["version"] == "test", "the other fields are kept"
 
 
-def test_service_with_a_damaged_gate_serves_with_the_gate_off(gated_bundle, tmp_path, real_image_path):
+def test_service_with_a_damaged_gate_serves_with_the_gate_off(gated_bundle, tmp_path, lesion_path):
     from skin_model.service import ClassifierService
 
     bundle = Path(shutil.copytree(gated_bundle, tmp_path / "bundle"))
     flip_byte(bundle / OOD_FILE, 0.5)
     service = ClassifierService.from_dir(bundle)
     assert not service.ood_enabled and "damaged" in service.ood_status
-    analysis = service.analyse(real_image_path.read_bytes(), name=real_image_path.name)
+    analysis = service.analyse(lesion_path.read_bytes(), name=lesion_path.name)
     assert analysis.ood is None and sum(analysis.prediction.probabilities) == pytest.approx(1.0)

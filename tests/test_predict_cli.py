@@ -1,4 +1,5 @@
-"""The batch command line, run as a real subprocess on HAM10000 images with the tiny bundle."""
+"""The batch command line, run as a real subprocess on synthetic lesion photos with the tiny bundle (and on real
+HAM10000 images with the ImageNet bundle for the out-of-distribution verdict)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
+def lesions(synthetic_ham: Path) -> list[Path]:
+    """Three synthetic 600x450 lesion photos."""
+    return sorted((synthetic_ham / "images_600x450").glob("*.jpg"))[:3]
+
+
+@pytest.fixture(scope="module")
 def real_images(ham_dir: Path) -> list[Path]:
     return sorted((ham_dir / "images_600x450").glob("*.jpg"))[:3]
 
@@ -34,8 +41,8 @@ def bad_file(tmp_path_factory) -> Path:
     return path
 
 
-def test_json_batch_reports_bad_file_and_continues(tiny_bundle, real_images, bad_file):
-    files = [real_images[0], bad_file, *real_images[1:]]
+def test_json_batch_reports_bad_file_and_continues(tiny_bundle, lesions, bad_file):
+    files = [lesions[0], bad_file, *lesions[1:]]
     result = run_cli(*map(str, files), "--json", "--weights", str(tiny_bundle))
     assert result.returncode == 1, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
@@ -43,7 +50,7 @@ def test_json_batch_reports_bad_file_and_continues(tiny_bundle, real_images, bad
     bad = rows[1]
     assert bad["ok"] is False and "not a recognised image" in bad["error"]
     good = [r for r in rows if r["ok"]]
-    assert len(good) == len(real_images)
+    assert len(good) == len(lesions)
     for row in good:
         probs = row["probabilities"]
         assert list(probs) == list(CODES)
@@ -53,39 +60,39 @@ def test_json_batch_reports_bad_file_and_continues(tiny_bundle, real_images, bad
     assert "1 of 4 file(s) failed" in result.stderr
 
 
-def test_cli_matches_the_library(tiny_bundle, real_images):
+def test_cli_matches_the_library(tiny_bundle, lesions):
     from skin_model.imaging import load_image
     from skin_model.inference import Predictor
 
-    result = run_cli(str(real_images[0]), "--json", "--weights", str(tiny_bundle))
+    result = run_cli(str(lesions[0]), "--json", "--weights", str(tiny_bundle))
     assert result.returncode == 0, result.stderr
     cli_probs = json.loads(result.stdout)["probabilities"]
-    expected = Predictor.from_dir(tiny_bundle).predict(load_image(real_images[0])).probabilities
+    expected = Predictor.from_dir(tiny_bundle).predict(load_image(lesions[0])).probabilities
     np.testing.assert_allclose([cli_probs[c] for c in CODES], expected, atol=1e-5)
 
 
-def test_text_output_names_each_file(tiny_bundle, real_images, bad_file, tmp_path):
+def test_text_output_names_each_file(tiny_bundle, lesions, bad_file, tmp_path):
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
-    result = run_cli(str(real_images[0]), str(empty), str(bad_file), "--weights", str(tiny_bundle))
+    result = run_cli(str(lesions[0]), str(empty), str(bad_file), "--weights", str(tiny_bundle))
     assert result.returncode == 1
     lines = result.stdout.splitlines()
-    assert lines[0].startswith(f"{real_images[0]}: ") and "%" in lines[0]
+    assert lines[0].startswith(f"{lesions[0]}: ") and "%" in lines[0]
     assert any(line.startswith(f"{empty}: ERROR") and "empty" in line for line in lines)
     assert any(line.startswith(f"{bad_file}: ERROR") for line in lines)
     assert "2 of 3 file(s) failed" in result.stderr
 
 
-def test_missing_model_fails_clearly(tmp_path, real_images):
-    result = run_cli(str(real_images[0]), "--weights", str(tmp_path))
+def test_missing_model_fails_clearly(tmp_path, lesions):
+    result = run_cli(str(lesions[0]), "--weights", str(tmp_path))
     assert result.returncode == 2
     assert "cannot load the model" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.fixture(scope="module")
-def odd_files(tmp_path_factory, real_image_path: Path) -> dict[str, Path]:
+def odd_files(tmp_path_factory, lesion_path: Path) -> dict[str, Path]:
     """Files the probe found confidently diagnosed by the CLI: a fully transparent PNG, a 10000x50 strip
-    and a float TIFF (a real lesion scaled to 0-1), generated here."""
+    and a float TIFF (a synthetic lesion scaled to 0-1), generated here."""
     from PIL import Image
 
     folder = tmp_path_factory.mktemp("odd")
@@ -95,19 +102,21 @@ def odd_files(tmp_path_factory, real_image_path: Path) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     strip = np.clip(rng.normal((190, 140, 120), 25, (50, 10000, 3)), 0, 255).astype(np.uint8)
     Image.fromarray(strip).save(files["strip"])
-    lesion = np.asarray(Image.open(real_image_path).convert("L"), dtype=np.float32) / 255.0
+    lesion = np.asarray(Image.open(lesion_path).convert("L"), dtype=np.float32) / 255.0
     Image.fromarray(lesion, "F").save(files["float"])
     return files
 
 
-def test_cli_gives_the_apps_out_of_distribution_verdict(gated_bundle, odd_files, real_images):
+@pytest.mark.real_data("HAM10000", "ImageNet", reason="only ImageNet features tell the strip of skin-toned noise "
+                        "from dermoscopy (a random backbone scores it like a synthetic lesion)")
+def test_cli_gives_the_apps_out_of_distribution_verdict(imagenet_gated_bundle, odd_files, real_images):
     from skin_model.service import ClassifierService
 
     files = [*odd_files.values(), real_images[0]]
-    result = run_cli(*map(str, files), "--json", "--weights", str(gated_bundle))
+    result = run_cli(*map(str, files), "--json", "--weights", str(imagenet_gated_bundle))
     assert result.returncode == 0, result.stderr
     rows = {Path(row["file"]).name: row for row in map(json.loads, result.stdout.splitlines())}
-    service = ClassifierService.from_dir(gated_bundle)
+    service = ClassifierService.from_dir(imagenet_gated_bundle)
     for path in files:
         ood = rows[path.name]["ood"]
         app = service.analyse(path.read_bytes(), name=path.name, tta=rows[path.name]["tta"])
@@ -134,7 +143,7 @@ def test_text_output_marks_flagged_images_and_an_off_gate(gated_bundle, tiny_bun
     assert "NOT A DERMATOSCOPIC IMAGE" not in ungated.stdout
 
 
-def test_metadata_bomb_png_is_named_and_the_batch_goes_on(tiny_bundle, real_images, tmp_path):
+def test_metadata_bomb_png_is_named_and_the_batch_goes_on(tiny_bundle, lesions, tmp_path):
     import struct
     import zlib
 
@@ -146,23 +155,23 @@ def test_metadata_bomb_png_is_named_and_the_batch_goes_on(tiny_bundle, real_imag
     bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
                      + chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"\x00" * 8_000_000, 9))
                      + chunk(b"IDAT", zlib.compress(b"\x00" * 65 * 64)) + chunk(b"IEND", b""))
-    result = run_cli(str(bomb), str(real_images[0]), "--json", "--weights", str(tiny_bundle))
+    result = run_cli(str(bomb), str(lesions[0]), "--json", "--weights", str(tiny_bundle))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert rows[0]["ok"] is False and "not a readable image" in rows[0]["error"]
     assert rows[1]["ok"] is True
-def test_referral_cue_from_the_model_metadata(tiny_bundle, real_images, tmp_path):
+def test_referral_cue_from_the_model_metadata(tiny_bundle, lesions, tmp_path):
     """The cue follows metadata.json's referral_threshold; a bundle without one prints none."""
     import shutil
 
     bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
     meta = json.loads((bundle / "metadata.json").read_text())
-    row = json.loads(run_cli(str(real_images[0]), "--json", "--weights", str(tiny_bundle)).stdout)
+    row = json.loads(run_cli(str(lesions[0]), "--json", "--weights", str(tiny_bundle)).stdout)
     assert row["referral_threshold"] is None and row["refer"] is None
     threshold = round(row["malignant_probability"] - 0.01, 2)  # just below this image's roll-up: refer
     (bundle / "metadata.json").write_text(json.dumps({**meta, "referral_threshold": threshold}))
-    row = json.loads(run_cli(str(real_images[0]), "--json", "--weights", str(bundle)).stdout)
+    row = json.loads(run_cli(str(lesions[0]), "--json", "--weights", str(bundle)).stdout)
     assert row["referral_threshold"] == threshold and row["refer"] is True
-    text = run_cli(str(real_images[0]), "--weights", str(bundle)).stdout
+    text = run_cli(str(lesions[0]), "--weights", str(bundle)).stdout
     assert f"is above the referral threshold {threshold:.1%}: refer" in text
-    assert "referral" not in run_cli(str(real_images[0]), "--weights", str(tiny_bundle)).stdout
+    assert "referral" not in run_cli(str(lesions[0]), "--weights", str(tiny_bundle)).stdout

@@ -1,5 +1,5 @@
 """The Evaluation report page driven headlessly with AppTest, from a report written by the evaluate CLI
-on 14 real HAM10000 images with the tiny bundle (plus safety figures written by the tests)."""
+on 14 synthetic HAM10000-like images with the tiny bundle (plus safety figures written by the tests)."""
 
 from __future__ import annotations
 
@@ -21,21 +21,21 @@ from skin_model.bundle import ModelMetadata
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/report.py"
 TIMEOUT = 120
-DATASET_NAME = "tiny real subset"
+DATASET_NAME = "tiny synthetic subset"
 
 
 @pytest.fixture(scope="module")
-def base_weights(tiny_bundle, ham_dir, tmp_path_factory) -> Path:
-    """tiny_bundle + evaluation_test.json from ``skin_model.cli.evaluate.main`` on 2 real images per class +
+def base_weights(tiny_bundle, synthetic_ham, tmp_path_factory) -> Path:
+    """tiny_bundle + evaluation_test.json from ``skin_model.cli.evaluate.main`` on 2 synthetic images per class +
     a split.csv and a two-stage history.json."""
     from skin_model.cli.evaluate import main as evaluate_main
 
-    meta = pd.read_csv(ham_dir / "HAM10000_metadata.csv")
+    meta = pd.read_csv(synthetic_ham / "HAM10000_metadata.csv")
     chosen = (meta.drop_duplicates("lesion_id").groupby("dx").head(2)
               .sort_values(["dx", "image_id"]).reset_index(drop=True))  # 2 lesions per class, in CODES order
     images = tmp_path_factory.mktemp("images")
     for image_id in chosen["image_id"]:
-        shutil.copy(ham_dir / "images_200x150" / f"{image_id}.jpg", images / f"{image_id}.jpg")
+        shutil.copy(synthetic_ham / "images_200x150" / f"{image_id}.jpg", images / f"{image_id}.jpg")
     labels = images.parent / "labels.csv"
     chosen[["image_id", "dx"]].to_csv(labels, index=False)
 

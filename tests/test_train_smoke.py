@@ -1,5 +1,6 @@
-"""train.py end to end on ~70 real HAM10000 images at 96 px, one epoch per stage, with the weights' moving
-average, label smoothing, MixUp and distillation (from the tiny test bundle) on (about a minute on a CPU)."""
+"""train.py end to end on ~70 synthetic HAM10000-like images (tests/synthetic.py) at 96 px from a random backbone
+weights file, one epoch per stage, with the weights' moving average, label smoothing, MixUp and distillation
+(from the tiny test bundle) on (about a minute on a CPU)."""
 
 from __future__ import annotations
 
@@ -28,15 +29,16 @@ def train_module():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, ham_dir: Path, backbone_weights: Path, tiny_bundle: Path) -> Path:
+def trained(tmp_path_factory, synthetic_ham: Path, random_backbone_weights: Path, tiny_bundle: Path) -> Path:
     out = tmp_path_factory.mktemp("train_smoke")
-    code = train_module().main([*ARGS, "--data-dir", str(ham_dir), "--backbone-weights", str(backbone_weights),
+    code = train_module().main([*ARGS, "--data-dir", str(synthetic_ham),
+                                "--backbone-weights", str(random_backbone_weights),
                                 "--output-dir", str(out), "--distill-from", str(tiny_bundle)])
     assert code == 0
     return out
 
 
-def test_writes_a_loadable_bundle_that_predicts(trained, real_image_path):
+def test_writes_a_loadable_bundle_that_predicts(trained, lesion_path):
     from skin_model.imaging import load_image
     from skin_model.inference import Predictor
     from skin_model.lite import LitePredictor
@@ -44,11 +46,11 @@ def test_writes_a_loadable_bundle_that_predicts(trained, real_image_path):
 
     model, metadata = load_bundle(trained)
     assert model.input_shape[1:] == (96, 96, 3) and metadata.input_size == 96
-    prediction = Predictor.from_dir(trained).predict(load_image(real_image_path))
+    prediction = Predictor.from_dir(trained).predict(load_image(lesion_path))
     assert len(prediction.probabilities) == len(CODES)
     assert sum(prediction.probabilities) == pytest.approx(1.0, abs=1e-6)
     assert all(0.0 <= p <= 1.0 for p in prediction.probabilities)
-    served = LitePredictor.from_dir(trained).predict(load_image(real_image_path))  # the app's model.tflite
+    served = LitePredictor.from_dir(trained).predict(load_image(lesion_path))  # the app's model.tflite
     assert served.probabilities == pytest.approx(prediction.probabilities, abs=1e-5)
 
 
@@ -102,10 +104,10 @@ def test_ships_the_checkpointed_moving_average_weights(trained):
     assert report["balanced_accuracy"] == pytest.approx(best_logged, abs=1e-6)
 
 
-def test_second_run_without_resume_refuses(trained, ham_dir, backbone_weights):
+def test_second_run_without_resume_refuses(trained, synthetic_ham, random_backbone_weights):
     model_before = (trained / "model.keras").read_bytes()
     with pytest.raises(SystemExit) as info:
-        train_module().main([*ARGS, "--data-dir", str(ham_dir), "--backbone-weights", str(backbone_weights),
-                             "--output-dir", str(trained)])
+        train_module().main([*ARGS, "--data-dir", str(synthetic_ham),
+                             "--backbone-weights", str(random_backbone_weights), "--output-dir", str(trained)])
     assert "--resume" in str(info.value.code) and "checkpoints" in str(info.value.code)
     assert (trained / "model.keras").read_bytes() == model_before, "the earlier bundle is untouched"

@@ -19,10 +19,10 @@ def predictor(tiny_bundle: Path):
 
 
 @pytest.fixture(scope="module")
-def lesion(real_image_path: Path) -> Image.Image:
+def lesion(lesion_path: Path) -> Image.Image:
     from skin_model.imaging import load_image
 
-    return load_image(real_image_path)
+    return load_image(lesion_path)
 
 
 def random_square(size: int, seed: int = 0) -> np.ndarray:
