@@ -149,12 +149,14 @@ def test_cli_saves_localisation_matching_a_hand_computation(tiny_bundle, test_se
     assert stored["chance_rate"] == pytest.approx(np.mean(box_shares), abs=1e-4)
 
 
-def test_cli_needs_no_evaluation_report_and_names_a_missing_split(tiny_bundle, test_set, tmp_path, capsys):
+def test_cli_needs_no_evaluation_report_and_names_a_missing_split(tiny_bundle, test_set, synthetic_ham, tmp_path,
+                                                                   capsys):
     """Localisation has its own file, so it runs before or after any evaluation."""
     data_dir, chosen = test_set
     weights = bundle_with_split(tiny_bundle, chosen, tmp_path / "weights")
     (weights / "evaluation_test.json").unlink()
-    assert main(["--weights", str(weights), "--data-dir", str(data_dir), "--limit", "1"]) == 0
+    bboxes = synthetic_ham / "lesion_bboxes_200x150.csv"
+    assert main(["--weights", str(weights), "--data-dir", str(data_dir), "--limit", "1", "--bboxes", str(bboxes)]) == 0
     assert read_localisation(weights).n_images == 1 and not (weights / "evaluation_test.json").exists()
     assert main(["--weights", str(tmp_path), "--data-dir", str(tmp_path)]) == 2
     error = capsys.readouterr().err
