@@ -6,8 +6,9 @@ evaluated on a lesion-grouped held-out test split.
 How, in the order the code runs:
 1. Catalogue HAM10000 (metadata + highest-resolution copy of each image) and split it into
    train/val/test, stratified by diagnosis and grouped by ``lesion_id``.
-2. Decode every image once through the serving preprocessing (``skin_model.imaging``) into memory; training
-   batches are augmented on the fly (``skin_model.augment``: flips, rotations, resized crops, colour jitter;
+2. Decode every image once through the serving preprocessing (``skin_model.imaging``) into memory, or, when
+   they do not fit ``--memory-budget`` (or with ``--input stream``), decode them from their files batch by
+   batch in the tf.data pipeline (``skin_model.pipeline``); training batches are augmented on the fly (``skin_model.augment``: flips, rotations, resized crops, colour jitter;
    ``--augment`` adds camera colours, zoom/any-angle framing and dermatoscope artefacts; ``--mixup`` blends
    pairs). ``--colour-constancy shades-of-grey`` makes colour constancy the network's first layer.
    With ``--distill-from`` the targets blend each label with earlier models' probabilities (distillation).
@@ -23,6 +24,11 @@ How, in the order the code runs:
    names every file), then build the LiteRT copy ``model.tflite`` the app serves (``lite.build_lite``).
 
 Both stages checkpoint every epoch: ``--resume`` continues an interrupted run where it stopped.
+Training runs under a ``tf.distribute`` strategy (``skin_model.distribute``, ``--distribute``): one device,
+``MirroredStrategy`` over local GPUs (or ``--cpu-replicas`` logical CPUs), or ``MultiWorkerMirroredStrategy``
+across hosts named by ``TF_CONFIG``. ``--batch-size`` is per replica; the learning rates follow the global
+batch by ``--lr-scaling`` (default sqrt: times the square root of the replicas). Only the chief writes into
+``--output-dir``; the other workers stop once training ends.
 Class imbalance is handled with balanced class weights (or, with ``--logit-adjustment``, the logit-adjusted
 loss). On a GPU, mixed precision and XLA are used.
 """
@@ -46,8 +52,9 @@ from skin_model.calibration import fit_temperature
 from skin_model.colour import METHODS, describe
 from skin_model.config import DEFAULT_BACKBONE_WEIGHTS, DEFAULT_DATA_DIR, DEFAULT_WEIGHTS_DIR, display_path
 from skin_model.augment import ADDITIONS, AugmentConfig
-from skin_model.dataset import (SPLITS, find_metadata, load_arrays, load_catalogue, make_tf_dataset,
-                                split_by_lesion, subsample)
+from skin_model.dataset import SPLITS, find_metadata, load_arrays, load_catalogue, split_by_lesion, subsample
+from skin_model.distribute import LR_SCALING, STRATEGIES, choose_distribution, split_cpu
+from skin_model.pipeline import INPUTS, ImageFiles, choose_input, decoded_gib, make_tf_dataset
 from skin_model.holdout import HELD_OUT, held_out_dataset, hold_out_sources, recipe_flags, report_file
 from skin_model.labels import CODES
 from skin_model.metrics import choose_referral_threshold, choose_unsure_threshold, evaluate_probabilities
@@ -115,7 +122,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distill-weight", type=float, default=0.5,
                    help="share of the teachers' probabilities in the training targets with --distill-from "
                         "(default 0.5)")
-    p.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="batch size per replica; the global batch is this times the replicas (default 32)")
+    p.add_argument("--distribute", choices=STRATEGIES, default="auto",
+                   help="tf.distribute strategy: 'none' (one device), 'mirrored' (MirroredStrategy over the local "
+                        "GPUs, or over --cpu-replicas logical CPUs), 'multiworker' (MultiWorkerMirroredStrategy "
+                        "across the hosts that the TF_CONFIG environment variable names); 'auto' picks multiworker "
+                        "when TF_CONFIG names 2+ workers, mirrored with 2+ local devices, else none (default auto)")
+    p.add_argument("--cpu-replicas", type=int, default=1, metavar="N",
+                   help="split the CPU into N logical devices, so that the mirrored strategy runs without a GPU "
+                        "(tests and benchmarks; on one CPU it does not train faster; default 1)")
+    p.add_argument("--lr-scaling", choices=tuple(LR_SCALING), default="sqrt",
+                   help="how --head-lr and --finetune-lr follow the global batch: multiplied by the square root "
+                        "of the number of replicas (sqrt, the usual rule for Adam-type optimisers), by the number "
+                        "itself (linear, Goyal et al. 2017, for SGD) or unchanged (none). With one replica all "
+                        "three are the same (default sqrt)")
+    p.add_argument("--input", choices=INPUTS, default="auto",
+                   help="'memory': decode every image once into memory; 'stream': decode them from their files "
+                        "in the tf.data pipeline, in parallel, every epoch (memory does not grow with the number "
+                        "of images); 'auto': memory when the decoded images fit --memory-budget (default auto)")
+    p.add_argument("--memory-budget", type=float, default=8.0, metavar="GIB",
+                   help="decoded images up to this size stay in memory with --input auto (default 8 GiB: about "
+                        "57,000 images at 224 px)")
+    p.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                   help="with streaming input, keep each decoded image in DIR (one .npy per image and input "
+                        "size) and read it from there in later epochs and runs (default: no cache)")
     p.add_argument("--output-dir", type=Path, default=DEFAULT_WEIGHTS_DIR,
                    help="where the model bundle, split and reports go (default: %(default)s)")
     p.add_argument("--seed", type=int, default=42, help="seed for the split, shuffling and init (default 42)")
@@ -141,14 +172,19 @@ def main(argv: list[str] | None = None) -> int:
     import keras
     import tensorflow as tf
 
+    # The strategy comes first: a multi-worker one must set up its collectives before any other TensorFlow work.
+    split_cpu(args.cpu_replicas)
+    dist = choose_distribution(args.distribute)
     keras.utils.set_random_seed(args.seed)
     gpu = bool(tf.config.list_physical_devices("GPU"))
     if gpu:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    log.info("Device: %s", "GPU (mixed precision, XLA)" if gpu else "CPU")
+    global_batch = dist.global_batch(args.batch_size)
+    log.info("Device: %s; %s, %d replica(s) on %d worker(s), global batch %d%s",
+             "GPU (mixed precision, XLA)" if gpu else "CPU", dist.strategy_name, dist.replicas,
+             dist.workers, global_batch, "" if dist.is_chief else f"; worker {dist.task_id} writes no output")
     out_dir: Path = args.output_dir
-    work_dir = out_dir / CHECKPOINTS_DIR
-    work_dir.mkdir(parents=True, exist_ok=True)
+    work_dir = dist.checkpoint_dir(out_dir / CHECKPOINTS_DIR)
     if not args.resume and any(work_dir.iterdir()):
         sys.exit(f"{work_dir} holds checkpoints of an earlier run: pass --resume to continue it, "
                  "or delete the folder to start again")
@@ -166,12 +202,19 @@ def main(argv: list[str] | None = None) -> int:
     parts = {s: catalogue[catalogue["split"] == s].reset_index(drop=True) for s in SPLITS}
     if holdout is not None:
         parts[HELD_OUT] = holdout.held_out
-    write_split(out_dir, pd.concat(parts.values()).drop(columns=["path"]))
+    if dist.is_chief:
+        write_split(out_dir, pd.concat(parts.values()).drop(columns=["path"]))
     for s in parts:
         log.info("%-7s %5d images, %5d lesions", s, len(parts[s]), parts[s]["lesion_id"].nunique())
 
-    # 2. Decode every image once, through the serving preprocessing -------------------------------------
-    images = {s: load_arrays(list(parts[s]["path"]), args.image_size) for s in parts}
+    # 2. The images through the serving preprocessing: decoded once into memory, or streamed from the files --
+    source = choose_input(args.input, len(catalogue), args.image_size, args.memory_budget)
+    log.info("Input: %s (decoded images %.1f GiB, budget %.1f GiB)", source,
+             decoded_gib(len(catalogue), args.image_size), args.memory_budget)
+    if source == "memory":
+        images = {s: load_arrays(list(parts[s]["path"]), args.image_size) for s in parts}
+    else:
+        images = {s: ImageFiles(tuple(parts[s]["path"]), args.image_size, args.cache) for s in parts}
     labels = {s: parts[s]["label"].to_numpy(np.int32) for s in parts}
     targets = labels["train"]
     if args.distill_from:
@@ -180,48 +223,58 @@ def main(argv: list[str] | None = None) -> int:
         log.info("Distilling from %d teacher(s), weight %.2f; teachers' training balanced accuracy %.3f",
                  len(args.distill_from), args.distill_weight,
                  balanced_accuracy_score(labels["train"], teachers.argmax(axis=1)))
-    train_ds = make_tf_dataset(images["train"], targets, args.batch_size, training=True, seed=args.seed,
-                               augment_config=AugmentConfig.from_names(args.augment, args.mixup))
-    val_ds = make_tf_dataset(images["val"], labels["val"], args.batch_size, training=False)
+    sharded = dist.workers > 1  # each worker reads its share of every epoch
+    train_ds = make_tf_dataset(images["train"], targets, global_batch, training=True, seed=args.seed,
+                               augment_config=AugmentConfig.from_names(args.augment, args.mixup),
+                               across_workers=sharded)
+    val_ds = make_tf_dataset(images["val"], labels["val"], global_batch, training=False, across_workers=sharded)
     if args.logit_adjustment:
         log_prior_shift, weights = prior_shift(labels["train"], args.logit_adjustment), None
         log.info("Logit-adjusted loss, shift %s", {c: round(float(q), 2) for c, q in zip(CODES, log_prior_shift)})
     else:
         log_prior_shift, weights = None, class_weights(labels["train"])
         log.info("Class weights: %s", {CODES[k]: round(v, 2) for k, v in weights.items()})
-    steps_per_epoch = math.ceil(len(images["train"]) / args.batch_size)
+    steps_per_epoch = math.ceil(len(images["train"]) / global_batch)
+    head_lr, finetune_lr = (dist.learning_rate(lr, args.lr_scaling) for lr in (args.head_lr, args.finetune_lr))
     verbose = 1 if sys.stdout.isatty() else 2
     jit = gpu  # XLA on a GPU
     fit_options = {"validation_data": val_ds, "class_weight": weights, "verbose": verbose,
                    "shuffle": False}  # the tf.data pipeline shuffles
 
-    model = build_classifier(args.image_size, args.backbone_weights, colour_constancy=args.colour_constancy)
+    with dist.strategy.scope():  # variables, optimizer and metrics mirrored on every replica
+        model = build_classifier(args.image_size, args.backbone_weights, colour_constancy=args.colour_constancy)
 
-    # 3. Head on the frozen backbone -------------------------------------------------------------------
-    head_done = work_dir / "head_final.weights.h5"
-    if head_done.exists():
-        log.info("Head stage already done: loading %s", head_done)
-        model.load_weights(head_done)
-    else:
-        set_trainable_backbone(model, None)
-        compile_stage(model, args.head_lr, jit, label_smoothing=args.label_smoothing,
+        # 3. Head on the frozen backbone ---------------------------------------------------------------
+        head_done = work_dir / "head_final.weights.h5"
+        if head_done.exists():
+            log.info("Head stage already done: loading %s", head_done)
+            model.load_weights(head_done)
+        else:
+            set_trainable_backbone(model, None)
+            compile_stage(model, head_lr, jit, label_smoothing=args.label_smoothing,
+                          log_prior_shift=log_prior_shift)
+            model.fit(train_ds, epochs=args.head_epochs,
+                      callbacks=stage_callbacks(work_dir, "head", patience=None), **fit_options)
+            model.save_weights(head_done)
+
+        # 4. Fine-tune the top of the backbone --------------------------------------------------------
+        best_finetune = work_dir / "best_finetune.weights.h5"
+        set_trainable_backbone(model, args.fine_tune_from)
+        schedule = warmup_cosine(finetune_lr, args.finetune_epochs * steps_per_epoch, steps_per_epoch // 2)
+        compile_stage(model, schedule, jit, label_smoothing=args.label_smoothing, ema_momentum=args.ema_momentum,
                       log_prior_shift=log_prior_shift)
-        model.fit(train_ds, epochs=args.head_epochs, callbacks=stage_callbacks(work_dir, "head", patience=None),
-                  **fit_options)
-        model.save_weights(head_done)
-
-    # 4. Fine-tune the top of the backbone ------------------------------------------------------------
-    best_finetune = work_dir / "best_finetune.weights.h5"
-    set_trainable_backbone(model, args.fine_tune_from)
-    schedule = warmup_cosine(args.finetune_lr, args.finetune_epochs * steps_per_epoch, steps_per_epoch // 2)
-    compile_stage(model, schedule, jit, label_smoothing=args.label_smoothing, ema_momentum=args.ema_momentum,
-                  log_prior_shift=log_prior_shift)
-    if args.finetune_epochs > 0:
-        model.fit(train_ds, epochs=args.finetune_epochs,
-                  callbacks=stage_callbacks(work_dir, "finetune", args.patience, ema=args.ema_momentum > 0),
-                  **fit_options)
-    if best_finetune.exists():
-        model.load_weights(best_finetune)
+        if args.finetune_epochs > 0:
+            model.fit(train_ds, epochs=args.finetune_epochs,
+                      callbacks=stage_callbacks(work_dir, "finetune", args.patience, ema=args.ema_momentum > 0),
+                      **fit_options)
+        if best_finetune.exists():
+            model.load_weights(best_finetune)
+    dist.finish()  # every worker has trained; the rest is the chief's, on one device
+    if not dist.is_chief:
+        return 0
+    if dist.distributed:  # the bundle holds a plain copy, without the strategy's mirrored variables
+        trained, model = model, build_classifier(args.image_size, None, colour_constancy=args.colour_constancy)
+        model.set_weights(trained.get_weights())
     set_trainable_backbone(model, None)
 
     # 5. Calibration, test-time augmentation and the "unsure" threshold, on validation -------------------
@@ -281,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         referral_threshold=referral_threshold, known_limits=list(HAM10000_KNOWN_LIMITS),
         training={**json.loads(json.dumps({**vars(args), "backbone_weights": display_path(args.backbone_weights)},
                                           default=display_path)),  # paths without the machine's folders
-                  "device": "GPU" if gpu else "CPU",
+                  "device": "GPU" if gpu else "CPU", "distribution": dist.describe(),
+                  "global_batch_size": global_batch, "input_pipeline": source,
+                  "learning_rates": {"head": head_lr, "finetune": finetune_lr},
                   "class_weights": {CODES[k]: v for k, v in weights.items()} if weights else None,
                   "epochs_run": {k: len(v) for k, v in history.items()}},
         data={"source": "HAM10000 (Tschandl et al. 2018, doi:10.1038/sdata.2018.161), CC BY-NC-SA 4.0",

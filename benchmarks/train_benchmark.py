@@ -3,6 +3,7 @@
     python benchmarks/train_benchmark.py [--steps 24] [--warmup-steps 3] [--image-size 224] [--batch-size 32]
                                          [--stages head,block_8,all] [--data real|synthetic]
                                          [--latency-runs 50] [--weights DIR] [--out FILE]
+    python benchmarks/train_benchmark.py --pipeline-images 1000 [--steps 12] [--out FILE]
 
 Figures (printed and written to benchmarks/results/train.json):
 
@@ -14,6 +15,16 @@ Figures (printed and written to benchmarks/results/train.json):
 * ``inference_ms``: single-image latency, p50 / p95 / mean over ``--latency-runs`` real 600x450 HAM10000
   originals, of ``Predictor.predict`` on the shipped bundle (preprocessing of an already decoded image +
   compiled forward pass + temperature) and of the bare forward pass as a batch-1 ``tf.function``.
+
+With ``--pipeline-images N`` it measures the input pipeline and the distributed path instead (written to
+benchmarks/results/train_input.json), each figure in a fresh process (logical CPU devices and peak memory
+need one):
+
+* ``fit``: ``model.fit`` img/s of the head stage and of whole-backbone fine-tuning with the images decoded in
+  memory or streamed from their files (``--input``), and with 1 or 2 logical CPU replicas (``MirroredStrategy``,
+  same global batch);
+* ``resident_memory``: peak resident memory (MB) while one epoch of the augmented training pipeline runs
+  over N and over 4N images (the same files repeated), streamed and in memory.
 
 Nothing here is a test; run it on an otherwise idle machine for meaningful numbers (the load average is
 recorded).
@@ -42,6 +53,7 @@ import keras  # noqa: E402
 from skin_model.config import DEFAULT_BACKBONE_WEIGHTS, DEFAULT_DATA_DIR, DEFAULT_WEIGHTS_DIR, display_path  # noqa: E402
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "train.json"
+PIPELINE_RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "train_input.json"
 STAGES = ("head", "block_8", "all")
 TRAIN_SPLIT_IMAGES = 7010  # 70 % of HAM10000's 10,015 images
 
@@ -108,7 +120,7 @@ def stage_throughput(model, stage: str, dataset, steps: int, warmup: int, batch_
 
 
 def training_benchmark(args: argparse.Namespace) -> dict:
-    from skin_model.dataset import make_tf_dataset
+    from skin_model.pipeline import make_tf_dataset
     from skin_model.model import build_classifier
 
     images, labels = training_images(args.data, args.batch_size * 4, args.image_size)
@@ -154,6 +166,85 @@ def inference_benchmark(weights: Path, runs: int) -> dict:
             "predictor_predict": summary(predict_s), "tf_function_batch1": summary(forward_s)}
 
 
+# ---------------------------------------------------------------------------------------------- input pipeline
+def catalogue_paths(n: int) -> list[Path]:
+    """The first ``n`` HAM10000 images as train.py reads them (the highest-resolution copy of each)."""
+    from skin_model.dataset import load_catalogue
+
+    return [Path(p) for p in load_catalogue(DEFAULT_DATA_DIR)["path"][:n]]
+
+
+def probe_images(args: argparse.Namespace, repeat: int = 1):
+    """The probe's images, ``--pipeline-images`` files repeated ``repeat`` times, in memory or as files."""
+    from skin_model.dataset import load_arrays
+    from skin_model.pipeline import ImageFiles
+
+    paths = catalogue_paths(args.pipeline_images) * repeat
+    if args.probe_input == "memory":
+        return load_arrays(paths, args.image_size, progress=False)
+    return ImageFiles(tuple(paths), args.image_size)
+
+
+def fit_probe(args: argparse.Namespace) -> dict:
+    """img/s of the head stage and of whole-backbone fine-tuning, for one input and replica count."""
+    from skin_model.distribute import choose_distribution, split_cpu
+
+    split_cpu(args.probe_replicas)
+    dist = choose_distribution("auto")
+    from skin_model.model import build_classifier
+    from skin_model.pipeline import make_tf_dataset
+
+    images = probe_images(args)
+    labels = np.random.default_rng(0).integers(0, 7, len(images)).astype(np.int32)
+    dataset = make_tf_dataset(images, labels, args.batch_size, training=True).repeat()
+    weights = str(DEFAULT_BACKBONE_WEIGHTS) if DEFAULT_BACKBONE_WEIGHTS.is_file() else None
+    results = {"strategy": dist.strategy_name, "replicas": dist.replicas}
+    with dist.strategy.scope():
+        model = build_classifier(args.image_size, weights)
+        for stage in ("head", "all"):
+            results[stage] = stage_throughput(model, stage, dataset, args.steps, args.warmup_steps,
+                                              args.batch_size)["images_per_s"]
+    return results
+
+
+def memory_probe(args: argparse.Namespace) -> dict:
+    """Peak resident memory over one epoch of the augmented training pipeline (no model)."""
+    import resource
+
+    from skin_model.pipeline import make_tf_dataset
+
+    images = probe_images(args, args.probe_repeat)
+    labels = np.zeros(len(images), np.int32)
+    start = time.perf_counter()
+    seen = sum(len(y) for _, y in make_tf_dataset(images, labels, args.batch_size, training=True))
+    return {"images": seen, "images_per_s": seen / (time.perf_counter() - start),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_probe(args: argparse.Namespace, **probe: object) -> dict:
+    """One probe in a fresh process (this script with --probe ...): its JSON result."""
+    import subprocess
+
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in probe.items()]
+    command = [sys.executable, __file__, f"--pipeline-images={args.pipeline_images}", f"--steps={args.steps}",
+               f"--warmup-steps={args.warmup_steps}", f"--image-size={args.image_size}",
+               f"--batch-size={args.batch_size}", *flags]
+    log.info("probe %s", " ".join(flags))
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"probe {flags} failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def pipeline_benchmark(args: argparse.Namespace) -> dict:
+    fit = {f"{source}, {replicas} replica(s)": run_probe(args, probe="fit", probe_input=source,
+                                                         probe_replicas=replicas)
+           for source, replicas in (("memory", 1), ("stream", 1), ("memory", 2))}
+    memory = {f"{source}, {repeat}x": run_probe(args, probe="memory", probe_input=source, probe_repeat=repeat)
+              for source in ("stream", "memory") for repeat in (1, 4)}
+    return {"fit_images_per_s": fit, "resident_memory": memory}
+
+
 # ---------------------------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -167,8 +258,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="real HAM10000 images (default) or uniform noise; the pipeline is the same")
     parser.add_argument("--latency-runs", type=int, default=50, help="single-image inference runs (0 skips)")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR, help="bundle for the latency runs")
-    parser.add_argument("--out", type=Path, default=RESULTS, help=f"result JSON (default {RESULTS})")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"result JSON (default {RESULTS}, with --pipeline-images {PIPELINE_RESULTS})")
+    parser.add_argument("--pipeline-images", type=int, default=0, metavar="N",
+                        help="measure the input pipeline and 1 vs 2 CPU replicas on N HAM10000 images instead")
+    parser.add_argument("--probe", choices=("fit", "memory"), help=argparse.SUPPRESS)  # one fresh-process figure
+    parser.add_argument("--probe-input", choices=("memory", "stream"), default="memory", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-replicas", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--probe-repeat", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.out = args.out or (PIPELINE_RESULTS if args.pipeline_images else RESULTS)
     args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = set(args.stages) - set(STAGES)
     if unknown:
@@ -181,6 +280,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.probe:
+        print(json.dumps((fit_probe if args.probe == "fit" else memory_probe)(args)))
+        return 0
+    if args.pipeline_images:
+        return pipeline_main(args)
     report: dict = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
                     "settings": {"steps": args.steps, "warmup_steps": args.warmup_steps,
                                  "image_size": args.image_size, "batch_size": args.batch_size, "data": args.data,
@@ -195,6 +299,28 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print_report(report, args.out)
+    return 0
+
+
+def pipeline_main(args: argparse.Namespace) -> int:
+    report = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
+              "settings": {"images": args.pipeline_images, "steps": args.steps, "warmup_steps": args.warmup_steps,
+                           "image_size": args.image_size, "batch_size": args.batch_size},
+              **pipeline_benchmark(args)}
+    report["machine"]["load_average_at_end"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    m = report["machine"]
+    print(f"\nInput pipeline and replicas ({m['cpus']} CPUs, load average at start "
+          f"{m['load_average_at_start'][0]:.1f}, end {m['load_average_at_end'][0]:.1f}); {args.image_size} px, "
+          f"global batch {args.batch_size}, {args.pipeline_images} HAM10000 images")
+    print(f"  {'fit img/s':24s} {'head':>7s} {'all':>7s}")
+    for name, r in report["fit_images_per_s"].items():
+        print(f"  {name:24s} {r['head']:7.1f} {r['all']:7.1f}")
+    print(f"  {'one epoch of the pipeline':24s} {'images':>7s} {'img/s':>7s} {'peak RSS MB':>12s}")
+    for name, r in report["resident_memory"].items():
+        print(f"  {name:24s} {r['images']:7d} {r['images_per_s']:7.1f} {r['peak_rss_mb']:12.0f}")
+    print(f"Wrote {args.out}")
     return 0
 
 

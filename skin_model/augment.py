@@ -1,6 +1,6 @@
 """Training augmentation, as TensorFlow ops in the tf.data pipeline, seeded per image.
 
-Every random draw is a stateless op keyed by a per-image seed (``dataset.make_tf_dataset`` gives each image of
+Every random draw is a stateless op keyed by a per-image seed (``pipeline.make_tf_dataset`` gives each image of
 each epoch its own), so a run is reproducible whatever the parallelism of the pipeline.
 
 Today's recipe (``AugmentConfig()``): flips, 90-degree rotations, random resized crops (60-100% of the area,

@@ -1,5 +1,5 @@
-"""HAM10000 catalogue (metadata + file discovery), lesion-grouped split, in-memory arrays and tf.data
-(augmentation itself lives in ``skin_model.augment``).
+"""HAM10000 catalogue (metadata + file discovery), lesion-grouped split and in-memory arrays (the tf.data
+pipeline is ``skin_model.pipeline``, augmentation ``skin_model.augment``).
 
 Images are found anywhere under the data folder (the official ``HAM10000_images_part_1/2`` layout,
 Kaggle's, or ``../shared/data/ham10000``'s ``images_*`` folders); when an image_id exists in several
@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -19,10 +18,7 @@ from PIL import Image
 from sklearn.model_selection import StratifiedGroupKFold
 
 from skin_model.imaging import InvalidImageError, load_image, to_model_array
-from skin_model.labels import CODES, NUM_CLASSES, class_index
-
-if TYPE_CHECKING:
-    from skin_model.augment import AugmentConfig
+from skin_model.labels import CODES, class_index
 
 log = logging.getLogger(__name__)
 
@@ -148,51 +144,3 @@ def load_arrays(paths: list[Path], size: int, workers: int = 4, progress: bool =
     if errors:
         raise DatasetError(f"{len(errors)} image(s) could not be read: {_names_preview(errors)}")
     return np.stack(results) if results else np.zeros((0, size, size, 3), np.uint8)
-
-
-def make_tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, training: bool,
-                    seed: int = 42, augment_config: AugmentConfig | None = None):
-    """tf.data pipeline over in-memory uint8 images and their labels, yielding (scaled image, target
-    distribution): shuffled and augmented (``skin_model.augment``, a seed of its own for each image of each
-    epoch) when ``training``; every image ends in the same ``scale_pixels`` as serving. ``labels`` are class
-    indices (N,), turned into one-hot targets, or already targets (N, classes), e.g. soft targets for
-    distillation. Distributions let the loss use label smoothing and MixUp blend labels."""
-    import tensorflow as tf
-
-    from skin_model.augment import AugmentConfig, augment
-    from skin_model.imaging import scale_pixels
-
-    config = augment_config or AugmentConfig()
-    size = images.shape[1]
-    n = len(images)
-    targets = (np.eye(NUM_CLASSES, dtype=np.float32)[labels] if labels.ndim == 1
-               else labels.astype(np.float32))
-
-    def generator():
-        epoch = generator.epoch
-        order = np.random.default_rng(seed + epoch).permutation(n) if training else np.arange(n)
-        generator.epoch += 1
-        for i in order:
-            yield images[i], targets[i], np.array([seed, epoch * n + i], np.int64)
-
-    generator.epoch = 0
-    spec = (tf.TensorSpec((size, size, 3), tf.uint8), tf.TensorSpec((NUM_CLASSES,), tf.float32),
-            tf.TensorSpec((2,), tf.int64))
-    ds = tf.data.Dataset.from_generator(generator, output_signature=spec)
-    ds = ds.apply(tf.data.experimental.assert_cardinality(n))  # known length: progress bars, no warnings
-    if training:
-        ds = ds.map(lambda x, y, s: (augment(x, s, config), y), num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        ds = ds.map(lambda x, y, s: (tf.cast(x, tf.float32), y))
-    ds = ds.map(lambda x, y: (scale_pixels(x), y)).batch(batch_size)
-    if training and config.mixup_alpha > 0:
-        import keras
-
-        mixup = keras.layers.MixUp(alpha=config.mixup_alpha, seed=seed)
-
-        def mix(x, y):
-            mixed = mixup({"images": x, "labels": y})
-            return mixed["images"], mixed["labels"]
-
-        ds = ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SIZE
-from skin_model.dataset import load_arrays, make_tf_dataset
+from skin_model.dataset import load_arrays
+from skin_model.pipeline import make_tf_dataset
 from skin_model.imaging import load_image, to_model_input
 
 

@@ -39,7 +39,7 @@ def test_balanced_accuracy_metric_matches_sklearn(predictions, one_hot):
 
 
 def test_dataset_yields_one_hot_labels_in_order():
-    from skin_model.dataset import make_tf_dataset
+    from skin_model.pipeline import make_tf_dataset
 
     labels = np.array([0, 3, 6, 5, 1], np.int32)
     images = np.zeros((len(labels), 32, 32, 3), np.uint8)
@@ -48,7 +48,7 @@ def test_dataset_yields_one_hot_labels_in_order():
 
 
 def test_dataset_passes_soft_targets_through_unchanged():
-    from skin_model.dataset import make_tf_dataset
+    from skin_model.pipeline import make_tf_dataset
 
     targets = np.random.default_rng(0).dirichlet(np.ones(NUM_CLASSES), 5).astype(np.float32)
     images = np.zeros((len(targets), 32, 32, 3), np.uint8)
@@ -102,7 +102,7 @@ def test_teacher_probabilities_average_the_calibrated_bundles(tiny_bundle, tmp_p
 @pytest.mark.parametrize("alpha", [0.0, 0.4])
 def test_mixup_blends_images_and_labels_with_the_same_weight(alpha):
     from skin_model.augment import AugmentConfig
-    from skin_model.dataset import make_tf_dataset
+    from skin_model.pipeline import make_tf_dataset
     from skin_model.imaging import scale_pixels
 
     # Flat grey images, one level per class: flips, crops, contrast, saturation and hue leave them as they
@@ -219,3 +219,30 @@ def test_served_probabilities_with_tta_are_invariant_to_flips_and_rotations(tiny
 
     served = Predictor.from_dir(tiny_bundle).probabilities_of(scale_pixels(images.astype(np.float32)), tta=True)
     np.testing.assert_allclose(averaged, served, atol=1e-5), "train.py's TTA is the app's TTA"
+
+
+def test_a_resumed_stage_does_not_shorten_the_next_one(tmp_path):
+    """Keras' BackupAndRestore leaves the restored epoch on the model; the next stage must still run all its
+    epochs (it ran one fewer per restored epoch before ForgetRestoredEpoch)."""
+    import keras
+
+    from skin_model.training import compile_stage, stage_callbacks
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt("session ended")
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 4)).astype(np.float32)
+    y = np.eye(NUM_CLASSES, dtype=np.float32)[np.arange(32) % NUM_CLASSES]
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(NUM_CLASSES, activation="softmax")])
+    compile_stage(model, 1e-2, jit_compile=False)
+    fit = {"x": x, "y": y, "validation_data": (x, y), "batch_size": 8, "verbose": 0}
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(epochs=4, callbacks=[*stage_callbacks(tmp_path, "head", None), Interrupt()], **fit)
+    resumed = model.fit(epochs=4, callbacks=stage_callbacks(tmp_path, "head", None), **fit)
+    assert len(resumed.history["loss"]) == 2, "the head stage resumed after its second epoch"
+    compile_stage(model, 1e-3, jit_compile=False)
+    finetune = model.fit(epochs=3, callbacks=stage_callbacks(tmp_path, "finetune", None), **fit)
+    assert len(finetune.history["loss"]) == 3

@@ -1,0 +1,173 @@
+"""The tf.data training and validation pipeline, over images decoded into memory or streamed from their files.
+
+One pipeline for both inputs (``--input memory|stream`` of ``train.py``): an ``EpochOrder`` yields the image
+indices of each epoch (a fresh seeded permutation per epoch when training) with a seed per image for the
+augmentation; when training spans several workers the indices are sharded there by tf.data's auto-shard
+policy (``HINT``: each worker keeps every k-th index, before anything is decoded); each index is then looked up
+in the images, which are either the uint8 array of ``dataset.load_arrays`` or an ``ImageFiles``, the same images
+decoded on demand, in parallel, through the same serving preprocessing (``imaging.to_model_array``). So the two
+inputs give identical batches, and streaming keeps only the batches in flight in memory, whatever the number of
+images. ``ImageFiles`` can keep each decoded image in a cache folder (``--cache DIR``: one ``.npy`` per image,
+reused by later epochs and runs); tf.data's own ``cache()`` would replay the first epoch's order every epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from skin_model.dataset import DatasetError
+from skin_model.imaging import InvalidImageError, load_image, to_model_array
+from skin_model.labels import NUM_CLASSES
+
+if TYPE_CHECKING:
+    from skin_model.augment import AugmentConfig
+
+log = logging.getLogger(__name__)
+
+INPUTS = ("auto", "memory", "stream")
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """Image files that behave like ``load_arrays``' uint8 (N, size, size, 3) array, decoding on demand:
+    ``files[i]`` is one image, ``files[i:j]`` a stacked chunk (decoded by ``workers`` threads)."""
+
+    paths: tuple[Path, ...]
+    size: int
+    cache_dir: Path | None = None
+    workers: int = 4
+
+    dtype = np.dtype(np.uint8)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return len(self.paths), self.size, self.size, 3
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, key: int | slice) -> np.ndarray:
+        if isinstance(key, slice):
+            indices = range(*key.indices(len(self)))
+            with ThreadPoolExecutor(self.workers) as pool:
+                chunk = list(pool.map(self.image, indices))
+            return np.stack(chunk) if chunk else np.zeros((0, self.size, self.size, 3), np.uint8)
+        return self.image(int(key))
+
+    def image(self, index: int) -> np.ndarray:
+        """The ``index``-th image as the network sees it (uint8, size x size x 3), from the cache if there."""
+        path = Path(self.paths[index])
+        cached = self._cache_file(path)
+        if cached is not None and cached.is_file():
+            return np.load(cached)
+        try:
+            pixels = to_model_array(load_image(path), self.size)
+        except InvalidImageError as exc:
+            raise DatasetError(f"{path}: {exc}") from exc
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_suffix(f".{os.getpid()}.tmp")
+            with open(partial, "wb") as fh:
+                np.save(fh, pixels)
+            os.replace(partial, cached)  # atomic: other workers and threads see whole files only
+        return pixels
+
+    def _cache_file(self, path: Path) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        stat = path.stat()
+        key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.size}".encode()).hexdigest()
+        return Path(self.cache_dir) / str(self.size) / f"{path.stem}-{key[:16]}.npy"
+
+
+Images = np.ndarray | ImageFiles
+
+
+def decoded_gib(n_images: int, size: int) -> float:
+    """Memory that ``n_images`` decoded uint8 images of ``size`` pixels take, in GiB."""
+    return n_images * size * size * 3 / 2 ** 30
+
+
+def choose_input(kind: str, n_images: int, size: int, budget_gib: float) -> str:
+    """``memory`` or ``stream``: ``kind`` itself unless it is ``auto``, which decodes into memory when the
+    decoded images fit ``budget_gib`` and streams them from their files otherwise."""
+    if kind not in INPUTS:
+        raise ValueError(f"Unknown input {kind!r}; choose from {', '.join(INPUTS)}")
+    if kind != "auto":
+        return kind
+    return "memory" if decoded_gib(n_images, size) <= budget_gib else "stream"
+
+
+class EpochOrder:
+    """A generator factory for tf.data: each call yields one epoch of (image index, per-image seed): a seeded
+    permutation (a new one each epoch) when ``shuffle``, else 0..n-1. The seed pair (seed, epoch * n + index)
+    keys the stateless augmentation of that image in that epoch."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool) -> None:
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.epoch = 0
+
+    def __call__(self):
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        order = np.random.default_rng(self.seed + epoch).permutation(self.n) if self.shuffle else np.arange(self.n)
+        for i in order:
+            yield np.int64(i), np.array([self.seed, epoch * self.n + i], np.int64)
+
+
+def make_tf_dataset(images: Images, labels: np.ndarray, batch_size: int, training: bool, seed: int = 42,
+                    augment_config: AugmentConfig | None = None, across_workers: bool = False):
+    """tf.data pipeline yielding batches of (scaled image, target distribution) from ``images`` (in memory
+    or ``ImageFiles``): shuffled and augmented (``skin_model.augment``, a seed of its own for each image of each
+    epoch) when ``training``; every image ends in the same ``scale_pixels`` as serving. ``labels`` are class
+    indices (N,), turned into one-hot targets, or already targets (N, classes), e.g. soft targets for
+    distillation. ``batch_size`` is the global batch; with ``across_workers`` (multi-worker training) each
+    worker reads its shard of the indices (auto-shard policy HINT)."""
+    import tensorflow as tf
+
+    from skin_model.augment import AugmentConfig, augment
+    from skin_model.imaging import scale_pixels
+
+    config = augment_config or AugmentConfig()
+    size, n = images.shape[1], len(images)
+    targets = (np.eye(NUM_CLASSES, dtype=np.float32)[labels] if labels.ndim == 1
+               else labels.astype(np.float32))
+
+    def lookup(index):
+        return images[int(index)], targets[int(index)]
+
+    def load(index, image_seed):
+        image, target = tf.numpy_function(lookup, [index], (tf.uint8, tf.float32), stateful=False)
+        return tf.ensure_shape(image, (size, size, 3)), tf.ensure_shape(target, (NUM_CLASSES,)), image_seed
+
+    ds = tf.data.Dataset.from_generator(EpochOrder(n, seed, shuffle=training), output_signature=(
+        tf.TensorSpec((), tf.int64), tf.TensorSpec((2,), tf.int64)))
+    ds = ds.apply(tf.data.experimental.assert_cardinality(n))  # known length: progress bars, no warnings
+    options = tf.data.Options()
+    if across_workers:
+        ds = ds.shard(tf.data.experimental.SHARD_HINT, tf.data.experimental.SHARD_HINT)
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.HINT
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)  # parallel decode when streaming; order kept
+    if training:
+        ds = ds.map(lambda x, y, s: (augment(x, s, config), y), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda x, y, s: (tf.cast(x, tf.float32), y))
+    ds = ds.map(lambda x, y: (scale_pixels(x), y)).batch(batch_size)
+    if training and config.mixup_alpha > 0:
+        import keras
+
+        mixup = keras.layers.MixUp(alpha=config.mixup_alpha, seed=seed)
+
+        def mix(x, y):
+            mixed = mixup({"images": x, "labels": y})
+            return mixed["images"], mixed["labels"]
+
+        ds = ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
