@@ -8,7 +8,8 @@ How, in the order the code runs:
    train/val/test, stratified by diagnosis and grouped by ``lesion_id``.
 2. Decode every image once through the serving preprocessing (``skin_model.imaging``) into memory, or, when
    they do not fit ``--memory-budget`` (or with ``--input stream``), decode them from their files batch by
-   batch in the tf.data pipeline (``skin_model.pipeline``); training batches are augmented on the fly (``skin_model.augment``: flips, rotations, resized crops, colour jitter;
+   batch in the tf.data pipeline (``skin_model.pipeline``); training batches are augmented on the fly
+   (``skin_model.augment``: flips, rotations, resized crops, colour jitter;
    ``--augment`` adds camera colours, zoom/any-angle framing and dermatoscope artefacts; ``--mixup`` blends
    pairs). ``--colour-constancy shades-of-grey`` makes colour constancy the network's first layer.
    With ``--distill-from`` the targets blend each label with earlier models' probabilities (distillation).
@@ -208,9 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%-7s %5d images, %5d lesions", s, len(parts[s]), parts[s]["lesion_id"].nunique())
 
     # 2. The images through the serving preprocessing: decoded once into memory, or streamed from the files --
-    source = choose_input(args.input, len(catalogue), args.image_size, args.memory_budget)
-    log.info("Input: %s (decoded images %.1f GiB, budget %.1f GiB)", source,
-             decoded_gib(len(catalogue), args.image_size), args.memory_budget)
+    n_images = sum(len(part) for part in parts.values())  # the held-out source's images too
+    source = choose_input(args.input, n_images, args.image_size, args.memory_budget)
+    log.info("Input: %s (decoded images %.1f GiB, budget %.1f GiB)", source, decoded_gib(n_images, args.image_size),
+             args.memory_budget)
     if source == "memory":
         images = {s: load_arrays(list(parts[s]["path"]), args.image_size) for s in parts}
     else:

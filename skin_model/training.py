@@ -125,8 +125,8 @@ class AdamWClipAfterSum(keras.optimizers.AdamW):
 
 def compile_stage(model: keras.Model, learning_rate, jit_compile: bool | str = "auto", label_smoothing: float = 0.0,
                   ema_momentum: float = 0.0, log_prior_shift: np.ndarray | None = None) -> None:
-    """AdamW (gradient norm clipped at 1, after the replicas' gradients are summed; keeping an exponential moving average of the weights when
-    ``ema_momentum`` > 0) + categorical cross-entropy on one-hot labels with ``label_smoothing`` (logit-adjusted
+    """AdamW (gradient norm clipped at 1, after the replicas' gradients are summed; keeping an exponential
+    moving average of the weights when ``ema_momentum`` > 0) + categorical cross-entropy on one-hot labels with ``label_smoothing`` (logit-adjusted
     by ``log_prior_shift`` when given), reporting accuracy and balanced accuracy."""
     optimizer = AdamWClipAfterSum(learning_rate=learning_rate, weight_decay=1e-4, clipnorm=1.0,
                                   use_ema=ema_momentum > 0, ema_momentum=ema_momentum)
