@@ -55,7 +55,7 @@ from skin_model.config import DEFAULT_BACKBONE_WEIGHTS, DEFAULT_DATA_DIR, DEFAUL
 from skin_model.augment import ADDITIONS, AugmentConfig
 from skin_model.dataset import SPLITS, find_metadata, load_arrays, load_catalogue, split_by_lesion, subsample
 from skin_model.distribute import LR_SCALING, STRATEGIES, choose_distribution, split_cpu
-from skin_model.pipeline import INPUTS, ImageFiles, choose_input, decoded_gib, make_tf_dataset
+from skin_model.pipeline import INPUTS, SAMPLING, ImageFiles, choose_input, decoded_gib, make_tf_dataset
 from skin_model.holdout import HELD_OUT, held_out_dataset, hold_out_sources, recipe_flags, report_file
 from skin_model.labels import CODES
 from skin_model.metrics import choose_referral_threshold, choose_unsure_threshold, evaluate_probabilities
@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="handle class imbalance with the logit-adjusted loss (softmax shifted by TAU * log of the "
                         "training class prior; 1.0 is the balanced choice) instead of balanced class weights "
                         "(default 0 = class weights)")
+    p.add_argument("--sampling", choices=SAMPLING, default="shuffle",
+                   help="how training epochs draw images: 'shuffle' (each image once, class imbalance handled by "
+                        "balanced class weights or --logit-adjustment) or 'balanced' (as many draws, with "
+                        "replacement, each class equally likely, and no class weights; default: shuffle)")
     p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
                    help="MixUp training batches with Beta(ALPHA, ALPHA) blends of image pairs and their labels "
                         "(e.g. 0.2; default 0 = off). With class weights a blend is weighted as its larger part")
@@ -164,7 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.sampling == "balanced" and args.logit_adjustment:
+        parser.error("--sampling balanced and --logit-adjustment both correct for class imbalance: choose one")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,11 +236,15 @@ def main(argv: list[str] | None = None) -> int:
     sharded = dist.workers > 1  # each worker reads its share of every epoch
     train_ds = make_tf_dataset(images["train"], targets, global_batch, training=True, seed=args.seed,
                                augment_config=AugmentConfig.from_names(args.augment, args.mixup),
-                               across_workers=sharded)
+                               across_workers=sharded,
+                               balance_by=labels["train"] if args.sampling == "balanced" else None)
     val_ds = make_tf_dataset(images["val"], labels["val"], global_batch, training=False, across_workers=sharded)
     if args.logit_adjustment:
         log_prior_shift, weights = prior_shift(labels["train"], args.logit_adjustment), None
         log.info("Logit-adjusted loss, shift %s", {c: round(float(q), 2) for c, q in zip(CODES, log_prior_shift)})
+    elif args.sampling == "balanced":
+        log_prior_shift, weights = None, None
+        log.info("Class-balanced sampling: %d draws per epoch, no class weights", len(labels["train"]))
     else:
         log_prior_shift, weights = None, class_weights(labels["train"])
         log.info("Class weights: %s", {CODES[k]: round(v, 2) for k, v in weights.items()})

@@ -1,14 +1,15 @@
 """The tf.data training and validation pipeline, over images decoded into memory or streamed from their files.
 
 One pipeline for both inputs (``--input memory|stream`` of ``train.py``): an ``EpochOrder`` yields the image
-indices of each epoch (a fresh seeded permutation per epoch when training) with a seed per image for the
-augmentation; when training spans several workers the indices are sharded there by tf.data's auto-shard
-policy (``HINT``: each worker keeps every k-th index, before anything is decoded); each index is then looked up
-in the images, which are either the uint8 array of ``dataset.load_arrays`` or an ``ImageFiles``, the same images
-decoded on demand, in parallel, through the same serving preprocessing (``imaging.to_model_array``). So the two
-inputs give identical batches, and streaming keeps only the batches in flight in memory, whatever the number of
-images. ``ImageFiles`` can keep each decoded image in a cache folder (``--cache DIR``: one ``.npy`` per image,
-reused by later epochs and runs); tf.data's own ``cache()`` would replay the first epoch's order every epoch.
+indices of each epoch (a fresh seeded permutation per epoch when training, or class-balanced draws with
+replacement) with a seed per draw for the augmentation; when training spans several workers the indices are
+sharded there by tf.data's auto-shard policy (``HINT``: each worker keeps every k-th index, before anything is
+decoded); each index is then looked up in the images, which are either the uint8 array of
+``dataset.load_arrays`` or an ``ImageFiles``, the same images decoded on demand, in parallel, through the same
+serving preprocessing (``imaging.to_model_array``). So the two inputs give identical batches, and streaming
+keeps only the batches in flight in memory, whatever the number of images. ``ImageFiles`` can keep each
+decoded image in a cache folder (``--cache DIR``: one ``.npy`` per image, reused by later epochs and runs);
+tf.data's own ``cache()`` would replay the first epoch's order every epoch.
 """
 
 from __future__ import annotations
@@ -106,30 +107,60 @@ def choose_input(kind: str, n_images: int, size: int, budget_gib: float) -> str:
     return "memory" if decoded_gib(n_images, size) <= budget_gib else "stream"
 
 
-class EpochOrder:
-    """A generator factory for tf.data: each call yields one epoch of (image index, per-image seed): a seeded
-    permutation (a new one each epoch) when ``shuffle``, else 0..n-1. The seed pair (seed, epoch * n + index)
-    keys the stateless augmentation of that image in that epoch."""
+#: How training epochs draw images (``train.py --sampling``): each image once, or class-balanced draws.
+SAMPLING = ("shuffle", "balanced")
 
-    def __init__(self, n: int, seed: int, shuffle: bool) -> None:
-        self.n, self.seed, self.shuffle = n, seed, shuffle
+
+def balanced_draws(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` image indices drawn with replacement so that every class present in ``labels`` is equally likely
+    (a class uniformly, then one of its images uniformly): class-balanced sampling."""
+    classes = np.unique(labels)
+    drawn = rng.choice(classes, size=n)
+    order = np.empty(n, np.int64)
+    for c in classes:
+        slots = np.flatnonzero(drawn == c)
+        order[slots] = rng.choice(np.flatnonzero(labels == c), size=len(slots))
+    return order
+
+
+class EpochOrder:
+    """A generator factory for tf.data: each call yields one epoch of (image index, per-draw seed): a seeded
+    permutation (a new one each epoch) when ``shuffle``, else 0..n-1; with ``balance_by`` (a class index per
+    image) ``n`` class-balanced draws with replacement instead (``balanced_draws``, new each epoch). The seed
+    pair (seed, epoch * n + key) keys the stateless augmentation of that draw, where key is the image index
+    (each image once per epoch) or, for balanced draws, the draw's position, so a repeated image is augmented
+    differently each time."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool, balance_by: np.ndarray | None = None) -> None:
+        if balance_by is not None and len(balance_by) != n:
+            raise ValueError(f"balance_by has {len(balance_by)} labels for {n} images")
+        self.n, self.seed, self.shuffle, self.balance_by = n, seed, shuffle, balance_by
         self.epoch = 0
+
+    def indices(self, epoch: int) -> np.ndarray:
+        """The image indices of ``epoch``, in order."""
+        rng = np.random.default_rng(self.seed + epoch)
+        if self.balance_by is not None:
+            return balanced_draws(self.balance_by, self.n, rng)
+        return rng.permutation(self.n) if self.shuffle else np.arange(self.n)
 
     def __call__(self):
         epoch, self.epoch = self.epoch, self.epoch + 1
-        order = np.random.default_rng(self.seed + epoch).permutation(self.n) if self.shuffle else np.arange(self.n)
-        for i in order:
-            yield np.int64(i), np.array([self.seed, epoch * self.n + i], np.int64)
+        for position, i in enumerate(self.indices(epoch)):
+            key = position if self.balance_by is not None else i
+            yield np.int64(i), np.array([self.seed, epoch * self.n + key], np.int64)
 
 
 def make_tf_dataset(images: Images, labels: np.ndarray, batch_size: int, training: bool, seed: int = 42,
-                    augment_config: AugmentConfig | None = None, across_workers: bool = False):
+                    augment_config: AugmentConfig | None = None, across_workers: bool = False,
+                    balance_by: np.ndarray | None = None):
     """tf.data pipeline yielding batches of (scaled image, target distribution) from ``images`` (in memory
     or ``ImageFiles``): shuffled and augmented (``skin_model.augment``, a seed of its own for each image of each
     epoch) when ``training``; every image ends in the same ``scale_pixels`` as serving. ``labels`` are class
     indices (N,), turned into one-hot targets, or already targets (N, classes), e.g. soft targets for
     distillation. ``batch_size`` is the global batch; with ``across_workers`` (multi-worker training) each
-    worker reads its shard of the indices (auto-shard policy HINT)."""
+    worker reads its shard of the indices (auto-shard policy HINT). ``balance_by`` (class index per image,
+    training only) replaces the shuffled epoch by as many class-balanced draws (``EpochOrder``)."""
     import tensorflow as tf
 
     from skin_model.augment import AugmentConfig, augment
@@ -147,7 +178,10 @@ def make_tf_dataset(images: Images, labels: np.ndarray, batch_size: int, trainin
         image, target = tf.numpy_function(lookup, [index], (tf.uint8, tf.float32), stateful=False)
         return tf.ensure_shape(image, (size, size, 3)), tf.ensure_shape(target, (NUM_CLASSES,)), image_seed
 
-    ds = tf.data.Dataset.from_generator(EpochOrder(n, seed, shuffle=training), output_signature=(
+    if balance_by is not None and not training:
+        raise ValueError("Class-balanced draws are for training only")
+    order = EpochOrder(n, seed, shuffle=training, balance_by=balance_by)
+    ds = tf.data.Dataset.from_generator(order, output_signature=(
         tf.TensorSpec((), tf.int64), tf.TensorSpec((2,), tf.int64)))
     ds = ds.apply(tf.data.experimental.assert_cardinality(n))  # known length: progress bars, no warnings
     options = tf.data.Options()

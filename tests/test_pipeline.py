@@ -1,5 +1,6 @@
 """The tf.data pipeline over streamed files (pipeline.ImageFiles) gives the same batches as over images decoded
-into memory, with or without augmentation; the decoded-image cache; the memory budget that picks the input."""
+into memory, with or without augmentation; class-balanced draws; the decoded-image cache; the memory budget that
+picks the input."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 from skin_model.augment import AugmentConfig
 from skin_model.dataset import DatasetError, load_arrays
-from skin_model.pipeline import ImageFiles, choose_input, decoded_gib, make_tf_dataset
+from skin_model.pipeline import (EpochOrder, ImageFiles, balanced_draws, choose_input, decoded_gib,
+                                 make_tf_dataset)
 
 SIZE = 64
 
@@ -78,3 +80,42 @@ def test_auto_input_streams_when_the_decoded_images_exceed_the_budget():
     assert choose_input("stream", 10, 224, budget_gib=8.0) == "stream"
     with pytest.raises(ValueError, match="disk"):
         choose_input("disk", 10, 224, budget_gib=8.0)
+
+
+#: HAM10000-like imbalance: 70 % nv, a handful of df and vasc.
+IMBALANCED = np.repeat(np.arange(7), [33, 51, 110, 12, 111, 670, 14]).astype(np.int32)
+
+
+def test_balanced_draws_give_every_class_an_equal_share():
+    draws = balanced_draws(IMBALANCED, 7000, np.random.default_rng(0))
+    assert draws.shape == (7000,) and draws.min() >= 0 and draws.max() < len(IMBALANCED)
+    shares = np.bincount(IMBALANCED[draws], minlength=7) / len(draws)
+    np.testing.assert_allclose(shares, 1 / 7, atol=0.02)  # nv would be 0.67 by shuffling
+    assert len(np.unique(draws[IMBALANCED[draws] == 3])) == 12, "every image of a rare class gets drawn"
+
+
+def test_balanced_draws_skip_absent_classes():
+    labels = np.array([0, 0, 0, 5, 5, 5, 5, 5, 5], np.int32)
+    shares = np.bincount(labels[balanced_draws(labels, 2000, np.random.default_rng(1))], minlength=7) / 2000
+    assert shares[[1, 2, 3, 4, 6]].sum() == 0
+    np.testing.assert_allclose(shares[[0, 5]], 0.5, atol=0.04)
+
+
+def test_balanced_epochs_are_seeded_new_each_epoch_and_key_every_draw_apart():
+    order = EpochOrder(len(IMBALANCED), seed=5, shuffle=True, balance_by=IMBALANCED)
+    first, second = list(order()), list(order())
+    again = list(EpochOrder(len(IMBALANCED), seed=5, shuffle=True, balance_by=IMBALANCED)())
+    assert [int(i) for i, _ in first] == [int(i) for i, _ in again], "the same seed draws the same epoch"
+    assert [int(i) for i, _ in first] != [int(i) for i, _ in second], "each epoch draws anew"
+    keys = [tuple(k) for _, k in first + second]
+    assert len(set(keys)) == len(keys), "a repeated image gets its own augmentation seed"
+
+
+def test_balanced_training_batches_carry_balanced_labels():
+    images = np.zeros((len(IMBALANCED), 8, 8, 3), np.uint8)
+    dataset = make_tf_dataset(images, IMBALANCED, 100, training=True, seed=2, balance_by=IMBALANCED)
+    labels = np.concatenate([y.argmax(axis=1) for _, y in dataset.as_numpy_iterator()])
+    assert len(labels) == len(IMBALANCED)  # an epoch keeps its length
+    assert np.bincount(labels, minlength=7).max() / len(labels) < 0.2
+    with pytest.raises(ValueError, match="training only"):
+        make_tf_dataset(images, IMBALANCED, 100, training=False, balance_by=IMBALANCED)
