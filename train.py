@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how training epochs draw images: 'shuffle' (each image once, class imbalance handled by "
                         "balanced class weights or --logit-adjustment) or 'balanced' (as many draws, with "
                         "replacement, each class equally likely, and no class weights; default: shuffle)")
+    p.add_argument("--class-weight-power", type=float, default=1.0, metavar="P",
+                   help="raise the balanced class weights to P: 1 balanced, 0.5 square roots (a rare class "
+                        "weighs less against the common ones), 0 unweighted (default 1)")
     p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
                    help="MixUp training batches with Beta(ALPHA, ALPHA) blends of image pairs and their labels "
                         "(e.g. 0.2; default 0 = off). With class weights a blend is weighted as its larger part")
@@ -172,6 +175,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.sampling == "balanced" and args.logit_adjustment:
         parser.error("--sampling balanced and --logit-adjustment both correct for class imbalance: choose one")
+    if args.class_weight_power != 1.0 and (args.sampling == "balanced" or args.logit_adjustment):
+        parser.error("--class-weight-power tempers the class weights, which --sampling balanced and "
+                     "--logit-adjustment replace")
     return args
 
 
@@ -246,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         log_prior_shift, weights = None, None
         log.info("Class-balanced sampling: %d draws per epoch, no class weights", len(labels["train"]))
     else:
-        log_prior_shift, weights = None, class_weights(labels["train"])
+        log_prior_shift, weights = None, class_weights(labels["train"], args.class_weight_power)
         log.info("Class weights: %s", {CODES[k]: round(v, 2) for k, v in weights.items()})
     steps_per_epoch = math.ceil(len(images["train"]) / global_batch)
     head_lr, finetune_lr = (dist.learning_rate(lr, args.lr_scaling) for lr in (args.head_lr, args.finetune_lr))

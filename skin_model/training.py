@@ -46,11 +46,12 @@ class BalancedAccuracy(keras.metrics.Metric):
         self.matrix.assign(ops.zeros_like(self.matrix))
 
 
-def class_weights(labels: np.ndarray) -> dict[int, float]:
-    """'Balanced' class weights (n_samples / (n_classes * count)) for the classes present."""
+def class_weights(labels: np.ndarray, power: float = 1.0) -> dict[int, float]:
+    """'Balanced' class weights (n_samples / (n_classes * count)) for the classes present, raised to
+    ``power``: 1 is fully balanced, 0.5 tempers them to their square roots, 0 weighs every class 1."""
     present = np.unique(labels)
     weights = compute_class_weight("balanced", classes=present, y=labels)
-    return {int(c): float(w) for c, w in zip(present, weights)}
+    return {int(c): float(w) ** power for c, w in zip(present, weights)}
 
 
 def prior_shift(labels: np.ndarray, tau: float) -> np.ndarray:

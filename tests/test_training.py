@@ -1,7 +1,7 @@
 """The training recipe's pieces: the balanced-accuracy metric on one-hot and integer labels, one-hot
 labels, soft targets and MixUp in the tf.data pipeline, distillation targets from teacher bundles, the
 8-view test-time average, label smoothing reaching the loss, the checkpointed moving average of the weights,
-and the logit-adjusted loss."""
+the logit-adjusted loss and tempered class weights."""
 
 from __future__ import annotations
 
@@ -246,3 +246,16 @@ def test_a_resumed_stage_does_not_shorten_the_next_one(tmp_path):
     compile_stage(model, 1e-3, jit_compile=False)
     finetune = model.fit(epochs=3, callbacks=stage_callbacks(tmp_path, "finetune", None), **fit)
     assert len(finetune.history["loss"]) == 3
+
+
+def test_class_weight_power_tempers_the_balanced_weights():
+    from skin_model.training import class_weights
+
+    labels = np.repeat([0, 4, 5], [10, 40, 150])
+    balanced = class_weights(labels)
+    assert balanced == pytest.approx({0: 200 / 30, 4: 200 / 120, 5: 200 / 450})
+    assert sum(balanced[c] * n for c, n in zip((0, 4, 5), (10, 40, 150))) == pytest.approx(200)
+    tempered = class_weights(labels, 0.5)
+    assert tempered == pytest.approx({c: w ** 0.5 for c, w in balanced.items()})
+    assert tempered[0] / tempered[5] == pytest.approx((balanced[0] / balanced[5]) ** 0.5)  # 15 -> 3.9
+    assert class_weights(labels, 0.0) == {0: 1.0, 4: 1.0, 5: 1.0}
