@@ -1,0 +1,70 @@
+"""``python -m skin_model.cli.compare BASELINE.json CANDIDATE.json [--data-dir DIR] [--output FILE]``:
+candidate minus baseline on the held-out protocol's figures, with paired lesion-bootstrap intervals.
+
+Both files are evaluation reports of the same images with per-image predictions (e.g. two recipes'
+``heldout_rosendahl.json``). Lesion ids come from the HAM10000 metadata under ``--data-dir``; without it each
+image is resampled on its own (said in the output)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from skin_model.compare import (ComparisonError, differences_dict, lesion_ids, pair_predictions,
+                                paired_bootstrap)
+from skin_model.config import DEFAULT_DATA_DIR
+from skin_model.dataset import DatasetError, find_metadata
+from skin_model.metrics import EvaluationReport
+
+log = logging.getLogger(__name__)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m skin_model.cli.compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("baseline", type=Path, help="evaluation report JSON of the baseline")
+    parser.add_argument("candidate", type=Path, help="evaluation report JSON of the candidate, same images")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                        help="HAM10000 folder, for the lesion ids (default ../shared/data/ham10000)")
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    parser.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
+    parser.add_argument("--output", type=Path, default=None, help="also write the comparison as JSON here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        reports = [EvaluationReport.from_json(path) for path in (args.baseline, args.candidate)]
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"error: cannot read the reports: {exc}", file=sys.stderr)
+        return 2
+    try:
+        lesions, unit = lesion_ids(find_metadata(args.data_dir)), "lesion"
+    except (DatasetError, OSError, ValueError) as exc:
+        log.warning("No lesion ids (%s): resampling images one by one", exc)
+        lesions, unit = None, "image"
+    try:
+        pair = pair_predictions(reports[0].predictions, reports[1].predictions, lesions)
+        differences = paired_bootstrap(pair, args.resamples, args.level, args.seed)
+    except ComparisonError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.candidate.name} minus {args.baseline.name}: {len(pair.labels)} images, "
+          f"{len(set(pair.groups))} {unit}s resampled {args.resamples} times")
+    for d in differences:
+        print(f"  {d.figure:22s} {d.baseline:.3f} -> {d.candidate:.3f}  {d.difference:+.3f}  "
+              f"{args.level:.0%} interval [{d.low:+.3f}, {d.high:+.3f}]{'' if d.excludes_zero else '  (includes 0)'}")
+    if args.output:
+        result = {"baseline": args.baseline.name, "candidate": args.candidate.name,
+                  **differences_dict(differences, args.level, args.resamples, unit)}
+        args.output.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

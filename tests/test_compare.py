@@ -1,0 +1,111 @@
+"""The paired lesion bootstrap of two held-out reports (skin_model.compare and its CLI): a report against
+itself differs by nothing, a clearly better one has an interval above zero, lesions are resampled together,
+and reports of different images or labels are refused with the reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import balanced_accuracy_score
+
+from skin_model.cli import compare as cli
+from skin_model.compare import (ComparisonError, balanced_accuracy, macro_auc, pair_predictions,
+                                paired_bootstrap)
+from skin_model.labels import CODES
+
+
+def predictions(labels: np.ndarray, right: float, seed: int) -> list[dict]:
+    """Per-image predictions whose top class is the label for a share ``right`` of the images."""
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.ones(len(CODES)), len(labels))
+    hit = rng.random(len(labels)) < right
+    probs[hit, labels[hit]] += 2.0
+    probs /= probs.sum(axis=1, keepdims=True)
+    return [{"image_id": f"ISIC_{i:07d}", "label": CODES[y], "probs": p.tolist()}
+            for i, (y, p) in enumerate(zip(labels, probs))]
+
+
+LABELS = np.random.default_rng(0).integers(0, len(CODES), 400)
+
+
+def test_a_report_against_itself_differs_by_nothing():
+    same = predictions(LABELS, 0.6, seed=1)
+    for d in paired_bootstrap(pair_predictions(same, same), resamples=50):
+        assert d.difference == 0 and d.low == 0 and d.high == 0 and not d.excludes_zero
+
+
+def test_a_clearly_better_report_has_an_interval_above_zero():
+    pair = pair_predictions(predictions(LABELS, 0.4, seed=1), predictions(LABELS, 0.8, seed=2))
+    figures = {d.figure: d for d in paired_bootstrap(pair, resamples=200)}
+    accuracy = figures["balanced_accuracy"]
+    assert accuracy.baseline == pytest.approx(balanced_accuracy_score(pair.labels, pair.baseline.argmax(axis=1)))
+    assert 0 < accuracy.low < accuracy.difference < accuracy.high
+    assert figures["macro_auc"].excludes_zero and figures["macro_auc"].difference > 0
+
+
+def copies(preds: list[dict], n: int) -> list[dict]:
+    """Each prediction ``n`` times under new image ids: ``n`` identical photos of every lesion."""
+    return [{**p, "image_id": f"{p['image_id']}_{k}"} for p in preds for k in range(n)]
+
+
+def test_images_of_one_lesion_are_resampled_together():
+    base, cand = copies(predictions(LABELS[:100], 0.5, 1), 4), copies(predictions(LABELS[:100], 0.7, 2), 4)
+    lesion_of = {p["image_id"]: p["image_id"].rsplit("_", 1)[0] for p in base}
+    by_image, by_lesion = pair_predictions(base, cand), pair_predictions(base, cand, lesion_of)
+    assert len(set(by_image.groups)) == 400 and len(set(by_lesion.groups)) == 100
+    width = {name: {d.figure: d.high - d.low for d in paired_bootstrap(pair, resamples=300)}
+             for name, pair in (("image", by_image), ("lesion", by_lesion))}
+    # 100 independent lesions, not 400 images: the interval is about twice as wide (sqrt 4)
+    assert width["lesion"]["balanced_accuracy"] > 1.5 * width["image"]["balanced_accuracy"]
+
+
+def test_balanced_accuracy_is_sklearns_over_the_classes_present():
+    labels = LABELS[LABELS != 6]  # vasc absent but predicted
+    probs = np.random.default_rng(4).dirichlet(np.ones(len(CODES)), len(labels))
+    assert balanced_accuracy(labels, probs) == pytest.approx(balanced_accuracy_score(labels, probs.argmax(axis=1)))
+
+
+def test_macro_auc_skips_absent_classes():
+    labels = np.array([0, 0, 4, 4, 5, 5])
+    probs = np.eye(len(CODES))[labels] * 0.9 + 0.1 / len(CODES)
+    assert macro_auc(labels, probs) == 1.0
+
+
+def test_reports_of_other_images_or_labels_are_refused():
+    base = predictions(LABELS, 0.5, seed=1)
+    with pytest.raises(ComparisonError, match="different images"):
+        pair_predictions(base, base[1:])
+    relabelled = [dict(p) for p in base]
+    relabelled[3]["label"] = "vasc" if relabelled[3]["label"] != "vasc" else "nv"
+    with pytest.raises(ComparisonError, match="different labels"):
+        pair_predictions(base, relabelled)
+    with pytest.raises(ComparisonError, match="no per-image predictions"):
+        pair_predictions([], base)
+
+
+def test_cli_prints_and_writes_the_comparison(tmp_path: Path, capsys):
+    paths = []
+    for name, right, seed in (("base.json", 0.4, 1), ("cand.json", 0.8, 2)):
+        path = tmp_path / name
+        report(predictions(LABELS, right, seed), path)
+        paths.append(str(path))
+    out = tmp_path / "comparison.json"
+    assert cli.main([*paths, "--data-dir", str(tmp_path / "nowhere"), "--resamples", "50",
+                     "--output", str(out)]) == 0
+    assert "balanced_accuracy" in capsys.readouterr().out
+    written = json.loads(out.read_text())
+    assert written["resampled_unit"] == "image" and len(written["figures"]) == 4
+    assert cli.main([paths[0], str(tmp_path / "missing.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def report(preds: list[dict], path: Path) -> None:
+    """Write the evaluation report of ``preds`` as train.py and evaluate write it."""
+    from skin_model.metrics import evaluate_probabilities
+
+    evaluate_probabilities(np.array([CODES.index(p["label"]) for p in preds]),
+                           np.array([p["probs"] for p in preds]), [p["image_id"] for p in preds],
+                           dataset={"name": "synthetic"}, model={"version": "test"}).to_json(path)
