@@ -1,11 +1,15 @@
 """train.py end to end on ~70 synthetic HAM10000-like images (tests/synthetic.py) at 96 px from a random backbone
 weights file, one epoch per stage, with the weights' moving average, label smoothing, MixUp, class-balanced
-sampling and distillation (from the tiny test bundle) on (about a minute on a CPU)."""
+sampling and distillation (from the tiny test bundle) on (about a minute on a CPU); then
+scripts/finish_bundle.sh on a copy of what it wrote."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +116,37 @@ def test_second_run_without_resume_refuses(trained, synthetic_ham, random_backbo
                              "--backbone-weights", str(random_backbone_weights), "--output-dir", str(trained)])
     assert "--resume" in str(info.value.code) and "checkpoints" in str(info.value.code)
     assert (trained / "model.keras").read_bytes() == model_before, "the earlier bundle is untouched"
+
+
+def run_finish_bundle(bundle: Path, data_dir: Path, *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "finish_bundle.sh"), str(bundle), *options],
+                          env={**os.environ, "SKIN_DATA_DIR": str(data_dir)}, capture_output=True, text=True,
+                          timeout=900)
+
+
+def test_finish_bundle_adds_reports_gate_and_localisation_for_this_model(trained, synthetic_ham, tmp_path):
+    from skin_model.bundle.files import sha256_of
+    from skin_model.service import ClassifierService
+
+    bundle = Path(shutil.copytree(trained, tmp_path / "bundle"))
+    result = run_finish_bundle(bundle, synthetic_ham, "--components", "8")
+    assert result.returncode == 0, result.stderr[-3000:]
+    split = pd.read_csv(bundle / "split.csv")
+    metadata = json.loads((bundle / "metadata.json").read_text())
+    for s in ("val", "test"):
+        report = json.loads((bundle / "evaluations" / f"ham10000_{s}_tta.json").read_text())
+        assert report["n_images"] == int((split["split"] == s).sum())
+        assert report["model"]["tta"] is True and report["model"]["model_sha256"] == metadata["model_sha256"]
+    assert metadata["ood_sha256"] == sha256_of(bundle / "ood.npz")
+    assert 0.0 <= metadata["referral_threshold"] <= 1.0 and metadata["known_limits"]
+    n_test = int((split["split"] == "test").sum())
+    assert json.loads((bundle / "ood_figures.json").read_text())["n_dermoscopic"] == n_test
+    assert json.loads((bundle / "localisation_test.json").read_text())["n_images"] == n_test
+    service = ClassifierService.from_dir(bundle)
+    assert service.ood_enabled, service.ood_status
+
+
+def test_finish_bundle_refuses_a_folder_that_is_not_a_trained_bundle(synthetic_ham, tmp_path):
+    result = run_finish_bundle(tmp_path, synthetic_ham)
+    assert result.returncode == 2 and "no metadata.json" in result.stderr
+    assert not (tmp_path / "evaluations").exists(), "nothing written"
