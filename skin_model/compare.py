@@ -5,7 +5,8 @@ candidate recipe) carry per-image calibrated probabilities. Resampling the image
 (a lesion's images go together: they are not independent) and recomputing each figure on both reports for the
 same resample gives the spread of the difference that comes from which images the source happens to hold.
 It does not include the spread from training itself (seed, order), which a second seed would measure, so an
-interval that excludes zero is necessary for a real gain, not sufficient.
+interval that excludes zero is necessary for a real gain, not sufficient. A candidate may be an ensemble:
+several reports of the same images averaged (``mean_predictions``).
 """
 
 from __future__ import annotations
@@ -108,6 +109,20 @@ def pair_predictions(baseline: list[dict], candidate: list[dict],
                         baseline=np.array([first[i]["probs"] for i in ids], dtype=float),
                         candidate=np.array([second[i]["probs"] for i in ids], dtype=float),
                         groups=np.array([lesion_of.get(i, i) for i in ids]))
+
+
+def mean_predictions(runs: list[list[dict]]) -> list[dict]:
+    """The ensemble of several reports of the same images (several networks): per image, the mean of their
+    probabilities, as an ensemble served by averaging would give. Raises ComparisonError unless every report
+    holds the same images with the same labels."""
+    for other in runs[1:]:
+        pair_predictions(runs[0], other)
+    if len(runs) == 1:
+        return runs[0]
+    by_id = [{p["image_id"]: p for p in run} for run in runs]
+    return [{"image_id": i, "label": p["label"],
+             "probs": np.mean([np.asarray(b[i]["probs"], dtype=float) for b in by_id], axis=0).tolist()}
+            for i, p in by_id[0].items()]
 
 
 def paired_bootstrap(pair: PairedImages, resamples: int = 1000, level: float = 0.95,

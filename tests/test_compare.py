@@ -1,6 +1,7 @@
 """The paired lesion bootstrap of two held-out reports (skin_model.compare and its CLI): a report against
 itself differs by nothing, a clearly better one has an interval above zero, lesions are resampled together,
-and reports of different images or labels are refused with the reason."""
+reports of different images or labels are refused with the reason, and several candidate reports are compared
+as their ensemble."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score
 
 from skin_model.cli import compare as cli
-from skin_model.compare import (ComparisonError, balanced_accuracy, macro_auc, pair_predictions,
-                                paired_bootstrap)
+from skin_model.compare import (ComparisonError, balanced_accuracy, macro_auc, mean_predictions,
+                                pair_predictions, paired_bootstrap)
 from skin_model.labels import CODES
 
 
@@ -100,6 +101,33 @@ def test_cli_prints_and_writes_the_comparison(tmp_path: Path, capsys):
     assert written["resampled_unit"] == "image" and len(written["figures"]) == 4
     assert cli.main([paths[0], str(tmp_path / "missing.json")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_an_ensemble_is_the_mean_of_its_reports_probabilities():
+    first, second = predictions(LABELS, 0.5, seed=1), predictions(LABELS, 0.7, seed=2)
+    assert mean_predictions([first]) == first
+    ensemble = {p["image_id"]: p for p in mean_predictions([first, list(reversed(second))])}
+    for a, b in zip(first, second):
+        assert ensemble[a["image_id"]]["label"] == a["label"]
+        assert ensemble[a["image_id"]]["probs"] == pytest.approx((np.array(a["probs"]) + b["probs"]) / 2)
+    with pytest.raises(ComparisonError, match="different images"):
+        mean_predictions([first, second[:-1]])
+
+
+def test_cli_compares_several_candidate_reports_as_their_ensemble(tmp_path: Path, capsys):
+    runs = [predictions(LABELS, right, seed) for right, seed in ((0.4, 1), (0.6, 2), (0.6, 3))]
+    paths = [tmp_path / f"run{i}.json" for i in range(3)]
+    for preds, path in zip(runs, paths):
+        report(preds, path)
+    out = tmp_path / "comparison.json"
+    assert cli.main([*map(str, paths), "--data-dir", str(tmp_path / "nowhere"), "--resamples", "20",
+                     "--output", str(out)]) == 0
+    assert "mean of (run1.json + run2.json)" in capsys.readouterr().out
+    written = json.loads(out.read_text())
+    assert written["candidate"] == ["run1.json", "run2.json"]
+    mean = (np.array([p["probs"] for p in runs[1]]) + np.array([p["probs"] for p in runs[2]])) / 2
+    figure = {f["figure"]: f for f in written["figures"]}["balanced_accuracy"]
+    assert figure["candidate"] == pytest.approx(balanced_accuracy_score(LABELS, mean.argmax(axis=1)))
 
 
 def report(preds: list[dict], path: Path) -> None:

@@ -1,9 +1,11 @@
-"""``python -m skin_model.cli.compare BASELINE.json CANDIDATE.json [--data-dir DIR] [--output FILE]``:
-candidate minus baseline on the held-out protocol's figures, with paired lesion-bootstrap intervals.
+"""``python -m skin_model.cli.compare BASELINE.json CANDIDATE.json [MORE.json ...] [--data-dir DIR]
+[--output FILE]``: candidate minus baseline on the held-out protocol's figures, with paired lesion-bootstrap
+intervals.
 
-Both files are evaluation reports of the same images with per-image predictions (e.g. two recipes'
-``heldout_rosendahl.json``). Lesion ids come from the HAM10000 metadata under ``--data-dir``; without it each
-image is resampled on its own (said in the output)."""
+All files are evaluation reports of the same images with per-image predictions (e.g. two recipes'
+``heldout_rosendahl.json``); several candidate reports are compared as their ensemble (mean probabilities).
+Lesion ids come from the HAM10000 metadata under ``--data-dir``; without it each image is resampled on its
+own (said in the output)."""
 
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ import logging
 import sys
 from pathlib import Path
 
-from skin_model.compare import (ComparisonError, differences_dict, lesion_ids, pair_predictions,
-                                paired_bootstrap)
+from skin_model.compare import (ComparisonError, differences_dict, lesion_ids, mean_predictions,
+                                pair_predictions, paired_bootstrap)
 from skin_model.config import DEFAULT_DATA_DIR
 from skin_model.dataset import DatasetError, find_metadata
 from skin_model.metrics import EvaluationReport
@@ -25,7 +27,9 @@ log = logging.getLogger(__name__)
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m skin_model.cli.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("baseline", type=Path, help="evaluation report JSON of the baseline")
-    parser.add_argument("candidate", type=Path, help="evaluation report JSON of the candidate, same images")
+    parser.add_argument("candidate", type=Path, nargs="+",
+                        help="evaluation report JSON of the candidate, same images; several: their ensemble "
+                             "(mean probabilities)")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
                         help="HAM10000 folder, for the lesion ids (default ../shared/data/ham10000)")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
@@ -39,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        reports = [EvaluationReport.from_json(path) for path in (args.baseline, args.candidate)]
+        baseline = EvaluationReport.from_json(args.baseline)
+        candidates = [EvaluationReport.from_json(path) for path in args.candidate]
     except (OSError, ValueError, TypeError) as exc:
         print(f"error: cannot read the reports: {exc}", file=sys.stderr)
         return 2
@@ -49,18 +54,22 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("No lesion ids (%s): resampling images one by one", exc)
         lesions, unit = None, "image"
     try:
-        pair = pair_predictions(reports[0].predictions, reports[1].predictions, lesions)
+        candidate = mean_predictions([report.predictions for report in candidates])
+        pair = pair_predictions(baseline.predictions, candidate, lesions)
         differences = paired_bootstrap(pair, args.resamples, args.level, args.seed)
     except ComparisonError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{args.candidate.name} minus {args.baseline.name}: {len(pair.labels)} images, "
+    name = " + ".join(path.name for path in args.candidate)
+    if len(args.candidate) > 1:
+        name = f"mean of ({name})"
+    print(f"{name} minus {args.baseline.name}: {len(pair.labels)} images, "
           f"{len(set(pair.groups))} {unit}s resampled {args.resamples} times")
     for d in differences:
         print(f"  {d.figure:22s} {d.baseline:.3f} -> {d.candidate:.3f}  {d.difference:+.3f}  "
               f"{args.level:.0%} interval [{d.low:+.3f}, {d.high:+.3f}]{'' if d.excludes_zero else '  (includes 0)'}")
     if args.output:
-        result = {"baseline": args.baseline.name, "candidate": args.candidate.name,
+        result = {"baseline": args.baseline.name, "candidate": [path.name for path in args.candidate],
                   **differences_dict(differences, args.level, args.resamples, unit)}
         args.output.write_text(json.dumps(result, indent=1))
     return 0
