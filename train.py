@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 6. Evaluate and save the bundle -----------------------------------------------------------------
     version = f"{__version__}+{datetime.now(timezone.utc):%Y%m%d%H%M}"
-    model_info = {"version": version, "temperature": temperature}
+    model_info = {"version": version, "temperature": temperature, "referral_threshold": referral_threshold}
     reports = {}
     for s, description in (("val", "used for checkpoint selection and calibration: optimistic"),
                            ("test", "held out, never used for any choice")):

@@ -91,7 +91,8 @@ def other_clinics_ui(weights: Path, key: str) -> None:
         number = st.column_config.NumberColumn(format="%.3f")
         st.dataframe(rows_frame(rows), hide_index=True, key=f"{key}_other_clinics",
                      column_config={c: number for c in ("balanced acc.", "melanoma AUC", "melanoma sens.",
-                                                        "macro AUC", "ECE")})
+                                                        "macro AUC", "ECE", "referral sens.",
+                                                        "referral spec.")})
     else:
         st.info("No held-out-source report in this bundle yet. Measure a recipe with "
                 f"`python train.py --holdout-source {YARDSTICK_SOURCES[0]}` (and `{YARDSTICK_SOURCES[1]}`) and put "

@@ -173,7 +173,7 @@ def referral_ui(files: list, weights: Path) -> None:
         st.info("The served model has no referral threshold (`referral_threshold` in metadata.json), so the app "
                 "shows no referral cue.", icon=ICONS["info"])
         return
-    threshold = metadata.referral_threshold
+    served = metadata.referral_threshold
     entries = []
     for file in files:
         try:
@@ -182,10 +182,12 @@ def referral_ui(files: list, weights: Path) -> None:
             continue
         entries.append((file_description(file, report), report))
     st.markdown(f"The app says **refer** when the malignant roll-up ({MALIGNANT_LABEL}) reaches "
-                f"**{threshold:.1%}**, even when a benign category is on top. The threshold was chosen by "
-                f"`choose_referral_threshold` as {referral_rule()}. On each evaluation offered above:")
-    st.dataframe(referral_frame(entries, threshold), hide_index=True, key="referral_table",
-                 column_config={"Malignant sensitivity": PERCENT, "Specificity": PERCENT, "Referred": PERCENT})
+                f"**{served:.1%}**, even when a benign category is on top. The threshold was chosen by "
+                f"`choose_referral_threshold` as {referral_rule()}. On each evaluation offered above, at the "
+                "threshold of the model that made it (a held-out-source run chose its own):")
+    st.dataframe(referral_frame(entries, served), hide_index=True, key="referral_table",
+                 column_config={"Threshold": PERCENT, "Malignant sensitivity": PERCENT, "Specificity": PERCENT,
+                                "Referred": PERCENT})
     st.caption(f"Sensitivity: share of malignant images ({MALIGNANT_LABEL}) referred. Specificity: share of benign "
                "images not referred. The validation figures are the ones the threshold was chosen on "
                "(optimistic); test and any other sources are held out.")

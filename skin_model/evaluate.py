@@ -235,7 +235,8 @@ def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFA
     metadata = service.metadata
     probs = np.array([v.prediction.probabilities for v in verdicts], dtype=np.float64)
     model = {"version": metadata.version, "temperature": metadata.temperature, "input_size": metadata.input_size,
-             "model_sha256": metadata.model_sha256, "weights_dir": display_path(weights_dir), "tta": tta}
+             "referral_threshold": metadata.referral_threshold, "model_sha256": metadata.model_sha256,
+             "weights_dir": display_path(weights_dir), "tta": tta}
     labels = evaluated["dx"].map(class_index).to_numpy()
     report = evaluate_probabilities(labels, probs, ids, dataset=dataset, model=model,
                                     temperature=metadata.temperature)

@@ -38,6 +38,11 @@ model meets photos from another clinic, so it measures a **recipe's** robustness
 is trained on all four sources, so no row is the shipped model; rows are the recipe it was trained with and
 the baseline (today's recipe before this work), trained the same way.
 
+"referral sens." and "referral spec." are the malignant referral cue (refer when melanoma + basal cell
+carcinoma + actinic keratosis reaches the threshold the run chose on its own validation images), blank for a
+report that does not record its threshold: how many malignant lesions from the unseen clinic the app's
+"refer" would still catch.
+
 What it can tell: whether a change to the recipe (colour constancy, augmentation, ...) helps on unseen
 sources, with the same seed, split and epochs on both sides. rosendahl (Queensland practice) holds most of
 the actinic keratoses, so holding it out also tests the rare classes; vidir_modern (Vienna, modern
@@ -139,6 +144,9 @@ class HeldOutRow:
     macro_auc: float | None
     ece: float
     file: str
+    #: the malignant referral cue at the run's own validation-chosen threshold (None when not recorded)
+    referral_sensitivity: float | None = None
+    referral_specificity: float | None = None
 
 
 def is_held_out(report) -> bool:
@@ -149,12 +157,15 @@ def is_held_out(report) -> bool:
 def held_out_row(report, file_name: str) -> HeldOutRow:
     """One table row from a held-out EvaluationReport."""
     present = sum(1 for row in report.per_class.values() if row["support"])
+    referral = report.referral()
     return HeldOutRow(source=", ".join(report.dataset.get("sources", [])), recipe=report.dataset.get("recipe", "?"),
                       model_version=str(report.model.get("version", "?")), n_images=report.n_images,
                       classes_present=present, balanced_accuracy=report.balanced_accuracy,
                       melanoma_auc=report.per_class[MELANOMA]["auc"],
                       melanoma_sensitivity=report.melanoma_sensitivity, macro_auc=report.macro_auc,
-                      ece=report.ece, file=file_name)
+                      ece=report.ece, file=file_name,
+                      referral_sensitivity=referral.sensitivity if referral else None,
+                      referral_specificity=referral.specificity if referral else None)
 
 
 def held_out_rows(paths: list[Path]) -> tuple[list[HeldOutRow], list[str]]:
@@ -179,4 +190,5 @@ def rows_frame(rows: list[HeldOutRow]) -> pd.DataFrame:
     return pd.DataFrame([{"held-out source": r.source, "recipe": r.recipe, "images": r.n_images,
                           "classes": r.classes_present, "balanced acc.": r.balanced_accuracy,
                           "melanoma AUC": r.melanoma_auc, "melanoma sens.": r.melanoma_sensitivity,
-                          "macro AUC": r.macro_auc, "ECE": r.ece} for r in rows])
+                          "macro AUC": r.macro_auc, "ECE": r.ece, "referral sens.": r.referral_sensitivity,
+                          "referral spec.": r.referral_specificity} for r in rows])

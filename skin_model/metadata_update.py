@@ -16,9 +16,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-
-from skin_model.labels import class_index
 from skin_model.metrics import EvaluationReport, choose_referral_threshold
 from skin_model.bundle import ModelMetadata
 from skin_model.model import HAM10000_KNOWN_LIMITS
@@ -43,16 +40,10 @@ def check_report_matches(report: EvaluationReport, metadata: ModelMetadata, spli
         raise ValueError(f"{path.name}: " + "; ".join(problems))
 
 
-def labels_and_probs(report: EvaluationReport) -> tuple[np.ndarray, np.ndarray]:
-    """The per-image integer labels and (N, 7) probabilities stored in a report."""
-    labels = np.array([class_index(p["label"]) for p in report.predictions])
-    return labels, np.array([p["probs"] for p in report.predictions], dtype=np.float64)
-
-
 def update_metadata(metadata: ModelMetadata, val: EvaluationReport, test: EvaluationReport | None) -> ModelMetadata:
     """``metadata`` with the referral threshold (from ``val``), the test-TTA headline (from ``test``, when
     the model is served with TTA) and the known limits filled in."""
-    metadata.referral_threshold = choose_referral_threshold(*labels_and_probs(val))
+    metadata.referral_threshold = choose_referral_threshold(*val.labels_and_probs())
     if test is not None and metadata.test_time_augmentation:
         metadata.metrics = {**metadata.metrics, "test_tta": test.headline()}
     if not metadata.known_limits:

@@ -18,7 +18,7 @@ from sklearn.metrics import (accuracy_score, average_precision_score, balanced_a
                              roc_auc_score, roc_curve)
 
 from skin_model.calibration import apply_temperature
-from skin_model.labels import CODES, MALIGNANT_CODES, MELANOMA, NUM_CLASSES
+from skin_model.labels import CODES, MALIGNANT_CODES, MELANOMA, NUM_CLASSES, class_index
 
 ECE_BINS = 15
 COVERAGE_GRID = np.round(np.linspace(0.0, 0.95, 20), 3)
@@ -172,6 +172,20 @@ class EvaluationReport:
         """The figures quoted in the model metadata and README."""
         return {k: getattr(self, k) for k in ("balanced_accuracy", "accuracy", "macro_auc", "ece",
                                               "melanoma_sensitivity", "melanoma_specificity")}
+
+    def labels_and_probs(self) -> tuple[np.ndarray, np.ndarray]:
+        """The stored per-image integer labels and (N, 7) probabilities."""
+        labels = np.array([class_index(p["label"]) for p in self.predictions], dtype=int)
+        return labels, np.array([p["probs"] for p in self.predictions], dtype=np.float64)
+
+    def referral(self, served_threshold: float | None = None) -> ReferralRates | None:
+        """The referral cue on these images at the threshold of the model that made them
+        (``model.referral_threshold``), else at ``served_threshold``; None without either or predictions."""
+        threshold = self.model.get("referral_threshold")
+        threshold = served_threshold if threshold is None else threshold
+        if threshold is None or not self.predictions:
+            return None
+        return referral_rates(*self.labels_and_probs(), float(threshold))
 
     def to_json(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -250,15 +250,18 @@ def test_split_filter_keeps_only_that_split(folder, chosen, tiny_bundle, tmp_pat
 
 def test_model_tta_setting_is_the_default_and_no_tta_overrides_it(dx_report, folder, dx_csv, tiny_bundle,
                                                                    tmp_path):
-    """A bundle whose metadata says test_time_augmentation is evaluated as the app serves it."""
+    """A bundle whose metadata says test_time_augmentation is evaluated as the app serves it; the report
+    names the bundle's referral threshold, so it can be judged at it later."""
     import json
     import shutil
 
     bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
     meta = json.loads((bundle / "metadata.json").read_text())
-    (bundle / "metadata.json").write_text(json.dumps({**meta, "test_time_augmentation": True}))
+    (bundle / "metadata.json").write_text(json.dumps({**meta, "test_time_augmentation": True,
+                                                      "referral_threshold": 0.42}))
     code, default = run(folder, dx_csv, bundle, tmp_path / "default.json")
     assert code == 0 and default["model"]["tta"] is True
+    assert default["model"]["referral_threshold"] == 0.42 and dx_report["model"]["referral_threshold"] is None
     code_tta, explicit = run(folder, dx_csv, tiny_bundle, tmp_path / "explicit.json", "--tta")
     assert code_tta == 0
     np.testing.assert_allclose(default["predictions"][0]["probs"], explicit["predictions"][0]["probs"], atol=1e-9)

@@ -99,6 +99,7 @@ def test_run_writes_the_held_out_report_as_served(held_out_run: Path):
     text = (held_out_run / "metadata.json").read_text() + path.read_text()
     assert str(held_out_run.parent) not in text and '"/' not in text, "no absolute machine paths recorded"
     assert metadata["metrics"][HELD_OUT]["balanced_accuracy"] == pytest.approx(report.balanced_accuracy)
+    assert report.model["referral_threshold"] == metadata["referral_threshold"], "judged later at its own threshold"
     assert metadata["training"]["augment"] == ["colour", "framing", "artefacts"]
     assert "shades of grey" in metadata["preprocessing"]["colour_constancy"]
     probs = np.array([p["probs"] for p in report.predictions])

@@ -71,6 +71,42 @@ def test_prediction_cue_follows_the_threshold(threshold, refer):
     assert sentence.endswith(": refer") is refer
 
 
+def _report(model: dict, shares: list[float], codes: list[str]) -> EvaluationReport:
+    from skin_model.metrics import evaluate_probabilities
+
+    labels = np.array([CODES.index(c) for c in codes])
+    return evaluate_probabilities(labels, probs_with_malignant_share(shares), [f"im{i}" for i in range(len(codes))],
+                                  dataset={"name": "toy"}, model=model)
+
+
+def test_a_report_is_judged_at_its_own_models_threshold_else_the_served_one():
+    """A held-out run's report records the threshold its own validation chose; the referral table and the
+    "Other clinics" rows use it, and fall back to the served threshold only for reports without one."""
+    from skin_model.holdout import held_out_row
+    from skin_model.report.evaluation_tables import referral_frame
+
+    shares, codes = [0.1, 0.3, 0.5, 0.2, 0.6], ["mel", "mel", "mel", "nv", "nv"]
+    own = _report({"version": "run", "referral_threshold": 0.25}, shares, codes)
+    bare = _report({"version": "old"}, shares, codes)
+    assert own.referral(served_threshold=0.55).threshold == 0.25
+    assert (own.referral().sensitivity, own.referral().specificity) == (pytest.approx(2 / 3), 0.5)
+    assert bare.referral() is None, "no threshold recorded and none served"
+    assert bare.referral(0.55).sensitivity == pytest.approx(0 / 3) and bare.referral(0.55).specificity == 0.5
+    empty = _report({"referral_threshold": 0.25}, shares, codes)
+    empty.predictions = []
+    assert empty.referral(0.25) is None, "nothing to count without per-image predictions"
+
+    frame = referral_frame([("own", own), ("bare", bare), ("empty", empty)], served_threshold=0.55)
+    assert list(frame["Evaluation"]) == ["own", "bare"]
+    assert list(frame["Threshold"]) == [0.25, 0.55]
+    assert list(frame["Malignant sensitivity"]) == pytest.approx([2 / 3, 0.0])
+
+    own.dataset.update(split_method="held-out source", sources=["rosendahl"], recipe="--augment artefacts")
+    row = held_out_row(own, "heldout_rosendahl.json")
+    assert (row.referral_sensitivity, row.referral_specificity) == (pytest.approx(2 / 3), 0.5)
+    assert held_out_row(bare, "old.json").referral_sensitivity is None, "an old report has no threshold: blank"
+
+
 def test_old_metadata_loads_without_the_new_fields(tmp_path):
     old = {"version": "0.9", "created": "2026-01-01", "unsure_threshold": 0.5}
     (tmp_path / "metadata.json").write_text(json.dumps(old))
@@ -84,12 +120,10 @@ def shipped_meta(shipped_bundle: Path) -> ModelMetadata:
 
 
 def test_shipped_referral_threshold_is_the_one_chosen_on_validation_as_served(shipped_bundle, shipped_meta):
-    from skin_model.metadata_update import labels_and_probs
-
     name = "evaluations/ham10000_val_tta.json" if shipped_meta.test_time_augmentation else "evaluation_val.json"
     val = EvaluationReport.from_json(shipped_bundle / name)
     assert val.dataset["split"] == "val" and bool(val.model.get("tta")) is shipped_meta.test_time_augmentation
-    labels, probs = labels_and_probs(val)
+    labels, probs = val.labels_and_probs()
     assert shipped_meta.referral_threshold == choose_referral_threshold(labels, probs)
     assert referral_rates(labels, probs, shipped_meta.referral_threshold).sensitivity >= 0.90
     assert shipped_meta.known_limits, "the shipped bundle carries its known limits"

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from skin_model.bundle import BundleFileError, is_rate
-from skin_model.labels import CLASSES, CODES, NUM_CLASSES, class_index
+from skin_model.labels import CLASSES, CODES, NUM_CLASSES
 from skin_model.metrics import (REFERRAL_TARGET_SENSITIVITY, EvaluationReport, choose_unsure_threshold,
                                 coverage_curve, referral_rates)
 from skin_model.published import PUBLISHED_RESULTS, PublishedResult
@@ -154,22 +154,21 @@ def target_lines(figures: dict[str, Any]) -> list[tuple[str, bool | None]]:
 
 
 # ---------------------------------------------------------------------------------------------- referral cue
-def referral_frame(entries: list[tuple[str, EvaluationReport]], threshold: float) -> pd.DataFrame:
-    """One row per evaluation with per-image predictions: what "refer when the malignant roll-up reaches
-    ``threshold``" does there (sensitivity, specificity, share referred), computed from the stored
-    probabilities (no model is run)."""
+def referral_frame(entries: list[tuple[str, EvaluationReport]], served_threshold: float) -> pd.DataFrame:
+    """One row per evaluation with per-image predictions: what "refer when the malignant roll-up reaches the
+    threshold" does there (sensitivity, specificity, share referred), computed from the stored probabilities
+    (no model is run). The threshold is the one of the model that made the report when it records one (a
+    held-out-source run has its own), else the served model's."""
     rows = []
     for name, report in entries:
-        if not report.predictions:
+        rates = report.referral(served_threshold)
+        if rates is None:
             continue
-        labels = np.array([class_index(p["label"]) for p in report.predictions])
-        probs = np.array([p["probs"] for p in report.predictions], dtype=float)
-        rates = referral_rates(labels, probs, threshold)
-        rows.append({"Evaluation": name, "Images": len(labels), "Malignant images": rates.n_malignant,
-                     "Malignant sensitivity": rates.sensitivity, "Specificity": rates.specificity,
-                     "Referred": rates.referred})
-    return pd.DataFrame(rows, columns=["Evaluation", "Images", "Malignant images", "Malignant sensitivity",
-                                       "Specificity", "Referred"])
+        rows.append({"Evaluation": name, "Images": report.n_images, "Threshold": rates.threshold,
+                     "Malignant images": rates.n_malignant, "Malignant sensitivity": rates.sensitivity,
+                     "Specificity": rates.specificity, "Referred": rates.referred})
+    return pd.DataFrame(rows, columns=["Evaluation", "Images", "Threshold", "Malignant images",
+                                       "Malignant sensitivity", "Specificity", "Referred"])
 
 
 def referral_rule() -> str:
@@ -236,8 +235,7 @@ def operating_point(report: EvaluationReport, threshold: float, path: Path) -> O
     if not report.predictions:
         return None
     try:
-        labels = np.array([class_index(p["label"]) for p in report.predictions])
-        probs = np.array([p["probs"] for p in report.predictions], dtype=float)
+        labels, probs = report.labels_and_probs()
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BundleFileError(path, "'predictions' must be rows with a class code 'label' and 'probs' "
                                 f"({type(exc).__name__}: {exc})") from None
