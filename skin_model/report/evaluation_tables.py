@@ -16,7 +16,7 @@ import pandas as pd
 from skin_model.bundle import BundleFileError, is_rate
 from skin_model.labels import CLASSES, CODES, NUM_CLASSES
 from skin_model.metrics import (REFERRAL_TARGET_SENSITIVITY, EvaluationReport, choose_unsure_threshold,
-                                coverage_curve, referral_rates)
+                                coverage_curve)
 from skin_model.published import PUBLISHED_RESULTS, PublishedResult
 
 
