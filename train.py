@@ -331,9 +331,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s: balanced accuracy %.3f, macro AUC %.3f, melanoma sensitivity %.3f, ECE %.3f", s,
                  reports[s].balanced_accuracy, reports[s].macro_auc or float("nan"),
                  reports[s].melanoma_sensitivity, reports[s].ece)
+    recipe = recipe_flags(vars(args), vars(build_parser().parse_args([])))  # the flags that differ from today's
     if holdout is not None:  # as served: calibrated on validation, TTA if validation chose it
         served = served_probabilities(model, images[HELD_OUT], temperature, tta=use_tta)
-        recipe = recipe_flags(vars(args), vars(build_parser().parse_args([])))
         reports[HELD_OUT] = evaluate_probabilities(
             labels[HELD_OUT], served, list(parts[HELD_OUT]["image_id"]), temperature=temperature, model=model_info,
             dataset=held_out_dataset(holdout, recipe, use_tta))
@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         referral_threshold=referral_threshold, known_limits=list(HAM10000_KNOWN_LIMITS),
         training={**json.loads(json.dumps({**vars(args), "backbone_weights": display_path(args.backbone_weights)},
                                           default=display_path)),  # paths without the machine's folders
-                  "device": "GPU" if gpu else "CPU", "distribution": dist.describe(),
+                  "recipe": recipe, "device": "GPU" if gpu else "CPU", "distribution": dist.describe(),
                   "global_batch_size": global_batch, "input_pipeline": source,
                   "learning_rates": {"head": head_lr, "finetune": finetune_lr},
                   "class_weights": {CODES[k]: v for k, v in weights.items()} if weights else None,

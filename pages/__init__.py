@@ -80,19 +80,25 @@ def served_service_or_error() -> ClassifierService | None:
     return None
 
 
-def other_clinics_ui(weights: Path, key: str) -> None:
+def other_clinics_ui(weights: Path, key: str, served_recipe: str | None) -> None:
     """The "Other clinics" section: held-out-source figures of every recipe with a report in the bundle's
-    evaluations folder (shipped recipe and baseline side by side), and what the protocol can and cannot tell."""
+    evaluations folder (the served model's recipe, ``served_recipe`` from its metadata, marked, and the
+    baseline beside it), and what the protocol can and cannot tell."""
     st.header("Other clinics (held-out sources)")
     rows, problems = held_out_rows([f.path for f in list_evaluation_files(weights) if f.origin != "training run"])
     for problem in problems:
         st.error(f"**A held-out-source report cannot be read.** {escape_markdown(problem)}", icon=ICONS["error"])
     if rows:
         number = st.column_config.NumberColumn(format="%.3f")
-        st.dataframe(rows_frame(rows), hide_index=True, key=f"{key}_other_clinics",
-                     column_config={c: number for c in ("balanced acc.", "melanoma AUC", "melanoma sens.",
-                                                        "macro AUC", "ECE", "referral sens.",
-                                                        "referral spec.")})
+        columns = {c: number for c in ("balanced acc.", "melanoma AUC", "melanoma sens.", "macro AUC", "ECE",
+                                       "referral sens.", "referral spec.")}
+        columns["served"] = st.column_config.CheckboxColumn(
+            help="a held-out run of the recipe the served model was trained with")
+        st.dataframe(rows_frame(rows, served_recipe), hide_index=True, key=f"{key}_other_clinics",
+                     column_config=columns)
+        if served_recipe is None:
+            st.caption("The served model's metadata does not record its recipe (`training.recipe`, written by "
+                       "train.py since 2026-12-03), so no row is marked as the served recipe.")
     else:
         st.info("No held-out-source report in this bundle yet. Measure a recipe with "
                 f"`python train.py --holdout-source {YARDSTICK_SOURCES[0]}` (and `{YARDSTICK_SOURCES[1]}`) and put "

@@ -24,6 +24,7 @@ ensure_app_shell()
 NOT_RECORDED = "not recorded in metadata.json"
 TRAINING_KEYS = (  # (metadata.training key, label), in reading order
     ("image_size", "Input size (px)"), ("head_epochs", "Head epochs (frozen backbone)"),
+    ("recipe", "Recipe (train.py flags that differ from the defaults)"),
     ("finetune_epochs", "Maximum fine-tuning epochs"), ("epochs_run", "Epochs actually run"),
     ("fine_tune_from", "Fine-tuned from layer"), ("head_lr", "Head learning rate"),
     ("finetune_lr", "Peak fine-tuning learning rate"), ("patience", "Early-stopping patience"),
@@ -233,7 +234,7 @@ def model_card_page() -> None:
     preprocessing_ui(meta)
     training_ui(meta)
     metrics_ui(meta)
-    other_clinics_ui(weights, key="card")
+    other_clinics_ui(weights, key="card", served_recipe=meta.training.get("recipe"))
     limits_ui(meta)
 
 

@@ -395,13 +395,22 @@ def evaluation_ui(weights: Path) -> None:
     comparison_ui(report)
 
 
+def served_recipe(weights: Path) -> str | None:
+    """The served model's recipe (``training.recipe`` in its metadata); None when unreadable or not recorded
+    (the metadata's own problems are reported where the page uses it)."""
+    try:
+        return cached("metadata", weights / METADATA_FILE).training.get("recipe")
+    except BundleFileError:
+        return None
+
+
 def report_page() -> None:
     st.title("Evaluation report")
     st.caption("Everything on this page is read from files written by training and evaluation; "
                "no model is run here.")
     weights = config.served_weights_dir()
     evaluation_ui(weights)
-    other_clinics_ui(weights, key="report")
+    other_clinics_ui(weights, key="report", served_recipe=served_recipe(weights))
     training_ui(weights)
     split_ui(weights)
 

@@ -185,9 +185,11 @@ def held_out_rows(paths: list[Path]) -> tuple[list[HeldOutRow], list[str]]:
     return sorted(rows, key=lambda r: (r.source, r.recipe)), problems
 
 
-def rows_frame(rows: list[HeldOutRow]) -> pd.DataFrame:
-    """The rows as a table for a page: one line per source and recipe."""
-    return pd.DataFrame([{"held-out source": r.source, "recipe": r.recipe, "images": r.n_images,
+def rows_frame(rows: list[HeldOutRow], served_recipe: str | None = None) -> pd.DataFrame:
+    """The rows as a table for a page: one line per source and recipe; "served" marks the rows measuring the
+    recipe the served model was trained with (``served_recipe``, its metadata's ``training.recipe``)."""
+    return pd.DataFrame([{"served": served_recipe is not None and r.recipe == served_recipe,
+                          "held-out source": r.source, "recipe": r.recipe, "images": r.n_images,
                           "classes": r.classes_present, "balanced acc.": r.balanced_accuracy,
                           "melanoma AUC": r.melanoma_auc, "melanoma sens.": r.melanoma_sensitivity,
                           "macro AUC": r.macro_auc, "ECE": r.ece, "referral sens.": r.referral_sensitivity,

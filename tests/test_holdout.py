@@ -100,6 +100,7 @@ def test_run_writes_the_held_out_report_as_served(held_out_run: Path):
     assert str(held_out_run.parent) not in text and '"/' not in text, "no absolute machine paths recorded"
     assert metadata["metrics"][HELD_OUT]["balanced_accuracy"] == pytest.approx(report.balanced_accuracy)
     assert report.model["referral_threshold"] == metadata["referral_threshold"], "judged later at its own threshold"
+    assert metadata["training"]["recipe"] == report.dataset["recipe"], "the bundle names the recipe it measures"
     assert metadata["training"]["augment"] == ["colour", "framing", "artefacts"]
     assert "shades of grey" in metadata["preprocessing"]["colour_constancy"]
     probs = np.array([p["probs"] for p in report.predictions])
@@ -114,3 +115,6 @@ def test_run_writes_the_held_out_report_as_served(held_out_run: Path):
     assert len(problems) == 1 and problems[0].startswith("heldout_broken.json"), "a broken held-out report is named"
     assert rows[0].source == "rosendahl" and rows[0].balanced_accuracy == pytest.approx(report.balanced_accuracy)
     assert rows_frame(rows).loc[0, "melanoma AUC"] == report.per_class["mel"]["auc"]
+    assert rows_frame(rows, served_recipe=report.dataset["recipe"]).loc[0, "served"]
+    assert not rows_frame(rows, served_recipe="today's recipe").loc[0, "served"]
+    assert not rows_frame(rows).loc[0, "served"], "no recipe recorded: nothing is marked"

@@ -16,7 +16,7 @@ APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/model_card.py"
 TIMEOUT = 120
 TRAINING = {"image_size": 96, "head_epochs": 3, "finetune_epochs": 11, "fine_tune_from": "block_13",
-            "head_lr": 0.002, "finetune_lr": 5e-05, "patience": 5, "batch_size": 16, "seed": 7, "device": "CPU",
+            "recipe": "--fine-tune-from block_13", "head_lr": 0.002, "finetune_lr": 5e-05, "patience": 5, "batch_size": 16, "seed": 7, "device": "CPU",
             "distill_from": ["/runs/a", "/runs/b"], "distill_weight": 0.5,
             "epochs_run": {"head": 3, "finetune": 9}, "class_weights": {"mel": 1.25, "nv": 0.2}}
 DATA = {"source": "HAM10000 (Tschandl et al. 2018, doi:10.1038/sdata.2018.161), CC BY-NC-SA 4.0",
@@ -75,6 +75,7 @@ def test_card_shows_version_sha256_and_recipe(bundle):
     (recipe,) = tables(at, "Setting")
     settings = dict(zip(recipe["Setting"], recipe["Value"]))
     assert settings["Fine-tuned from layer"] == "block_13"
+    assert settings["Recipe (train.py flags that differ from the defaults)"] == "--fine-tune-from block_13"
     assert settings["Peak fine-tuning learning rate"] == "5e-05"
     assert settings["Epochs actually run"] == "head: 3, finetune: 9"
     assert "mel: 1.25" in settings["Class weights (balanced)"]
@@ -87,6 +88,30 @@ def test_card_shows_version_sha256_and_recipe(bundle):
     assert "Macro AUC 0.900 against the target ≥ 0.930: **not met**" in text
     (counts,) = tables(at, "train")
     assert counts.loc["total", "train"] == 40 and counts.loc["lesions", "test"] == 7
+
+
+def test_other_clinics_marks_the_served_recipe(bundle):
+    """The card's "Other clinics" rows: the held-out run of the served model's recipe is marked, the baseline
+    is not; a bundle whose metadata records no recipe marks nothing and says why."""
+    import numpy as np
+
+    from skin_model.metrics import evaluate_probabilities
+
+    labels = np.arange(len(CLASSES)).repeat(3)
+    probs = np.random.default_rng(0).dirichlet(np.ones(len(CLASSES)), size=len(labels))
+    for recipe in ("today's recipe", TRAINING["recipe"]):
+        evaluate_probabilities(labels, probs, [f"i{i}" for i in range(len(labels))], model={"version": "t"},
+                               dataset={"split_method": "held-out source", "sources": ["rosendahl"],
+                                        "recipe": recipe}).to_json(bundle / "evaluations" / f"heldout_{len(recipe)}.json")
+    (table,) = tables(open_card(), "held-out source")
+    assert dict(zip(table["recipe"], table["served"])) == {"today's recipe": False, TRAINING["recipe"]: True}
+
+    meta = json.loads((bundle / "metadata.json").read_text())
+    (bundle / "metadata.json").write_text(json.dumps({**meta, "training": {"seed": 7}}))
+    at = open_card()
+    (table,) = tables(at, "held-out source")
+    assert not table["served"].any()
+    assert "does not record its recipe" in text_of(at)
 
 
 def test_known_limits_use_the_recorded_image_copies(bundle):

@@ -360,7 +360,10 @@ def test_malformed_safety_json_gives_a_note_not_a_crash(weights, content, proble
 
 def test_other_clinics_section_lists_held_out_reports_side_by_side(weights: Path):
     """Two held-out reports (a baseline and another recipe) in the evaluations folder appear as two rows of the
-    "Other clinics" table with their figures; an ordinary evaluation there is not a row."""
+    "Other clinics" table with their figures, the served model's recipe marked and each run's referral cue at
+    its own threshold; an ordinary evaluation there is not a row."""
+    from skin_model.metrics import referral_rates
+
     source = EvaluationReport.from_json(weights / "evaluation_test.json")
     labels = np.array([CODES.index(p["label"]) for p in source.predictions])
     probs = np.array([p["probs"] for p in source.predictions])
@@ -368,9 +371,13 @@ def test_other_clinics_section_lists_held_out_reports_side_by_side(weights: Path
     for recipe, shift in (("today's recipe", 0), ("--colour-constancy shades-of-grey", 1)):
         report = evaluate_probabilities(labels, np.roll(probs, shift, axis=0), [p["image_id"] for p in source.predictions],
                                         dataset={"name": "held out", "split_method": "held-out source",
-                                                 "sources": ["rosendahl"], "recipe": recipe}, model={"version": "t"})
+                                                 "sources": ["rosendahl"], "recipe": recipe},
+                                        model={"version": "t", "referral_threshold": 0.2 + 0.1 * shift})
         report.to_json(folder / f"heldout_rosendahl_{shift}.json")
     source.to_json(folder / "other.json")
+    metadata = ModelMetadata.from_json(weights / "metadata.json")
+    metadata.training = {**metadata.training, "recipe": "--colour-constancy shades-of-grey"}
+    metadata.to_json(weights / "metadata.json")
     at = open_report()
     assert any("Other clinics" in h.value for h in at.header)
     (table,) = tables(at, "held-out source")
@@ -379,6 +386,9 @@ def test_other_clinics_section_lists_held_out_reports_side_by_side(weights: Path
     row = table[table["recipe"] == "today's recipe"].iloc[0]
     assert row["balanced acc."] == pytest.approx(expected.balanced_accuracy)
     assert row["melanoma AUC"] == pytest.approx(expected.per_class["mel"]["auc"])
+    rates = referral_rates(labels, probs, 0.2)
+    assert row["referral sens."] == pytest.approx(rates.sensitivity), "the run's own threshold, not the served one"
+    assert list(table.sort_values("recipe")["served"]) == [True, False], "the served model's recipe is marked"
     assert any("cannot tell" in m.value for m in at.markdown)
 
 
