@@ -14,6 +14,6 @@ for source in rosendahl vidir_modern; do
     resume=()
     if [ -d "$out/checkpoints" ] && [ -n "$(ls -A "$out/checkpoints")" ]; then resume=(--resume); fi
     mkdir -p "$out"
-    python3 train.py --holdout-source "$source" --output-dir "$out" "${resume[@]}" "$@" > "$out/train.log" 2>&1
+    python3 train.py --holdout-source "$source" --output-dir "$out" "${resume[@]}" "$@" >> "$out/train.log" 2>&1
     grep "Held out" "$out/train.log" || true
 done

@@ -20,7 +20,10 @@ MONITOR = "val_balanced_accuracy"
 
 
 class BalancedAccuracy(keras.metrics.Metric):
-    """Mean per-class recall, accumulated over an epoch from a confusion matrix (ignores sample weights)."""
+    """Mean per-class recall, accumulated over an epoch from a confusion matrix (ignores sample weights).
+
+    The matrix is a product of one-hot matrices, not a ``bincount``: every shape is static, so the metric
+    compiles under XLA (``train.py`` uses XLA on a GPU)."""
 
     def __init__(self, num_classes: int = NUM_CLASSES, name: str = "balanced_accuracy", **kwargs) -> None:
         super().__init__(name=name, **kwargs)
@@ -31,10 +34,9 @@ class BalancedAccuracy(keras.metrics.Metric):
     def update_state(self, y_true, y_pred, sample_weight=None) -> None:
         if len(y_true.shape) == 2 and y_true.shape[-1] == self.num_classes:  # one-hot (or smoothed) labels
             y_true = ops.argmax(y_true, axis=-1)
-        truth = ops.cast(ops.reshape(y_true, (-1,)), "int32")
-        pred = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
-        counts = ops.bincount(truth * self.num_classes + pred, minlength=self.num_classes ** 2)
-        self.matrix.assign_add(ops.reshape(ops.cast(counts, "float32"), (self.num_classes, self.num_classes)))
+        truth = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), self.num_classes, dtype="float32")
+        pred = ops.one_hot(ops.argmax(y_pred, axis=-1), self.num_classes, dtype="float32")
+        self.matrix.assign_add(ops.matmul(ops.transpose(truth), pred))  # rows: true class, columns: predicted
 
     def result(self):
         support = ops.sum(self.matrix, axis=1)

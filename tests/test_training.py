@@ -38,6 +38,26 @@ def test_balanced_accuracy_metric_matches_sklearn(predictions, one_hot):
     assert 0.3 < expected < 0.9, "a fixture that can tell a wrong metric apart"
 
 
+def test_training_step_compiles_under_xla(predictions):
+    """train.py compiles with XLA on a GPU: the loss and both metrics must build under ``jit_compile=True``
+    (XLA also runs on this CPU). A ``bincount`` in the metric failed here with "must be a compile-time
+    constant"."""
+    import keras
+
+    from skin_model.training import compile_stage
+
+    labels, _ = predictions
+    x = np.random.default_rng(0).normal(size=(len(labels), 4)).astype(np.float32)
+    y = np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(NUM_CLASSES, activation="softmax")])
+    compile_stage(model, 1e-3, jit_compile=True)
+    logs = model.fit(x, y, batch_size=64, epochs=1, verbose=0).history
+    predicted = model.predict(x, verbose=0).argmax(axis=1)
+    result = model.evaluate(x, y, batch_size=64, verbose=0, return_dict=True)
+    assert np.isfinite(logs["loss"][0])
+    assert result["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, predicted), abs=1e-6)
+
+
 def test_dataset_yields_one_hot_labels_in_order():
     from skin_model.pipeline import make_tf_dataset
 
@@ -79,8 +99,8 @@ def test_distillation_targets_blend_label_and_teacher():
 def test_teacher_probabilities_average_the_calibrated_bundles(tiny_bundle, tmp_path):
     import shutil
 
-    from skin_model.calibration import apply_temperature
     from skin_model.bundle import ModelMetadata
+    from skin_model.calibration import apply_temperature
     from skin_model.model import load_bundle
     from skin_model.training import predict_arrays, teacher_probabilities
 
@@ -102,8 +122,8 @@ def test_teacher_probabilities_average_the_calibrated_bundles(tiny_bundle, tmp_p
 @pytest.mark.parametrize("alpha", [0.0, 0.4])
 def test_mixup_blends_images_and_labels_with_the_same_weight(alpha):
     from skin_model.augment import AugmentConfig
-    from skin_model.pipeline import make_tf_dataset
     from skin_model.imaging import scale_pixels
+    from skin_model.pipeline import make_tf_dataset
 
     # Flat grey images, one level per class: flips, crops, contrast, saturation and hue leave them as they
     # are, and brightness jitter is off, so any pixel of a training image is the blend of its class levels
