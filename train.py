@@ -11,7 +11,8 @@ How, in the order the code runs:
    batch in the tf.data pipeline (``skin_model.pipeline``); training batches are augmented on the fly
    (``skin_model.augment``: flips, rotations, resized crops, colour jitter;
    ``--augment`` adds camera colours, zoom/any-angle framing and dermatoscope artefacts; ``--mixup`` blends
-   pairs). ``--colour-constancy shades-of-grey`` makes colour constancy the network's first layer.
+   pairs). ``--colour-constancy shades-of-grey`` makes colour constancy the network's first layer;
+   ``--mixstyle`` mixes feature styles between images after early blocks (training only).
    With ``--distill-from`` the targets blend each label with earlier models' probabilities (distillation).
 3. Stage "head": train pooling/dropout/dense on the frozen backbone.
 4. Stage "finetune": unfreeze the backbone from ``--fine-tune-from`` up (all of it by default; batch norm
@@ -62,6 +63,7 @@ from skin_model.metrics import choose_referral_threshold, choose_unsure_threshol
 from skin_model.bundle import (CHECKPOINTS_DIR, EVALUATIONS_DIR, HISTORY_FILE, SPLIT_FILE, ModelMetadata,
                                evaluation_file, sha256_of, write_json, write_split)
 from skin_model.lite import build_lite
+from skin_model.mixstyle import insert_mixstyle, without_mixstyle
 from skin_model.model import (HAM10000_KNOWN_LIMITS, build_classifier, default_preprocessing, network_data_format,
                               save_bundle, set_trainable_backbone)
 from skin_model.training import (class_weights, compile_stage, distillation_targets, predict_arrays, prior_shift,
@@ -116,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shades-of-grey: put shades-of-grey colour constancy (Minkowski p = 6) at the input of the "
                         "network, so training, serving, Grad-CAM and reports all see colour-normalised images "
                         "(skin_model/colour.py; default: none)")
+    p.add_argument("--mixstyle", type=float, default=0.0, metavar="P",
+                   help="MixStyle feature-style augmentation (skin_model/mixstyle.py): with probability P per "
+                        "training batch, mix the images' per-channel feature statistics after three early "
+                        "backbone blocks; removed before calibration and saving (e.g. 0.5; default 0 = off)")
     p.add_argument("--augment", nargs="+", default=[], choices=ADDITIONS, metavar="NAME",
                    help="add to today's augmentation (flips, 90-degree rotations, resized crops, mild colour "
                         "jitter): 'colour' (colour cast, brightness, contrast, saturation, hue, gamma wide enough "
@@ -263,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with dist.strategy.scope():  # variables, optimizer and metrics mirrored on every replica
         model = build_classifier(args.image_size, args.backbone_weights, colour_constancy=args.colour_constancy)
+        model = insert_mixstyle(model, args.mixstyle, seed=args.seed)
 
         # 3. Head on the frozen backbone ---------------------------------------------------------------
         head_done = work_dir / "head_final.weights.h5"
@@ -292,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     dist.finish()  # every worker has trained; the rest is the chief's, on one device
     if not dist.is_chief:
         return 0
+    model = without_mixstyle(model)  # training-only layers (identity in inference) leave before anything else
     if dist.distributed:  # the bundle holds a plain copy, without the strategy's mirrored variables
         trained, model = model, build_classifier(args.image_size, None, colour_constancy=args.colour_constancy)
         model.set_weights(trained.get_weights())

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 MONITOR = "val_balanced_accuracy"
 
 
+@keras.saving.register_keras_serializable(package="skin_model")
 class BalancedAccuracy(keras.metrics.Metric):
     """Mean per-class recall, accumulated over an epoch from a confusion matrix (ignores sample weights).
 
@@ -46,6 +47,9 @@ class BalancedAccuracy(keras.metrics.Metric):
 
     def reset_state(self) -> None:
         self.matrix.assign(ops.zeros_like(self.matrix))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "num_classes": self.num_classes}
 
 
 def class_weights(labels: np.ndarray, power: float = 1.0) -> dict[int, float]:
