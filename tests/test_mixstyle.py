@@ -65,7 +65,12 @@ def test_inserted_into_the_classifier_and_removed_again():
     Grad-CAM's layer has one output, and no MixStyle layer left after ``without_mixstyle``."""
     import keras
 
-    from skin_model.mixstyle import MIXSTYLE_AFTER, MixStyle, insert_mixstyle, without_mixstyle
+    from skin_model.mixstyle import (
+        MIXSTYLE_AFTER,
+        MixStyle,
+        insert_mixstyle,
+        without_mixstyle,
+    )
     from skin_model.model import LAST_CONV_LAYER, build_classifier
 
     keras.utils.set_random_seed(0)
