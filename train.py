@@ -285,15 +285,21 @@ def main(argv: list[str] | None = None) -> int:
             model.save_weights(head_done)
 
         # 4. Fine-tune the top of the backbone --------------------------------------------------------
+        # Keras' epoch backup is deleted when a stage completes, so a finished stage leaves its own marker:
+        # a run stopped after fine-tuning (during evaluation) resumes at evaluation, not at epoch 1.
         best_finetune = work_dir / "best_finetune.weights.h5"
+        finetune_done = work_dir / "finetune_final.weights.h5"
         set_trainable_backbone(model, args.fine_tune_from)
         schedule = warmup_cosine(finetune_lr, args.finetune_epochs * steps_per_epoch, steps_per_epoch // 2)
         compile_stage(model, schedule, jit, label_smoothing=args.label_smoothing, ema_momentum=args.ema_momentum,
                       log_prior_shift=log_prior_shift)
-        if args.finetune_epochs > 0:
+        if finetune_done.exists():
+            log.info("Fine-tuning already done: using %s", best_finetune)
+        elif args.finetune_epochs > 0:
             model.fit(train_ds, epochs=args.finetune_epochs,
                       callbacks=stage_callbacks(work_dir, "finetune", args.patience, ema=args.ema_momentum > 0),
                       **fit_options)
+            model.save_weights(finetune_done)
         if best_finetune.exists():
             model.load_weights(best_finetune)
     dist.finish()  # every worker has trained; the rest is the chief's, on one device

@@ -120,6 +120,24 @@ def test_second_run_without_resume_refuses(trained, synthetic_ham, random_backbo
     assert (trained / "model.keras").read_bytes() == model_before, "the earlier bundle is untouched"
 
 
+def test_resuming_a_finished_run_evaluates_without_training_again(trained, synthetic_ham, random_backbone_weights,
+                                                                 tiny_bundle, tmp_path):
+    """Keras deletes its epoch backup when a stage completes: a run stopped after fine-tuning (during
+    evaluation) resumes at evaluation; before the fine-tuning marker it fine-tuned again from the head."""
+    run = Path(shutil.copytree(trained, tmp_path / "run"))
+    checkpoints = run / "checkpoints"
+    best = (checkpoints / "best_finetune.weights.h5").read_bytes()
+    history = (checkpoints / "history_finetune.csv").read_text()
+    (run / "metadata.json").unlink()
+    code = train_module().main([*ARGS, "--data-dir", str(synthetic_ham),
+                                "--backbone-weights", str(random_backbone_weights), "--output-dir", str(run),
+                                "--distill-from", str(tiny_bundle), "--resume"])
+    assert code == 0
+    assert (checkpoints / "history_finetune.csv").read_text() == history, "no fine-tuning epoch ran again"
+    assert (checkpoints / "best_finetune.weights.h5").read_bytes() == best
+    assert json.loads((run / "metadata.json").read_text())["training"]["epochs_run"] == {"head": 1, "finetune": 1}
+
+
 def run_finish_bundle(bundle: Path, data_dir: Path, *options: str) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "finish_bundle.sh"), str(bundle), *options],
                           env={**os.environ, "SKIN_DATA_DIR": str(data_dir)}, capture_output=True, text=True,
