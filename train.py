@@ -25,7 +25,8 @@ How, in the order the code runs:
 6. Evaluate on the test split and save ``model.keras`` + ``metadata.json`` + reports (``skin_model.bundle``
    names every file), then build the LiteRT copy ``model.tflite`` the app serves (``lite.build_lite``).
 
-Both stages checkpoint every epoch: ``--resume`` continues an interrupted run where it stopped.
+Both stages checkpoint every epoch and mark their completion (``head_final`` / ``finetune_final`` weights):
+``--resume`` continues an interrupted run where it stopped, at evaluation if both stages had finished.
 Training runs under a ``tf.distribute`` strategy (``skin_model.distribute``, ``--distribute``): one device,
 ``MirroredStrategy`` over local GPUs (or ``--cpu-replicas`` logical CPUs), or ``MultiWorkerMirroredStrategy``
 across hosts named by ``TF_CONFIG``. ``--batch-size`` is per replica; the learning rates follow the global
