@@ -22,6 +22,8 @@ How, in the order the code runs:
    validated, checkpointed and shipped.
 5. On validation: fit the softmax temperature; serve test-time augmentation (the 8 flips/rotations
    averaged) if it raises balanced accuracy; choose the "unsure" threshold on the probabilities as served.
+   This step and the next predict through a LiteRT copy of the trained network, as the app serves it
+   (``checkpoints/model.tflite``; 3-4 times faster than Keras on a CPU).
 6. Evaluate on the test split and save ``model.keras`` + ``metadata.json`` + reports (``skin_model.bundle``
    names every file), then build the LiteRT copy ``model.tflite`` the app serves (``lite.build_lite``).
 
@@ -61,15 +63,15 @@ from skin_model.pipeline import INPUTS, SAMPLING, ImageFiles, choose_input, deco
 from skin_model.holdout import HELD_OUT, held_out_dataset, hold_out_sources, recipe_flags, report_file
 from skin_model.labels import CODES
 from skin_model.metrics import choose_referral_threshold, choose_unsure_threshold, evaluate_probabilities
-from skin_model.bundle import (CHECKPOINTS_DIR, EVALUATIONS_DIR, HISTORY_FILE, SPLIT_FILE, ModelMetadata,
-                               evaluation_file, sha256_of, write_json, write_split)
-from skin_model.lite import build_lite
+from skin_model.bundle import (CHECKPOINTS_DIR, EVALUATIONS_DIR, HISTORY_FILE, LITE_FILE, SPLIT_FILE,
+                               ModelMetadata, evaluation_file, sha256_of, write_json, write_split)
+from skin_model.lite import LitePredictor, build_lite, export_lite
 from skin_model.mixstyle import insert_mixstyle, without_mixstyle
 from skin_model.model import (HAM10000_KNOWN_LIMITS, build_classifier, default_preprocessing, network_data_format,
                               save_bundle, set_trainable_backbone)
-from skin_model.training import (class_weights, compile_stage, distillation_targets, predict_arrays, prior_shift,
-                                 read_history, served_probabilities, stage_callbacks, teacher_probabilities,
-                                 warmup_cosine)
+from skin_model.training import (class_weights, compile_stage, distillation_targets, in_training_metadata,
+                                 prior_shift, read_history, served_probabilities, stage_callbacks,
+                                 teacher_probabilities, warmup_cosine)
 
 log = logging.getLogger("train")
 
@@ -313,11 +315,18 @@ def main(argv: list[str] | None = None) -> int:
     set_trainable_backbone(model, None)
 
     # 5. Calibration, test-time augmentation and the "unsure" threshold, on validation -------------------
-    temperature = fit_temperature(predict_arrays(model, images["val"]), labels["val"])
-    calibrated = {s: served_probabilities(model, images[s], temperature) for s in ("val", "test")}
+    # Every evaluation predicts through a LiteRT copy of the network, as the app serves it (and 3-4 times
+    # faster than Keras on a CPU); the bundle's own copy is built from the saved model at the end.
+    lite_file = export_lite(model, work_dir / LITE_FILE)
+
+    def served(temperature: float) -> LitePredictor:
+        return LitePredictor(lite_file, in_training_metadata(args.image_size, temperature))
+
+    temperature = fit_temperature(served_probabilities(served(1.0), images["val"]), labels["val"])
+    calibrated = {s: served_probabilities(served(temperature), images[s]) for s in ("val", "test")}
     log.info("Temperature %.3f", temperature)
     # Test-time augmentation (average of the 8 flips/rotations) is served only if it helps on validation.
-    val_tta = served_probabilities(model, images["val"], temperature, tta=True)
+    val_tta = served_probabilities(served(temperature), images["val"], tta=True)
     tta_report = evaluate_probabilities(labels["val"], val_tta, list(parts["val"]["image_id"]),
                                         dataset={"name": "HAM10000 val split, test-time augmentation"}, model={},
                                         temperature=temperature)
@@ -348,9 +357,10 @@ def main(argv: list[str] | None = None) -> int:
                  reports[s].melanoma_sensitivity, reports[s].ece)
     recipe = recipe_flags(vars(args), vars(build_parser().parse_args([])))  # the flags that differ from today's
     if holdout is not None:  # as served: calibrated on validation, TTA if validation chose it
-        served = served_probabilities(model, images[HELD_OUT], temperature, tta=use_tta)
+        served_held_out = served_probabilities(served(temperature), images[HELD_OUT], tta=use_tta)
         reports[HELD_OUT] = evaluate_probabilities(
-            labels[HELD_OUT], served, list(parts[HELD_OUT]["image_id"]), temperature=temperature, model=model_info,
+            labels[HELD_OUT], served_held_out, list(parts[HELD_OUT]["image_id"]), temperature=temperature,
+            model=model_info,
             dataset=held_out_dataset(holdout, recipe, use_tta))
         reports[HELD_OUT].to_json(out_dir / EVALUATIONS_DIR / report_file(holdout.sources))
         held_out = reports[HELD_OUT]

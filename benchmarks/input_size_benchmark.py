@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     from skin_model.dataset import load_arrays, load_catalogue
     from skin_model.metrics import evaluate_probabilities
     from skin_model.model import build_classifier, load_bundle
-    from skin_model.training import predict_arrays, served_probabilities
+    from skin_model.inference import Predictor
+    from skin_model.training import in_training_metadata, predict_arrays, served_probabilities
 
     trained, metadata = load_bundle(args.weights)
     val = read_split(args.weights, "val", columns=("image_id", "split", "label")).astype({"label": int}).merge(load_catalogue(args.data_dir)[["image_id", "path"]], on="image_id")
@@ -71,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         images = load_arrays(list(val["path"]), size, progress=False)
         raw = predict_arrays(model, images)
         temperature = fit_temperature(raw, labels)
+        predictor = Predictor(model, in_training_metadata(size, temperature))
         sizes[str(size)] = {"temperature": temperature,
-                            "single_view": figures(served_probabilities(model, images, temperature)),
-                            "tta": figures(served_probabilities(model, images, temperature, tta=True))}
+                            "single_view": figures(served_probabilities(predictor, images)),
+                            "tta": figures(served_probabilities(predictor, images, tta=True))}
         log.info("%d px: %s", size, json.dumps(sizes[str(size)]))
     results = {"measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "model": {"version": metadata.version, "trained_input_size": metadata.input_size},

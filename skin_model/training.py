@@ -12,7 +12,9 @@ import numpy as np
 from keras import ops
 from sklearn.utils.class_weight import compute_class_weight
 
+from skin_model.bundle import ModelMetadata
 from skin_model.imaging import scale_pixels
+from skin_model.inference import CalibratedPredictor
 from skin_model.labels import NUM_CLASSES
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,7 @@ def logit_adjusted_loss(log_prior_shift: np.ndarray, label_smoothing: float = 0.
 def teacher_probabilities(teacher_dirs: list[Path], images: np.ndarray) -> np.ndarray:
     """The mean of the calibrated probabilities (each bundle's own temperature, one view) that the model
     bundles in ``teacher_dirs`` give uint8 (N, S, S, 3) images. Every teacher must take S-pixel inputs."""
+    from skin_model.inference import Predictor
     from skin_model.model import load_bundle
 
     if not teacher_dirs:
@@ -94,7 +97,7 @@ def teacher_probabilities(teacher_dirs: list[Path], images: np.ndarray) -> np.nd
         if metadata.input_size != images.shape[1]:
             raise ValueError(f"Teacher {teacher_dir} takes {metadata.input_size}-pixel images but training uses "
                              f"{images.shape[1]}: pass --image-size {metadata.input_size} or another teacher")
-        probs.append(served_probabilities(model, images, metadata.temperature))
+        probs.append(served_probabilities(Predictor(model, metadata), images))
         log.info("Teacher %s (version %s): predicted %d images", teacher_dir, metadata.version, len(images))
         del model
     return np.mean(probs, axis=0)
@@ -210,16 +213,16 @@ def predict_arrays(model: keras.Model, images: np.ndarray, batch_size: int = 64)
     return np.concatenate(out).astype(np.float64) if out else np.zeros((0, NUM_CLASSES))
 
 
-def served_probabilities(model: keras.Model, images: np.ndarray, temperature: float, tta: bool = False,
-                         chunk: int = 256) -> np.ndarray:
-    """Calibrated probabilities of uint8 (N, S, S, 3) images as the app serves them: through
-    ``inference.CalibratedPredictor`` (the one prediction path: temperature, and the 8-view average when
-    ``tta``), ``chunk`` images at a time."""
-    from skin_model.bundle import ModelMetadata
-    from skin_model.inference import Predictor
+def in_training_metadata(input_size: int, temperature: float) -> ModelMetadata:
+    """The metadata a predictor needs for a model that has no bundle yet: its input size and temperature."""
+    return ModelMetadata(version="in training", created="", input_size=input_size, temperature=temperature)
 
-    predictor = Predictor(model, ModelMetadata(version="in training", created="", input_size=images.shape[1],
-                                               temperature=temperature))
+
+def served_probabilities(predictor: CalibratedPredictor, images: np.ndarray, tta: bool = False,
+                         chunk: int = 256) -> np.ndarray:
+    """Calibrated probabilities of uint8 (N, S, S, 3) images as the app serves them: through ``predictor``
+    (the one prediction path, ``inference.CalibratedPredictor``: its temperature, and the 8-view average when
+    ``tta``), ``chunk`` images at a time."""
     parts = [predictor.probabilities_of(scale_pixels(images[i:i + chunk].astype(np.float32)), tta)
              for i in range(0, len(images), chunk)]
     return np.concatenate(parts) if parts else np.zeros((0, NUM_CLASSES))

@@ -230,15 +230,30 @@ def test_served_probabilities_with_tta_are_invariant_to_flips_and_rotations(tiny
     model, meta = load_bundle(tiny_bundle)
     images = np.random.default_rng(5).integers(0, 256, (3, meta.input_size, meta.input_size, 3), dtype=np.uint8)
     turned = np.ascontiguousarray(np.rot90(images[:, ::-1], k=1, axes=(1, 2)))  # flip, then rotate 90 degrees
-    averaged = served_probabilities(model, images, meta.temperature, tta=True, chunk=2)
+    predictor = Predictor(model, meta)
+    averaged = served_probabilities(predictor, images, tta=True, chunk=2)
     np.testing.assert_allclose(averaged.sum(axis=1), 1.0, atol=1e-6)
-    np.testing.assert_allclose(served_probabilities(model, turned, meta.temperature, tta=True), averaged, atol=1e-5)
-    single, single_turned = (served_probabilities(model, x, meta.temperature) for x in (images, turned))
+    np.testing.assert_allclose(served_probabilities(predictor, turned, tta=True), averaged, atol=1e-5)
+    single, single_turned = (served_probabilities(predictor, x) for x in (images, turned))
     assert np.abs(single - single_turned).max() > 1e-4
-    from skin_model.imaging import scale_pixels
 
-    served = Predictor.from_dir(tiny_bundle).probabilities_of(scale_pixels(images.astype(np.float32)), tta=True)
-    np.testing.assert_allclose(averaged, served, atol=1e-5), "train.py's TTA is the app's TTA"
+
+def test_the_litert_copy_train_py_evaluates_with_gives_the_keras_probabilities(tiny_bundle, tmp_path):
+    """train.py predicts its evaluations through a LiteRT export of the trained network (as the app serves
+    it): single view and 8-view average must match the Keras model's, at the bundle's temperature."""
+    from skin_model.inference import Predictor
+    from skin_model.lite import LitePredictor, export_lite
+    from skin_model.model import load_bundle
+    from skin_model.training import in_training_metadata, served_probabilities
+
+    model, meta = load_bundle(tiny_bundle)
+    images = np.random.default_rng(6).integers(0, 256, (5, meta.input_size, meta.input_size, 3), dtype=np.uint8)
+    lite = LitePredictor(export_lite(model, tmp_path / "model.tflite"),
+                         in_training_metadata(meta.input_size, meta.temperature))
+    keras_path = Predictor(model, meta)
+    for tta in (False, True):
+        np.testing.assert_allclose(served_probabilities(lite, images, tta=tta, chunk=2),
+                                   served_probabilities(keras_path, images, tta=tta), atol=1e-5)
 
 
 def test_a_resumed_stage_does_not_shorten_the_next_one(tmp_path):
