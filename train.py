@@ -27,8 +27,9 @@ How, in the order the code runs:
 6. Evaluate on the test split and save ``model.keras`` + ``metadata.json`` + reports (``skin_model.bundle``
    names every file), then build the LiteRT copy ``model.tflite`` the app serves (``lite.build_lite``).
 
-Both stages checkpoint every epoch and mark their completion (``head_final`` / ``finetune_final`` weights):
-``--resume`` continues an interrupted run where it stopped, at evaluation if both stages had finished.
+Both stages checkpoint every epoch and mark their completion (``training.Checkpoints``): ``--resume``
+continues an interrupted run where it stopped, at evaluation if both stages had finished. A run that must
+outlast a session is carried to the next machine by ``python -m skin_model.cli.park`` (``skin_model.parking``).
 Training runs under a ``tf.distribute`` strategy (``skin_model.distribute``, ``--distribute``): one device,
 ``MirroredStrategy`` over local GPUs (or ``--cpu-replicas`` logical CPUs), or ``MultiWorkerMirroredStrategy``
 across hosts named by ``TF_CONFIG``. ``--batch-size`` is per replica; the learning rates follow the global
@@ -69,7 +70,7 @@ from skin_model.lite import LitePredictor, build_lite, export_lite
 from skin_model.mixstyle import insert_mixstyle, without_mixstyle
 from skin_model.model import (HAM10000_KNOWN_LIMITS, build_classifier, default_preprocessing, network_data_format,
                               save_bundle, set_trainable_backbone)
-from skin_model.training import (class_weights, compile_stage, distillation_targets, in_training_metadata,
+from skin_model.training import (Checkpoints, class_weights, compile_stage, distillation_targets, in_training_metadata,
                                  prior_shift, read_history, served_probabilities, stage_callbacks,
                                  teacher_probabilities, warmup_cosine)
 
@@ -275,36 +276,36 @@ def main(argv: list[str] | None = None) -> int:
         model = insert_mixstyle(model, args.mixstyle, seed=args.seed)
 
         # 3. Head on the frozen backbone ---------------------------------------------------------------
-        head_done = work_dir / "head_final.weights.h5"
-        if head_done.exists():
-            log.info("Head stage already done: loading %s", head_done)
-            model.load_weights(head_done)
+        # Each stage marks its completion (``training.Checkpoints``): a run stopped after fine-tuning (during
+        # evaluation) resumes at evaluation; one stopped during fine-tuning resumes from its epoch backup.
+        files = Checkpoints(work_dir)
+        if files.finetune_begun:
+            log.info("Head stage done; fine-tuning %s", "done" if files.finetune_done.exists() else "under way")
+        elif files.head_done.exists():
+            log.info("Head stage already done: loading %s", files.head_done)
+            model.load_weights(files.head_done)
         else:
             set_trainable_backbone(model, None)
             compile_stage(model, head_lr, jit, label_smoothing=args.label_smoothing,
                           log_prior_shift=log_prior_shift)
             model.fit(train_ds, epochs=args.head_epochs,
                       callbacks=stage_callbacks(work_dir, "head", patience=None), **fit_options)
-            model.save_weights(head_done)
+            model.save_weights(files.head_done)
 
         # 4. Fine-tune the top of the backbone --------------------------------------------------------
-        # Keras' epoch backup is deleted when a stage completes, so a finished stage leaves its own marker:
-        # a run stopped after fine-tuning (during evaluation) resumes at evaluation, not at epoch 1.
-        best_finetune = work_dir / "best_finetune.weights.h5"
-        finetune_done = work_dir / "finetune_final.weights.h5"
         set_trainable_backbone(model, args.fine_tune_from)
         schedule = warmup_cosine(finetune_lr, args.finetune_epochs * steps_per_epoch, steps_per_epoch // 2)
         compile_stage(model, schedule, jit, label_smoothing=args.label_smoothing, ema_momentum=args.ema_momentum,
                       log_prior_shift=log_prior_shift)
-        if finetune_done.exists():
-            log.info("Fine-tuning already done: using %s", best_finetune)
+        if files.finetune_done.exists():
+            log.info("Fine-tuning already done: using %s", files.best("finetune"))
         elif args.finetune_epochs > 0:
             model.fit(train_ds, epochs=args.finetune_epochs,
                       callbacks=stage_callbacks(work_dir, "finetune", args.patience, ema=args.ema_momentum > 0),
                       **fit_options)
-            model.save_weights(finetune_done)
-        if best_finetune.exists():
-            model.load_weights(best_finetune)
+            write_json(files.finetune_done, {"epochs_run": len(read_history(work_dir, ("finetune",))["finetune"])})
+        if files.best("finetune").exists():
+            model.load_weights(files.best("finetune"))
     dist.finish()  # every worker has trained; the rest is the chief's, on one device
     if not dist.is_chief:
         return 0

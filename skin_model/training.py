@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -174,6 +175,42 @@ class ForgetRestoredEpoch(keras.callbacks.Callback):
         self.model._initial_epoch = None
 
 
+@dataclass(frozen=True)
+class Checkpoints:
+    """The files train.py keeps in a run's checkpoints folder, per stage ("head", "finetune"); nothing else
+    names them. Keras deletes a stage's epoch backup when the stage completes, so each stage leaves its own
+    marker: the head stage its final weights (fine-tuning starts from them), fine-tuning a small JSON record
+    (only its best checkpoint is used afterwards)."""
+
+    folder: Path
+
+    def history(self, stage: str) -> Path:
+        """The stage's per-epoch CSV history (CSVLogger)."""
+        return self.folder / f"history_{stage}.csv"
+
+    def backup(self, stage: str) -> Path:
+        """The stage's epoch backup folder (BackupAndRestore: weights and optimizer state) while it runs."""
+        return self.folder / f"backup_{stage}"
+
+    def best(self, stage: str) -> Path:
+        """The stage's best-on-validation weights (ModelCheckpoint)."""
+        return self.folder / f"best_{stage}.weights.h5"
+
+    @property
+    def head_done(self) -> Path:
+        return self.folder / "head_final.weights.h5"
+
+    @property
+    def finetune_done(self) -> Path:
+        return self.folder / "finetune_done.json"
+
+    @property
+    def finetune_begun(self) -> bool:
+        """True once fine-tuning has an epoch backup or has finished: the head weights are no longer needed
+        (the backup holds the whole model; after the stage its best checkpoint is loaded)."""
+        return self.finetune_done.exists() or self.backup("finetune").is_dir()
+
+
 def best_logged(csv_path: Path, monitor: str = MONITOR) -> float | None:
     """Best value of ``monitor`` already in a CSVLogger file (to resume checkpointing without regressions)."""
     if not csv_path.is_file():
@@ -189,15 +226,16 @@ def stage_callbacks(work_dir: Path, stage: str, patience: int | None,
     With ``ema`` (an optimizer keeping a moving average of the weights), validation, the history and the
     checkpoint all use the averaged weights; the backup keeps the raw ones (it runs before the swap).
     ``ForgetRestoredEpoch`` keeps a restored epoch from shortening the next stage."""
-    history_csv = work_dir / f"history_{stage}.csv"
+    files = Checkpoints(work_dir)
+    history_csv = files.history(stage)
     callbacks: list[keras.callbacks.Callback] = [
         BatchLog(),
         ForgetRestoredEpoch(),
-        keras.callbacks.BackupAndRestore(str(work_dir / f"backup_{stage}")),
+        keras.callbacks.BackupAndRestore(str(files.backup(stage))),
         *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         keras.callbacks.ModelCheckpoint(
-            str(work_dir / f"best_{stage}.weights.h5"), monitor=MONITOR, mode="max", save_best_only=True,
+            str(files.best(stage)), monitor=MONITOR, mode="max", save_best_only=True,
             save_weights_only=True, initial_value_threshold=best_logged(history_csv), verbose=1),
     ]
     if patience:
@@ -232,7 +270,7 @@ def read_history(work_dir: Path, stages: tuple[str, ...]) -> dict[str, list[dict
     """The per-epoch CSV histories of each stage, as lists of rows."""
     history = {}
     for stage in stages:
-        path = work_dir / f"history_{stage}.csv"
+        path = Checkpoints(work_dir).history(stage)
         if path.is_file():
             with open(path) as fh:
                 history[stage] = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]

@@ -138,6 +138,64 @@ def test_resuming_a_finished_run_evaluates_without_training_again(trained, synth
     assert json.loads((run / "metadata.json").read_text())["training"]["epochs_run"] == {"head": 1, "finetune": 1}
 
 
+def test_a_run_parked_during_evaluation_resumes_at_evaluation_on_another_machine(trained, synthetic_ham,
+                                                                                random_backbone_weights,
+                                                                                tiny_bundle, tmp_path):
+    """Parking keeps the best fine-tuning weights without optimizer state and no head weights: the resumed run
+    trains nothing and ships the same network."""
+    from skin_model.model import load_bundle
+    from skin_model.parking import park, unpark
+
+    stopped = Path(shutil.copytree(trained, tmp_path / "stopped"))
+    (stopped / "metadata.json").unlink()
+    park(stopped, tmp_path / "runs" / "done", ARGS)
+    run = tmp_path / "next_machine"
+    unpark(tmp_path / "runs" / "done", run)
+    assert not (run / "checkpoints" / "head_final.weights.h5").exists()
+    code = train_module().main([*ARGS, "--data-dir", str(synthetic_ham), "--backbone-weights",
+                                str(random_backbone_weights), "--output-dir", str(run),
+                                "--distill-from", str(tiny_bundle), "--resume"])
+    assert code == 0
+    assert json.loads((run / "metadata.json").read_text())["training"]["epochs_run"] == {"head": 1, "finetune": 1}
+    for a, b in zip(load_bundle(trained)[0].get_weights(), load_bundle(run)[0].get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_run_parked_during_fine_tuning_resumes_from_its_epoch_backup(synthetic_ham, random_backbone_weights,
+                                                                       tmp_path):
+    """Stopped after the first of two fine-tuning epochs, parked and unparked elsewhere: the resumed run skips
+    the head stage (its weights were not parked) and runs only the second fine-tuning epoch."""
+    import keras
+
+    from skin_model.parking import park, unpark
+
+    args = ["--max-images", "70", "--image-size", "96", "--head-epochs", "1", "--finetune-epochs", "2",
+            "--batch-size", "16", "--data-dir", str(synthetic_ham),
+            "--backbone-weights", str(random_backbone_weights)]
+
+    class SessionEnds(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt("the session ended")
+
+    interrupted = train_module()
+    real_callbacks = interrupted.stage_callbacks
+    interrupted.stage_callbacks = lambda work_dir, stage, *a, **k: [
+        *real_callbacks(work_dir, stage, *a, **k), *([SessionEnds()] if stage == "finetune" else [])]
+    stopped = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.main([*args, "--output-dir", str(stopped)])
+    first_epoch = (stopped / "checkpoints" / "history_finetune.csv").read_text()
+    head_history = (stopped / "checkpoints" / "history_head.csv").read_text()
+    park(stopped, tmp_path / "runs" / "mid", args[:8])
+    run = tmp_path / "next_machine"
+    unpark(tmp_path / "runs" / "mid", run)
+    assert train_module().main([*args, "--output-dir", str(run), "--resume"]) == 0
+    history = (run / "checkpoints" / "history_finetune.csv").read_text()
+    assert history.startswith(first_epoch) and len(history.strip().splitlines()) == 3, "one more epoch, not two"
+    assert (run / "checkpoints" / "history_head.csv").read_text() == head_history, "the head stage did not rerun"
+    assert json.loads((run / "metadata.json").read_text())["training"]["epochs_run"] == {"head": 1, "finetune": 2}
+
+
 def run_finish_bundle(bundle: Path, data_dir: Path, *options: str) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "finish_bundle.sh"), str(bundle), *options],
                           env={**os.environ, "SKIN_DATA_DIR": str(data_dir)}, capture_output=True, text=True,
