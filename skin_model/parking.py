@@ -8,7 +8,9 @@ committed; the next session unparks it into a run folder and resumes.
 
 What is parked, from the run's ``checkpoints/`` (``training.Checkpoints`` names every file):
 - each stage's per-epoch history (the best validation score so far is read from it);
-- the running stage's epoch backup, weights and optimizer state as Keras wrote them: the resume is exact;
+- the running stage's epoch backup, weights and optimizer state as Keras wrote them, so the resumed stage
+  goes on from the same model, optimizer, learning-rate step, best score and early-stopping count (the
+  shuffling and augmentation draws after a resume differ from an uninterrupted run's, as for any --resume);
 - each stage's best checkpoint with its optimizer state left out (only its weights are ever loaded): about a
   third of the file;
 - the head stage's final weights only while fine-tuning has not begun (afterwards the fine-tuning backup or

@@ -211,18 +211,42 @@ class Checkpoints:
         return self.finetune_done.exists() or self.backup("finetune").is_dir()
 
 
+def logged_values(csv_path: Path, monitor: str = MONITOR) -> list[float]:
+    """The values of ``monitor``, epoch by epoch, already in a CSVLogger file (none when it does not exist)."""
+    if not csv_path.is_file():
+        return []
+    with open(csv_path) as fh:
+        return [float(row[monitor]) for row in csv.DictReader(fh) if row.get(monitor)]
+
+
 def best_logged(csv_path: Path, monitor: str = MONITOR) -> float | None:
     """Best value of ``monitor`` already in a CSVLogger file (to resume checkpointing without regressions)."""
-    if not csv_path.is_file():
-        return None
-    with open(csv_path) as fh:
-        values = [float(row[monitor]) for row in csv.DictReader(fh) if row.get(monitor)]
+    values = logged_values(csv_path, monitor)
     return max(values) if values else None
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """``EarlyStopping`` (maximising ``MONITOR``) that a resumed stage continues instead of restarting: its best
+    value and its count of epochs without improvement come from the stage's CSV history, so a run stopped and
+    resumed stops at the same epoch as one that ran through."""
+
+    def __init__(self, history_csv: Path, patience: int) -> None:
+        super().__init__(monitor=MONITOR, mode="max", patience=patience, verbose=1)
+        self.history_csv = history_csv
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        values = logged_values(self.history_csv, self.monitor)
+        if values:
+            self.best_epoch = int(np.argmax(values))
+            self.best = values[self.best_epoch]
+            self.wait = len(values) - 1 - self.best_epoch
 
 
 def stage_callbacks(work_dir: Path, stage: str, patience: int | None,
                     ema: bool = False) -> list[keras.callbacks.Callback]:
-    """Resume-safe callbacks: epoch backup, CSV history, best-on-validation checkpoint, early stopping.
+    """Resume-safe callbacks: epoch backup, CSV history, best-on-validation checkpoint, early stopping (the
+    last two continue from the history of a resumed stage).
     With ``ema`` (an optimizer keeping a moving average of the weights), validation, the history and the
     checkpoint all use the averaged weights; the backup keeps the raw ones (it runs before the swap).
     ``ForgetRestoredEpoch`` keeps a restored epoch from shortening the next stage."""
@@ -239,8 +263,7 @@ def stage_callbacks(work_dir: Path, stage: str, patience: int | None,
             save_weights_only=True, initial_value_threshold=best_logged(history_csv), verbose=1),
     ]
     if patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=patience,
-                                                       verbose=1))
+        callbacks.append(ResumableEarlyStopping(history_csv, patience))
     return callbacks
 
 

@@ -1,5 +1,5 @@
 """Parking an unfinished train.py run in the repository (skin_model.parking, skin_model.cli.park): what is
-kept, what is left behind, what is refused, and that train.py resumes a parked run exactly where it stopped."""
+kept, what is left behind, what is refused, and that train.py resumes a parked run where it stopped."""
 
 from __future__ import annotations
 
@@ -74,7 +74,8 @@ def test_parking_during_fine_tuning_keeps_the_backup_as_written_and_leaves_unuse
         "no head weights (the backup holds the whole model) and no best head checkpoint (never read)"
     kept = parked.folder / "checkpoints"
     backup = files.backup("finetune") / "latest.weights.h5"
-    assert (kept / "backup_finetune" / "latest.weights.h5").read_bytes() == backup.read_bytes(), "an exact resume"
+    assert (kept / "backup_finetune" / "latest.weights.h5").read_bytes() == backup.read_bytes(), \
+        "weights and optimizer state as written"
     assert (kept / "best_finetune.weights.h5").stat().st_size < files.best("finetune").stat().st_size
     assert read_parked(parked.folder).train_args == tuple(ARGS)
 

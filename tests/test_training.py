@@ -294,3 +294,28 @@ def test_class_weight_power_tempers_the_balanced_weights():
     assert tempered == pytest.approx({c: w ** 0.5 for c, w in balanced.items()})
     assert tempered[0] / tempered[5] == pytest.approx((balanced[0] / balanced[5]) ** 0.5)  # 15 -> 3.9
     assert class_weights(labels, 0.0) == {0: 1.0, 4: 1.0, 5: 1.0}
+
+
+def test_early_stopping_of_a_resumed_stage_counts_the_epochs_before_the_stop(tmp_path):
+    """Best validation score at epoch 1 of 4 logged, patience 3: a resumed stage stops after one more epoch
+    without improvement, as the run would have without the interruption; with no history it waits 3 epochs."""
+    import keras
+
+    from skin_model.training import MONITOR, ResumableEarlyStopping
+
+    class FixedScore(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs[MONITOR] = 0.55
+
+    def epochs_run(history_csv: Path, initial_epoch: int) -> int:
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(NUM_CLASSES, activation="softmax")])
+        model.compile("adam", "categorical_crossentropy")
+        x, y = np.zeros((8, 4), np.float32), np.eye(NUM_CLASSES, dtype=np.float32)[np.arange(8) % NUM_CLASSES]
+        history = model.fit(x, y, epochs=initial_epoch + 10, initial_epoch=initial_epoch, verbose=0,
+                            callbacks=[FixedScore(), ResumableEarlyStopping(history_csv, patience=3)])
+        return len(history.history["loss"])
+
+    logged = tmp_path / "history_finetune.csv"
+    logged.write_text(f"epoch,{MONITOR}\n0,0.5\n1,0.7\n2,0.6\n3,0.6\n")
+    assert epochs_run(logged, initial_epoch=4) == 1
+    assert epochs_run(tmp_path / "none.csv", initial_epoch=0) == 4
