@@ -11,8 +11,8 @@ What is parked, from the run's ``checkpoints/`` (``training.Checkpoints`` names 
 - the running stage's epoch backup, weights and optimizer state as Keras wrote them, so the resumed stage
   goes on from the same model, optimizer, learning-rate step, best score and early-stopping count (the
   shuffling and augmentation draws after a resume differ from an uninterrupted run's, as for any --resume);
-- each stage's best checkpoint with its optimizer state left out (only its weights are ever loaded): about a
-  third of the file;
+- fine-tuning's best checkpoint with its optimizer state left out (only its weights are ever loaded): about
+  a third of the file;
 - the head stage's final weights only while fine-tuning has not begun (afterwards the fine-tuning backup or
   best checkpoint holds the whole model), and the fine-tuning marker.
 The head stage's best checkpoint is never read and is left behind. A parked run is deleted from the tree

@@ -15,7 +15,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from skin_model.bundle import ModelMetadata
 from skin_model.imaging import scale_pixels
-from skin_model.inference import CalibratedPredictor
+from skin_model.inference import CalibratedPredictor, Predictor
 from skin_model.labels import NUM_CLASSES
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,6 @@ def logit_adjusted_loss(log_prior_shift: np.ndarray, label_smoothing: float = 0.
 def teacher_probabilities(teacher_dirs: list[Path], images: np.ndarray) -> np.ndarray:
     """The mean of the calibrated probabilities (each bundle's own temperature, one view) that the model
     bundles in ``teacher_dirs`` give uint8 (N, S, S, 3) images. Every teacher must take S-pixel inputs."""
-    from skin_model.inference import Predictor
     from skin_model.model import load_bundle
 
     if not teacher_dirs:
