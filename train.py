@@ -36,7 +36,8 @@ across hosts named by ``TF_CONFIG``. ``--batch-size`` is per replica; the learni
 batch by ``--lr-scaling`` (default sqrt: times the square root of the replicas). Only the chief writes into
 ``--output-dir``; the other workers stop once training ends.
 Class imbalance is handled with balanced class weights (or, with ``--logit-adjustment``, the logit-adjusted
-loss). On a GPU, mixed precision and XLA are used.
+loss; with ``--sampling balanced|class-source``, balanced draws, the latter also over the sources in a class).
+On a GPU, mixed precision and XLA are used.
 """
 
 from __future__ import annotations
@@ -60,8 +61,10 @@ from skin_model.config import DEFAULT_BACKBONE_WEIGHTS, DEFAULT_DATA_DIR, DEFAUL
 from skin_model.augment import ADDITIONS, AugmentConfig
 from skin_model.dataset import SPLITS, find_metadata, load_arrays, load_catalogue, split_by_lesion, subsample
 from skin_model.distribute import LR_SCALING, STRATEGIES, choose_distribution, split_cpu
-from skin_model.pipeline import INPUTS, SAMPLING, ImageFiles, choose_input, decoded_gib, make_tf_dataset
-from skin_model.holdout import HELD_OUT, held_out_dataset, hold_out_sources, recipe_flags, report_file
+from skin_model.pipeline import (INPUTS, SAMPLING, ImageFiles, choose_input, decoded_gib, make_tf_dataset,
+                                 sampling_groups)
+from skin_model.holdout import (HELD_OUT, SOURCE_COLUMN, held_out_dataset, hold_out_sources, recipe_flags,
+                                report_file)
 from skin_model.labels import CODES
 from skin_model.metrics import choose_referral_threshold, choose_unsure_threshold, evaluate_probabilities
 from skin_model.bundle import (CHECKPOINTS_DIR, EVALUATIONS_DIR, HISTORY_FILE, LITE_FILE, SPLIT_FILE,
@@ -110,8 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 0 = class weights)")
     p.add_argument("--sampling", choices=SAMPLING, default="shuffle",
                    help="how training epochs draw images: 'shuffle' (each image once, class imbalance handled by "
-                        "balanced class weights or --logit-adjustment) or 'balanced' (as many draws, with "
-                        "replacement, each class equally likely, and no class weights; default: shuffle)")
+                        "balanced class weights or --logit-adjustment), 'balanced' (as many draws, with "
+                        "replacement, each class equally likely, and no class weights) or 'class-source' (the "
+                        "same, and within a class each source (clinic) equally likely, so that the source does "
+                        "not tell the diagnosis; default: shuffle)")
     p.add_argument("--class-weight-power", type=float, default=1.0, metavar="P",
                    help="raise the balanced class weights to P: 1 balanced, 0.5 square roots (a rare class "
                         "weighs less against the common ones), 0 unweighted (default 1)")
@@ -183,10 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.sampling == "balanced" and args.logit_adjustment:
-        parser.error("--sampling balanced and --logit-adjustment both correct for class imbalance: choose one")
-    if args.class_weight_power != 1.0 and (args.sampling == "balanced" or args.logit_adjustment):
-        parser.error("--class-weight-power tempers the class weights, which --sampling balanced and "
+    if args.sampling != "shuffle" and args.logit_adjustment:
+        parser.error(f"--sampling {args.sampling} and --logit-adjustment both correct for class imbalance: choose one")
+    if args.class_weight_power != 1.0 and (args.sampling != "shuffle" or args.logit_adjustment):
+        parser.error(f"--class-weight-power tempers the class weights, which --sampling {args.sampling} and "
                      "--logit-adjustment replace")
     return args
 
@@ -253,14 +258,16 @@ def main(argv: list[str] | None = None) -> int:
     train_ds = make_tf_dataset(images["train"], targets, global_batch, training=True, seed=args.seed,
                                augment_config=AugmentConfig.from_names(args.augment, args.mixup),
                                across_workers=sharded,
-                               balance_by=labels["train"] if args.sampling == "balanced" else None)
+                               balance_by=sampling_groups(args.sampling, labels["train"],
+                                                          parts["train"].get(SOURCE_COLUMN)))
     val_ds = make_tf_dataset(images["val"], labels["val"], global_batch, training=False, across_workers=sharded)
     if args.logit_adjustment:
         log_prior_shift, weights = prior_shift(labels["train"], args.logit_adjustment), None
         log.info("Logit-adjusted loss, shift %s", {c: round(float(q), 2) for c, q in zip(CODES, log_prior_shift)})
-    elif args.sampling == "balanced":
+    elif args.sampling != "shuffle":
         log_prior_shift, weights = None, None
-        log.info("Class-balanced sampling: %d draws per epoch, no class weights", len(labels["train"]))
+        log.info("Sampling %s: %d balanced draws per epoch, no class weights", args.sampling,
+                 len(labels["train"]))
     else:
         log_prior_shift, weights = None, class_weights(labels["train"], args.class_weight_power)
         log.info("Class weights: %s", {CODES[k]: round(v, 2) for k, v in weights.items()})

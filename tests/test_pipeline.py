@@ -11,7 +11,7 @@ import pytest
 
 from skin_model.augment import AugmentConfig
 from skin_model.dataset import DatasetError, load_arrays
-from skin_model.pipeline import (EpochOrder, ImageFiles, balanced_draws, choose_input, decoded_gib,
+from skin_model.pipeline import (EpochOrder, ImageFiles, balanced_draws, choose_input, decoded_gib, sampling_groups,
                                  make_tf_dataset)
 
 SIZE = 64
@@ -99,6 +99,58 @@ def test_balanced_draws_skip_absent_classes():
     shares = np.bincount(labels[balanced_draws(labels, 2000, np.random.default_rng(1))], minlength=7) / 2000
     assert shares[[1, 2, 3, 4, 6]].sum() == 0
     np.testing.assert_allclose(shares[[0, 5]], 0.5, atol=0.04)
+
+
+#: Two clinics confounded with the diagnosis, as in HAM10000: clinic A holds most naevi, clinic B most melanomas.
+CONFOUNDED_LABELS = np.repeat([4, 5, 4, 5, 4], [100, 900, 25, 50, 5]).astype(np.int32)
+CONFOUNDED_SOURCES = np.repeat(["B", "A", "A", "B", "C"], [100, 900, 25, 50, 5])
+
+
+def test_class_source_draws_make_the_source_uninformative_of_the_class():
+    groups = sampling_groups("class-source", CONFOUNDED_LABELS, CONFOUNDED_SOURCES, min_group=20)
+    draws = balanced_draws(groups, 20000, np.random.default_rng(3))
+    labels, sources = CONFOUNDED_LABELS[draws], CONFOUNDED_SOURCES[draws]
+    np.testing.assert_allclose(np.mean(labels == 4), 0.5, atol=0.02)
+    for c in (4, 5):  # within each class, clinics A and B equally likely (C's 5 melanomas pooled with B's)
+        np.testing.assert_allclose(np.mean(sources[labels == c] == "A"), 0.5, atol=0.03)
+    # Balanced by class alone, 900 of the 950 naevi drawn come from clinic A.
+    class_only = balanced_draws(CONFOUNDED_LABELS, 20000, np.random.default_rng(3))
+    assert np.mean(CONFOUNDED_SOURCES[class_only][CONFOUNDED_LABELS[class_only] == 5] == "A") > 0.9
+
+
+def test_class_source_groups_pool_small_sources_and_keep_the_rest():
+    groups = sampling_groups("class-source", CONFOUNDED_LABELS, CONFOUNDED_SOURCES, min_group=20)
+    assert groups.shape == (len(CONFOUNDED_LABELS), 2)
+    np.testing.assert_array_equal(groups[:, 0], CONFOUNDED_LABELS)
+    small = CONFOUNDED_SOURCES == "C"
+    assert len(np.unique(groups[small, 1])) == 1
+    assert groups[small, 1][0] == groups[CONFOUNDED_SOURCES == "B", 1][0], "pooled with the class's largest source"
+    assert len(np.unique(groups[CONFOUNDED_LABELS == 4, 1])) == 2
+    kept_apart = sampling_groups("class-source", CONFOUNDED_LABELS, CONFOUNDED_SOURCES, min_group=1)
+    assert len(np.unique(kept_apart[CONFOUNDED_LABELS == 4, 1])) == 3
+
+
+def test_sampling_groups_per_option():
+    assert sampling_groups("shuffle", CONFOUNDED_LABELS, CONFOUNDED_SOURCES) is None
+    np.testing.assert_array_equal(sampling_groups("balanced", CONFOUNDED_LABELS, None), CONFOUNDED_LABELS)
+    with pytest.raises(ValueError, match="dataset"):
+        sampling_groups("class-source", CONFOUNDED_LABELS, None)
+    with pytest.raises(ValueError, match="sources for"):
+        sampling_groups("class-source", CONFOUNDED_LABELS, CONFOUNDED_SOURCES[:10])
+    with pytest.raises(ValueError, match="Unknown sampling"):
+        sampling_groups("stratified", CONFOUNDED_LABELS, CONFOUNDED_SOURCES)
+
+
+def test_one_level_draws_are_the_class_balanced_draws_of_earlier_runs():
+    """A class-balanced run resumed with this code draws the epochs it drew before sources could be balanced."""
+    rng = np.random.default_rng(9)
+    classes = np.unique(IMBALANCED)
+    drawn = rng.choice(classes, size=500)
+    expected = np.empty(500, np.int64)
+    for c in classes:
+        slots = np.flatnonzero(drawn == c)
+        expected[slots] = rng.choice(np.flatnonzero(IMBALANCED == c), size=len(slots))
+    np.testing.assert_array_equal(balanced_draws(IMBALANCED, 500, np.random.default_rng(9)), expected)
 
 
 def test_balanced_epochs_are_seeded_new_each_epoch_and_key_every_draw_apart():

@@ -1,7 +1,7 @@
 """train.py end to end on ~70 synthetic HAM10000-like images (tests/synthetic.py) at 96 px from a random backbone
-weights file, one epoch per stage, with the weights' moving average, label smoothing, MixUp, class-balanced
-sampling, MixStyle and distillation (from the tiny test bundle) on (about a minute on a CPU); then
-scripts/finish_bundle.sh on a copy of what it wrote."""
+weights file, one epoch per stage, with the weights' moving average, label smoothing, MixUp, sampling balanced
+over classes and sources, MixStyle and distillation (from the tiny test bundle) on (about a minute on a CPU);
+then scripts/finish_bundle.sh on a copy of what it wrote."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from skin_model.labels import CODES
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["--max-images", "70", "--image-size", "96", "--head-epochs", "1", "--finetune-epochs", "1",
         "--batch-size", "16", "--ema-momentum", "0.998", "--label-smoothing", "0.1",
-        "--mixup", "0.2", "--sampling", "balanced", "--mixstyle", "0.5"]
+        "--mixup", "0.2", "--sampling", "class-source", "--mixstyle", "0.5"]
 
 
 def train_module():
@@ -72,7 +72,7 @@ def test_metadata_records_classes_temperature_and_data_counts(trained):
     assert metadata["training"]["max_images"] == 70 and metadata["training"]["image_size"] == 96
     assert metadata["training"]["epochs_run"] == {"head": 1, "finetune": 1}
     assert len(metadata["training"]["distill_from"]) == 1 and metadata["training"]["distill_weight"] == 0.5
-    assert metadata["training"]["sampling"] == "balanced" and metadata["training"]["class_weights"] is None
+    assert metadata["training"]["sampling"] == "class-source" and metadata["training"]["class_weights"] is None
     assert "--mixstyle 0.5" in metadata["training"]["recipe"]
 
 
