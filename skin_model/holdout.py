@@ -110,11 +110,11 @@ def held_out_dataset(holdout: SourceHoldout, recipe: str, tta: bool) -> dict[str
 
 def recipe_flags(args: dict[str, Any], defaults: dict[str, Any],
                  ignore: tuple[str, ...] = ("data_dir", "backbone_weights", "output_dir", "resume",
-                                            "holdout_source", "distribute", "cpu_replicas", "input",
-                                            "memory_budget", "cache")) -> str:
+                                            "holdout_source", "track_heldout", "distribute", "cpu_replicas",
+                                            "input", "memory_budget", "cache")) -> str:
     """The training flags that differ from ``train.py``'s defaults, as a command-line fragment
     ("today's recipe" when none does): how a held-out report names the recipe it measures. Where and how
-    it ran (paths, devices, input pipeline) is not the recipe."""
+    it ran (paths, devices, input pipeline, what it logged) is not the recipe."""
     changed = [f"--{k.replace('_', '-')} {_flag_value(v)}".strip() for k, v in args.items()
                if k not in ignore and k in defaults and v != defaults[k]]
     return " ".join(changed) or "today's recipe"

@@ -165,6 +165,35 @@ class BatchLog(keras.callbacks.Callback):
             log.info("batch %d: %s", batch + 1, ", ".join(f"{k} {float(v):.4f}" for k, v in logs.items()))
 
 
+class HeldOutMonitor(keras.callbacks.Callback):
+    """After every epoch, scores the network on the held-out source's images (single view) and adds the
+    protocol's figures (``compare.FIGURES``: balanced accuracy, melanoma AUC and sensitivity, macro AUC; none
+    changes with the temperature fitted later) to the epoch's logs as ``heldout_<figure>``, so the stage's CSV
+    history shows epoch by epoch how a clinic the network never sees fares. For choosing a schedule on
+    held-out sources; checkpoints and early stopping still follow validation."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int = 64) -> None:
+        super().__init__()
+        if len(images) != len(labels) or not len(labels):
+            raise ValueError(f"HeldOutMonitor needs images and their labels: {len(images)} images, "
+                             f"{len(labels)} labels")
+        self.images, self.labels, self.batch_size = images, np.asarray(labels), batch_size
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        from skin_model.compare import FIGURES
+
+        if logs is None:
+            return
+        probs = predict_arrays(self.model, self.images, self.batch_size)
+        for name, figure in FIGURES.items():
+            try:
+                logs[f"heldout_{name}"] = figure(self.labels, probs)
+            except ValueError:  # e.g. an AUC of a class the held-out images lack
+                logs[f"heldout_{name}"] = float("nan")
+        log.info("Held-out source after epoch %d: %s", epoch + 1,
+                 ", ".join(f"{name} {logs[f'heldout_{name}']:.3f}" for name in FIGURES))
+
+
 class ForgetRestoredEpoch(keras.callbacks.Callback):
     """Keras' ``BackupAndRestore`` resumes a stage by setting the model's initial epoch, and the model keeps it:
     the next ``fit`` on the same model (the fine-tuning stage after a resumed head stage) would start at that
@@ -242,12 +271,13 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.wait = len(values) - 1 - self.best_epoch
 
 
-def stage_callbacks(work_dir: Path, stage: str, patience: int | None,
-                    ema: bool = False) -> list[keras.callbacks.Callback]:
+def stage_callbacks(work_dir: Path, stage: str, patience: int | None, ema: bool = False,
+                    held_out: HeldOutMonitor | None = None) -> list[keras.callbacks.Callback]:
     """Resume-safe callbacks: epoch backup, CSV history, best-on-validation checkpoint, early stopping (the
     last two continue from the history of a resumed stage).
     With ``ema`` (an optimizer keeping a moving average of the weights), validation, the history and the
     checkpoint all use the averaged weights; the backup keeps the raw ones (it runs before the swap).
+    ``held_out`` scores the same weights as validation, before the history is written.
     ``ForgetRestoredEpoch`` keeps a restored epoch from shortening the next stage."""
     files = Checkpoints(work_dir)
     history_csv = files.history(stage)
@@ -256,6 +286,7 @@ def stage_callbacks(work_dir: Path, stage: str, patience: int | None,
         ForgetRestoredEpoch(),
         keras.callbacks.BackupAndRestore(str(files.backup(stage))),
         *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []),
+        *([held_out] if held_out is not None else []),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         keras.callbacks.ModelCheckpoint(
             str(files.best(stage)), monitor=MONITOR, mode="max", save_best_only=True,

@@ -62,14 +62,14 @@ def test_recipe_names_only_the_changed_flags():
 @pytest.fixture(scope="module")
 def held_out_run(tmp_path_factory, synthetic_ham: Path, random_backbone_weights: Path) -> Path:
     """train.py on ~150 synthetic images at 64 px (random backbone) with rosendahl held out, colour constancy and
-    every augmentation on."""
+    every augmentation on, scoring the held-out images after every epoch."""
     from test_train_smoke import train_module
 
     out = tmp_path_factory.mktemp("holdout_run")
     code = train_module().main([
         "--max-images", "150", "--image-size", "64", "--head-epochs", "1", "--finetune-epochs", "1",
         "--batch-size", "16", "--holdout-source", "rosendahl", "--colour-constancy", "shades-of-grey",
-        "--augment", "colour", "framing", "artefacts",
+        "--augment", "colour", "framing", "artefacts", "--track-heldout",
         "--data-dir", str(synthetic_ham), "--backbone-weights", str(random_backbone_weights),
         "--output-dir", str(out)])
     assert code == 0
@@ -101,6 +101,7 @@ def test_run_writes_the_held_out_report_as_served(held_out_run: Path):
     assert metadata["metrics"][HELD_OUT]["balanced_accuracy"] == pytest.approx(report.balanced_accuracy)
     assert report.model["referral_threshold"] == metadata["referral_threshold"], "judged later at its own threshold"
     assert metadata["training"]["recipe"] == report.dataset["recipe"], "the bundle names the recipe it measures"
+    assert "track" not in report.dataset["recipe"], "what a run logs is not its recipe"
     assert metadata["training"]["augment"] == ["colour", "framing", "artefacts"]
     assert "shades of grey" in metadata["preprocessing"]["colour_constancy"]
     probs = np.array([p["probs"] for p in report.predictions])
@@ -118,3 +119,24 @@ def test_run_writes_the_held_out_report_as_served(held_out_run: Path):
     assert rows_frame(rows, served_recipe=report.dataset["recipe"]).loc[0, "served"]
     assert not rows_frame(rows, served_recipe="today's recipe").loc[0, "served"]
     assert not rows_frame(rows).loc[0, "served"], "no recipe recorded: nothing is marked"
+
+
+def test_run_records_the_held_out_figures_epoch_by_epoch(held_out_run: Path):
+    from skin_model.compare import FIGURES
+    from skin_model.report.training_curves import training_curves
+
+    history = json.loads((held_out_run / "history.json").read_text())
+    for stage in ("head", "finetune"):
+        assert len(history[stage]) == 1
+        for name in FIGURES:
+            assert 0.0 <= history[stage][0][f"heldout_{name}"] <= 1.0
+    curves = training_curves(held_out_run / "history.json")
+    assert (curves["subset"] == "held-out source").sum() == 2, "one point per epoch on the report page"
+
+
+def test_tracking_the_held_out_source_needs_one():
+    from test_train_smoke import train_module
+
+    with pytest.raises(SystemExit):
+        train_module().parse_args(["--track-heldout"])
+    assert train_module().parse_args(["--track-heldout", "--holdout-source", "rosendahl"]).track_heldout

@@ -1,7 +1,7 @@
 """The training recipe's pieces: the balanced-accuracy metric on one-hot and integer labels, one-hot
 labels, soft targets and MixUp in the tf.data pipeline, distillation targets from teacher bundles, the
 8-view test-time average, label smoothing reaching the loss, the checkpointed moving average of the weights,
-the logit-adjusted loss and tempered class weights."""
+the logit-adjusted loss, tempered class weights and the held-out source's figures epoch by epoch."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score
 
-from skin_model.labels import NUM_CLASSES
+from skin_model.labels import CODES, MELANOMA, NUM_CLASSES
+
+MEL = CODES.index(MELANOMA)
 
 
 @pytest.fixture(scope="module")
@@ -194,6 +196,41 @@ def test_checkpoint_holds_the_validated_moving_average(tmp_path):
     compile_stage(raw, 0.05, jit_compile=False)
     raw.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)  # the same steps without the average
     assert raw.evaluate(x, y, verbose=0, return_dict=True)["loss"] != pytest.approx(logged, rel=1e-3)
+
+
+def test_held_out_monitor_logs_the_protocol_figures_of_each_epoch(tmp_path):
+    """A network that calls every melanoma a naevus and gets the rest right: balanced accuracy 6/7, melanoma
+    sensitivity 0, and (every image scoring melanoma alike) melanoma AUC 0.5, in the stage's CSV history."""
+    import csv
+
+    import keras
+
+    from skin_model.training import HeldOutMonitor, compile_stage, stage_callbacks
+
+    labels = np.repeat(np.arange(NUM_CLASSES), 4)
+    called = np.where(labels == MEL, CODES.index("nv"), labels)
+    images = np.zeros((len(labels), 8, 8, 3), np.uint8)
+    images[np.arange(len(labels)), 0, called, 0] = 255  # the network's answer, as one bright pixel
+    picks = np.zeros((8 * 8 * 3, NUM_CLASSES), np.float32)
+    picks[np.arange(NUM_CLASSES) * 3, np.arange(NUM_CLASSES)] = 10.0  # pixel (0, k) channel 0 -> class k
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(NUM_CLASSES, activation="softmax")])
+    model.layers[-1].set_weights([picks, np.zeros(NUM_CLASSES, np.float32)])
+    compile_stage(model, 0.0, jit_compile=False)
+    x = images.astype(np.float32) / 127.5 - 1.0
+    y = np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+    model.fit(x, y, batch_size=7, epochs=2, validation_data=(x, y), verbose=0,
+              callbacks=stage_callbacks(tmp_path, "finetune", None, held_out=HeldOutMonitor(images, labels)))
+    with open(tmp_path / "history_finetune.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2
+    for row in rows:
+        assert float(row["heldout_balanced_accuracy"]) == pytest.approx(6 / 7)
+        assert float(row["heldout_melanoma_sensitivity"]) == 0.0
+        assert float(row["heldout_melanoma_auc"]) == pytest.approx(0.5)
+        assert float(row["val_balanced_accuracy"]) == pytest.approx(6 / 7), "validation sees the same network"
+    with pytest.raises(ValueError, match="labels"):
+        HeldOutMonitor(images, labels[:3])
 
 
 def test_logit_adjusted_loss_shifts_the_softmax_by_the_log_prior():

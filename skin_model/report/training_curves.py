@@ -1,4 +1,5 @@
-"""train.py's ``history.json`` as curves: per-epoch loss, accuracy and balanced accuracy of both stages.
+"""train.py's ``history.json`` as curves: per-epoch loss, accuracy and balanced accuracy of both stages
+(and the held-out source's balanced accuracy for a run with ``--track-heldout``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ CURVE_METRICS = ("loss", "accuracy", "balanced_accuracy")
 
 def training_curves(history_json: Path) -> pd.DataFrame:
     """train.py's ``history.json`` as a long frame: stage, epoch (running over both stages), stage_epoch,
-    metric (loss / accuracy / balanced_accuracy), subset (train / validation), value."""
+    metric (loss / accuracy / balanced_accuracy), subset (train / validation / held-out source), value."""
     history_json = Path(history_json)
     history = read_json(history_json, "train.py writes it after training")
     if not isinstance(history, dict) or not all(isinstance(v, list) for v in history.values()):
@@ -28,7 +29,8 @@ def training_curves(history_json: Path) -> pd.DataFrame:
                 raise BundleFileError(history_json, f"stage {stage!r} epoch {stage_epoch} is not an object")
             epoch += 1
             for metric in CURVE_METRICS:
-                for subset, key in (("train", metric), ("validation", f"val_{metric}")):
+                for subset, key in (("train", metric), ("validation", f"val_{metric}"),
+                                    ("held-out source", f"heldout_{metric}")):
                     if isinstance(record.get(key), (int, float)):
                         rows.append({"stage": stage, "epoch": epoch, "stage_epoch": stage_epoch,
                                      "metric": metric, "subset": subset, "value": float(record[key])})
