@@ -20,11 +20,12 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from skin_model.labels import CODES, MELANOMA
+from skin_model.labels import CODES, MELANOMA, NAEVUS
 
 log = logging.getLogger(__name__)
 
 MEL = CODES.index(MELANOMA)
+NV = CODES.index(NAEVUS)
 
 
 class ComparisonError(ValueError):
@@ -147,6 +148,37 @@ def paired_bootstrap(pair: PairedImages, resamples: int = 1000, level: float = 0
         low, high = np.percentile(draws[name], [tail, 100 - tail])
         out.append(Difference(name, base, cand, cand - base, float(low), float(high)))
     return out
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A report's decisions once the melanoma probability is multiplied by ``weight`` (a prior shift towards
+    melanoma, the smallest that reaches the target melanoma sensitivity): what reaching it costs."""
+
+    target_sensitivity: float
+    weight: float
+    melanoma_sensitivity: float
+    balanced_accuracy: float
+    naevus_recall: float
+
+
+def at_melanoma_sensitivity(labels: np.ndarray, probs: np.ndarray, target: float = 0.70) -> OperatingPoint:
+    """The operating point where melanoma sensitivity first reaches ``target`` when melanoma's probability is
+    up-weighted (never down: weight >= 1). A melanoma becomes the top class once the weight exceeds its largest
+    other probability over its melanoma probability, so the weight needed is a quantile of those ratios."""
+    if not 0 < target <= 1:
+        raise ValueError(f"target sensitivity must be in (0, 1], got {target}")
+    melanomas = probs[labels == MEL]
+    if not len(melanomas):
+        raise ValueError("no melanoma among the labels")
+    others = np.delete(melanomas, MEL, axis=1).max(axis=1)
+    needed = np.sort(others / np.maximum(melanomas[:, MEL], 1e-12))
+    weight = max(1.0, float(needed[int(np.ceil(target * len(needed))) - 1]) * (1 + 1e-9))
+    shifted = probs.copy()
+    shifted[:, MEL] *= weight
+    naevi = shifted[labels == NV]
+    return OperatingPoint(target, weight, melanoma_sensitivity(labels, shifted), balanced_accuracy(labels, shifted),
+                          float((naevi.argmax(axis=1) == NV).mean()) if len(naevi) else float("nan"))
 
 
 def lesion_ids(metadata_csv: Path) -> dict[str, str]:

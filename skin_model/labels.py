@@ -27,6 +27,7 @@ CODES: tuple[str, ...] = tuple(c.code for c in CLASSES)
 NUM_CLASSES = len(CLASSES)
 MALIGNANT_CODES: tuple[str, ...] = tuple(c.code for c in CLASSES if c.malignant)
 MELANOMA = "mel"
+NAEVUS = "nv"
 #: The malignant roll-up and the benign rest as the pages name them: "mel + bcc + akiec", "bkl, df, nv, vasc".
 MALIGNANT_LABEL = " + ".join(reversed(MALIGNANT_CODES))
 MALIGNANT_SHORT = MALIGNANT_LABEL.replace(" ", "")

@@ -1,7 +1,7 @@
 """The paired lesion bootstrap of two held-out reports (skin_model.compare and its CLI): a report against
 itself differs by nothing, a clearly better one has an interval above zero, lesions are resampled together,
-reports of different images or labels are refused with the reason, and several candidate reports are compared
-as their ensemble."""
+reports of different images or labels are refused with the reason, several candidate reports are compared
+as their ensemble, and the melanoma-sensitivity operating point is the smallest up-weighting that reaches it."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score
 
 from skin_model.cli import compare as cli
-from skin_model.compare import (ComparisonError, balanced_accuracy, macro_auc, mean_predictions,
-                                pair_predictions, paired_bootstrap)
+from skin_model.compare import (MEL, NV, ComparisonError, at_melanoma_sensitivity, balanced_accuracy, macro_auc,
+                                mean_predictions, melanoma_sensitivity, pair_predictions, paired_bootstrap)
 from skin_model.labels import CODES
 
 
@@ -99,6 +99,8 @@ def test_cli_prints_and_writes_the_comparison(tmp_path: Path, capsys):
     assert "balanced_accuracy" in capsys.readouterr().out
     written = json.loads(out.read_text())
     assert written["resampled_unit"] == "image" and len(written["figures"]) == 4
+    point = written["at_melanoma_sensitivity"]["candidate"]
+    assert point["target_sensitivity"] == 0.70 and point["melanoma_sensitivity"] >= 0.70
     assert cli.main([paths[0], str(tmp_path / "missing.json")]) == 2
     assert "cannot read" in capsys.readouterr().err
 
@@ -128,6 +130,26 @@ def test_cli_compares_several_candidate_reports_as_their_ensemble(tmp_path: Path
     mean = (np.array([p["probs"] for p in runs[1]]) + np.array([p["probs"] for p in runs[2]])) / 2
     figure = {f["figure"]: f for f in written["figures"]}["balanced_accuracy"]
     assert figure["candidate"] == pytest.approx(balanced_accuracy_score(LABELS, mean.argmax(axis=1)))
+
+
+def test_the_operating_point_is_the_smallest_melanoma_weight_reaching_the_sensitivity():
+    # Ten melanomas whose melanoma probability is 0.10 .. 0.55 against a naevus probability 0.52; ten naevi
+    # with melanoma 0.2, naevus 0.6. A melanoma turns melanoma once the weight passes 0.52 / its probability.
+    mel_p = np.linspace(0.10, 0.55, 10)
+    probs = np.zeros((20, len(CODES)))
+    probs[:10, MEL], probs[:10, NV] = mel_p, 0.52
+    probs[10:, MEL], probs[10:, NV] = 0.2, 0.6
+    labels = np.array([MEL] * 10 + [NV] * 10)
+    assert melanoma_sensitivity(labels, probs) == pytest.approx(0.1)  # only 0.55 beats 0.52 unweighted
+    point = at_melanoma_sensitivity(labels, probs, 0.70)
+    assert point.melanoma_sensitivity == pytest.approx(0.7)
+    assert point.weight == pytest.approx(0.52 / mel_p[3], rel=1e-6)  # the 7th-largest melanoma probability
+    assert point.naevus_recall == 1.0  # 0.2 x 2.08 is still below 0.6
+    assert point.balanced_accuracy == pytest.approx((0.7 + 1.0) / 2)
+    assert at_melanoma_sensitivity(labels, probs, 1.0).naevus_recall == 0.0  # x5.2: 1.04 beats the naevi's 0.6
+    assert at_melanoma_sensitivity(labels, probs, 0.05).weight == 1.0  # already reached: never down-weighted
+    with pytest.raises(ValueError, match="no melanoma"):
+        at_melanoma_sensitivity(labels[10:], probs[10:], 0.70)
 
 
 def report(preds: list[dict], path: Path) -> None:

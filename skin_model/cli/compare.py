@@ -5,7 +5,9 @@ intervals.
 All files are evaluation reports of the same images with per-image predictions (e.g. two recipes'
 ``heldout_rosendahl.json``); several candidate reports are compared as their ensemble (mean probabilities).
 Lesion ids come from the HAM10000 metadata under ``--data-dir``; without it each image is resampled on its
-own (said in the output)."""
+own (said in the output). It also prints, for baseline and candidate, the balanced accuracy and naevus recall
+left once the melanoma probability is up-weighted until melanoma sensitivity reaches ``--sensitivity`` (the
+protocol's 0.70): how far a decision threshold alone is from the bar (``compare.at_melanoma_sensitivity``)."""
 
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
-from skin_model.compare import (ComparisonError, differences_dict, lesion_ids, mean_predictions,
-                                pair_predictions, paired_bootstrap)
+from skin_model.compare import (ComparisonError, at_melanoma_sensitivity, differences_dict, lesion_ids,
+                                mean_predictions, pair_predictions, paired_bootstrap)
 from skin_model.config import DEFAULT_DATA_DIR
 from skin_model.dataset import DatasetError, find_metadata
 from skin_model.metrics import EvaluationReport
@@ -35,6 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     parser.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
+    parser.add_argument("--sensitivity", type=float, default=0.70,
+                        help="also show what each report gives once its melanoma probability is up-weighted until "
+                             "melanoma sensitivity reaches this (default 0.70, the protocol's bar)")
     parser.add_argument("--output", type=Path, default=None, help="also write the comparison as JSON here")
     return parser.parse_args(argv)
 
@@ -57,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         candidate = mean_predictions([report.predictions for report in candidates])
         pair = pair_predictions(baseline.predictions, candidate, lesions)
         differences = paired_bootstrap(pair, args.resamples, args.level, args.seed)
-    except ComparisonError as exc:
+        points = {role: at_melanoma_sensitivity(pair.labels, probs, args.sensitivity)
+                  for role, probs in (("baseline", pair.baseline), ("candidate", pair.candidate))}
+    except (ComparisonError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     name = " + ".join(path.name for path in args.candidate)
@@ -68,9 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     for d in differences:
         print(f"  {d.figure:22s} {d.baseline:.3f} -> {d.candidate:.3f}  {d.difference:+.3f}  "
               f"{args.level:.0%} interval [{d.low:+.3f}, {d.high:+.3f}]{'' if d.excludes_zero else '  (includes 0)'}")
+    print(f"At melanoma sensitivity {args.sensitivity:.2f} (melanoma probability up-weighted until reached):")
+    for role, point in points.items():
+        print(f"  {role:9s} x{point.weight:<6.2f} balanced accuracy {point.balanced_accuracy:.3f}, "
+              f"naevus recall {point.naevus_recall:.3f}")
     if args.output:
         result = {"baseline": args.baseline.name, "candidate": [path.name for path in args.candidate],
-                  **differences_dict(differences, args.level, args.resamples, unit)}
+                  **differences_dict(differences, args.level, args.resamples, unit),
+                  "at_melanoma_sensitivity": {role: asdict(point) for role, point in points.items()}}
         args.output.write_text(json.dumps(result, indent=1))
     return 0
 
