@@ -105,6 +105,12 @@ HAM10000_KNOWN_LIMITS: tuple[str, ...] = (
     "2026-11-26 missed most melanomas (sensitivity 0.27-0.60); the held-out-source figures ('Other clinics') are "
     "HAM10000's own proxy for that. Evaluate it with `python -m skin_model.cli.evaluate` on such data before relying "
     "on it.",
+    "Lesion size in the frame: in HAM10000 melanomas fill more of the photo than naevi (median lesion box "
+    "0.37-0.74 of the frame by source, naevi 0.19-0.48), and a model trained on it uses that. Melanomas "
+    "photographed small in a wide field are found less often: on validation the model of 2026-11-26 found 68% of "
+    "the melanomas in the quarter filling least of the frame against 78-80% of the others; held out on a clinic "
+    "that frames melanomas small (vidir_modern), a model trained without it found 22% of that quarter "
+    "(`benchmarks/lesion_scale_probe.py`).",
 )
 
 
