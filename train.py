@@ -384,8 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         reports[HELD_OUT].to_json(out_dir / EVALUATIONS_DIR / report_file(holdout.sources))
         held_out = reports[HELD_OUT]
         log.info("Held out %s (%s): balanced accuracy %.3f, macro AUC %s, melanoma AUC %s, sensitivity %s, ECE %.3f",
-                 ", ".join(holdout.sources), recipe, held_out.balanced_accuracy, held_out.macro_auc,
-                 held_out.per_class["mel"]["auc"], held_out.melanoma_sensitivity, held_out.ece)
+                 ", ".join(holdout.sources), recipe, held_out.balanced_accuracy, *(
+                     "n/a" if v is None else f"{v:.3f}" for v in (held_out.macro_auc, held_out.per_class["mel"]["auc"],
+                                                                  held_out.melanoma_sensitivity)), held_out.ece)
     history = read_history(work_dir, ("head", "finetune"))
     write_json(out_dir / HISTORY_FILE, history)
 
