@@ -33,10 +33,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from skin_model.compare import MEL, NV, FIGURES  # noqa: E402
 from skin_model.config import DEFAULT_DATA_DIR  # noqa: E402
 from skin_model.labels import CODES  # noqa: E402
+from skin_model.localisation import FRAME_HEIGHT, FRAME_WIDTH, Box, read_boxes  # noqa: E402
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "lesion_scale.json"
-BOXES = "lesion_bboxes_200x150.csv"
-FRAME_PIXELS = 200 * 150
+BOXES = "lesion_bboxes_200x150.csv"  # in --data-dir (config.DEFAULT_BBOXES_CSV for the default)
 SHARES = (0.25, 0.4, 0.6)  # lesion box area / input area for the oracle framing
 
 log = logging.getLogger("lesion_scale_probe")
@@ -52,11 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def lesion_shares(data_dir: Path) -> pd.DataFrame:
+def lesion_shares(data_dir: Path, boxes: dict[str, Box]) -> pd.DataFrame:
     """HAM10000 metadata indexed by image_id with ``share``: lesion box area over the 200x150 frame."""
     meta = pd.read_csv(data_dir / "HAM10000_metadata.csv").set_index("image_id")
-    boxes = pd.read_csv(data_dir / BOXES).set_index("image_id")
-    meta["share"] = (boxes["bottom"] - boxes["top"]) * (boxes["right"] - boxes["left"]) / FRAME_PIXELS
+    meta["share"] = meta.index.map(lambda i: boxes[i].area / (FRAME_WIDTH * FRAME_HEIGHT))
     return meta
 
 
@@ -89,21 +88,21 @@ def by_quartile(report: Path, meta: pd.DataFrame) -> list[dict[str, float]]:
     return rows
 
 
-def framed(image: np.ndarray, box: np.ndarray, share: float, size: int) -> np.ndarray:
+def framed(image: np.ndarray, box: Box, share: float, size: int) -> np.ndarray:
     """A square crop centred on the lesion box whose area is the box's over ``share`` (reflect-padded where it
     leaves the frame), resized to ``size``: the lesion fills about ``share`` of the input."""
     from PIL import Image
 
-    top, bottom, left, right = box
-    side = max(32, int(round(np.sqrt((bottom - top) * (right - left) / share))))
+    side = max(32, int(round(np.sqrt(box.area / share))))
     padded = np.pad(image, ((side, side), (side, side), (0, 0)), mode="reflect")
-    y0 = int(round((top + bottom) / 2 - side / 2)) + side
-    x0 = int(round((left + right) / 2 - side / 2)) + side
+    y0 = int(round((box.top + box.bottom) / 2 - side / 2)) + side
+    x0 = int(round((box.left + box.right) / 2 - side / 2)) + side
     crop = padded[y0:y0 + side, x0:x0 + side]
     return np.asarray(Image.fromarray(crop).resize((size, size), Image.Resampling.BICUBIC))
 
 
-def framing_probe(run: Path, meta: pd.DataFrame, held_out: list[str], data_dir: Path) -> dict[str, dict]:
+def framing_probe(run: Path, meta: pd.DataFrame, boxes: dict[str, Box], held_out: list[str],
+                  data_dir: Path) -> dict[str, dict]:
     """The protocol's figures of the run's network (LiteRT, single view) on its held-out source(s) and its
     validation split, as served (centre square of the frame) and framed around the lesion box at ``SHARES``."""
     from PIL import Image
@@ -113,7 +112,6 @@ def framing_probe(run: Path, meta: pd.DataFrame, held_out: list[str], data_dir: 
     from skin_model.lite import LitePredictor
 
     predictor = LitePredictor.from_dir(run)
-    boxes = pd.read_csv(data_dir / BOXES).set_index("image_id")
     sets = {"held_out": meta.index[meta["dataset"].isin(held_out)].tolist(),
             "validation": read_split(run, "val")["image_id"].tolist()}
     out: dict[str, dict] = {}
@@ -123,8 +121,7 @@ def framing_probe(run: Path, meta: pd.DataFrame, held_out: list[str], data_dir: 
         out[name] = {}
         for share in (None, *SHARES):
             batch = np.stack([to_model_array(Image.fromarray(im), predictor.input_size) if share is None else
-                              framed(im, boxes.loc[i, ["top", "bottom", "left", "right"]].to_numpy(float), share,
-                                     predictor.input_size) for im, i in zip(images, ids)])
+                              framed(im, boxes[i], share, predictor.input_size) for im, i in zip(images, ids)])
             probs = predictor.probabilities_of(scale_pixels(batch.astype(np.float32)))
             key = "as served" if share is None else f"lesion share {share}"
             out[name][key] = {f: round(fn(labels, probs), 3) for f, fn in FIGURES.items()}
@@ -135,7 +132,8 @@ def framing_probe(run: Path, meta: pd.DataFrame, held_out: list[str], data_dir: 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    meta = lesion_shares(args.data_dir)
+    boxes = read_boxes(args.data_dir / BOXES)
+    meta = lesion_shares(args.data_dir, boxes)
     result: dict = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "median_lesion_share": share_table(meta), "reports": {}}
     print("Median lesion share of the frame (melanoma / naevus):")
@@ -151,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.weights is not None:
         held_out = json.loads(args.reports[0].read_text())["dataset"]["sources"]
         result["framing"] = {"weights": args.weights.name, "held_out": held_out,
-                             **framing_probe(args.weights, meta, held_out, args.data_dir)}
+                             **framing_probe(args.weights, meta, boxes, held_out, args.data_dir)}
         for name in ("held_out", "validation"):
             for key, figures in result["framing"][name].items():
                 print(f"{name:10s} {key:17s} " + "  ".join(f"{f} {v:.3f}" for f, v in figures.items()))
