@@ -207,8 +207,11 @@ def test_finish_bundle_adds_reports_gate_and_localisation_for_this_model(trained
     from skin_model.service import ClassifierService
 
     bundle = Path(shutil.copytree(trained, tmp_path / "bundle"))
+    for served_copy in ("model.tflite", "model.tflite.json"):  # not committed: a run carried in git has neither
+        (bundle / served_copy).unlink()
     result = run_finish_bundle(bundle, synthetic_ham, "--components", "8")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert (bundle / "model.tflite").is_file(), "the LiteRT copy the reports predict through was built"
     split = pd.read_csv(bundle / "split.csv")
     metadata = json.loads((bundle / "metadata.json").read_text())
     for s in ("val", "test"):
