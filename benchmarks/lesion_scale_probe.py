@@ -31,12 +31,12 @@ sys.path.insert(0, str(PROJECT_ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from skin_model.compare import MEL, NV, FIGURES  # noqa: E402
-from skin_model.config import DEFAULT_DATA_DIR  # noqa: E402
+from skin_model.config import DEFAULT_BBOXES_CSV, DEFAULT_DATA_DIR  # noqa: E402
 from skin_model.labels import CODES  # noqa: E402
 from skin_model.localisation import FRAME_HEIGHT, FRAME_WIDTH, Box, read_boxes  # noqa: E402
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "lesion_scale.json"
-BOXES = "lesion_bboxes_200x150.csv"  # in --data-dir (config.DEFAULT_BBOXES_CSV for the default)
+BOXES = DEFAULT_BBOXES_CSV.name  # looked for in --data-dir
 SHARES = (0.25, 0.4, 0.6)  # lesion box area / input area for the oracle framing
 
 log = logging.getLogger("lesion_scale_probe")
