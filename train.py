@@ -4,8 +4,10 @@ What: ImageNet MobileNetV2 fine-tuned on the 7 HAM10000 diagnoses, calibrated wi
 evaluated on a lesion-grouped held-out test split.
 
 How, in the order the code runs:
-1. Catalogue HAM10000 (metadata + highest-resolution copy of each image) and split it into
-   train/val/test, stratified by diagnosis and grouped by ``lesion_id``.
+1. Catalogue HAM10000 and the extra labelled folders (``--extra-data``: by default the ISIC Archive images of
+   other clinics): metadata + highest-resolution copy of each image, pooled into one catalogue whose
+   ``dataset`` column is the source. Split each folder into train/val/test, stratified by diagnosis and
+   grouped by ``lesion_id`` (``--holdout-source`` first sets aside every image of a source).
 2. Decode every image once through the serving preprocessing (``skin_model.imaging``) into memory, or, when
    they do not fit ``--memory-budget`` (or with ``--input stream``), decode them from their files batch by
    batch in the tf.data pipeline (``skin_model.pipeline``); training batches are augmented on the fly
@@ -57,13 +59,16 @@ from sklearn.metrics import balanced_accuracy_score
 from skin_model import __version__
 from skin_model.calibration import fit_temperature
 from skin_model.colour import METHODS, describe
-from skin_model.config import DEFAULT_BACKBONE_WEIGHTS, DEFAULT_DATA_DIR, DEFAULT_WEIGHTS_DIR, display_path
+from skin_model.config import (DEFAULT_BACKBONE_WEIGHTS, DEFAULT_DATA_DIR, DEFAULT_EXTRA_DATA_DIRS, DEFAULT_WEIGHTS_DIR,
+                               display_path)
 from skin_model.augment import ADDITIONS, AugmentConfig
-from skin_model.dataset import SPLITS, find_metadata, load_arrays, load_catalogue, split_by_lesion, subsample
+from skin_model.dataset import (FOLDER_COLUMN, SOURCE_COLUMN, SPLITS, collection_of, collections_named,
+                                describe_sources, find_metadata, licence_text, load_arrays, load_sources,
+                                split_by_lesion, subsample)
 from skin_model.distribute import LR_SCALING, STRATEGIES, choose_distribution, split_cpu
 from skin_model.pipeline import (INPUTS, SAMPLING, ImageFiles, choose_input, decoded_gib, make_tf_dataset,
                                  sampling_groups)
-from skin_model.holdout import (HELD_OUT, SOURCE_COLUMN, held_out_dataset, hold_out_sources, recipe_flags,
+from skin_model.holdout import (HELD_OUT, held_out_dataset, hold_out_sources, recipe_flags,
                                 report_file)
 from skin_model.labels import CODES
 from skin_model.metrics import choose_referral_threshold, choose_unsure_threshold, evaluate_probabilities
@@ -71,7 +76,7 @@ from skin_model.bundle import (CHECKPOINTS_DIR, EVALUATIONS_DIR, HISTORY_FILE, L
                                ModelMetadata, evaluation_file, sha256_of, write_json, write_split)
 from skin_model.lite import LitePredictor, build_lite, export_lite
 from skin_model.mixstyle import insert_mixstyle, without_mixstyle
-from skin_model.model import (HAM10000_KNOWN_LIMITS, build_classifier, default_preprocessing, network_data_format,
+from skin_model.model import (build_classifier, known_limits, default_preprocessing, network_data_format,
                               save_bundle, set_trainable_backbone)
 from skin_model.training import (Checkpoints, HeldOutMonitor, class_weights, compile_stage, distillation_targets,
                                  in_training_metadata, prior_shift, read_history, served_probabilities,
@@ -85,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
                    help="HAM10000 folder: HAM10000_metadata.csv and the images anywhere below it "
                         "(default: %(default)s; env SKIN_DATA_DIR)")
+    p.add_argument("--extra-data", type=Path, nargs="*", default=list(DEFAULT_EXTRA_DATA_DIRS), metavar="DIR",
+                   help="further labelled folders in HAM10000's layout (metadata.csv with lesion_id, image_id, dx, "
+                        "dataset; the images below it) pooled with --data-dir; the flag alone: HAM10000 only "
+                        "(default: ../shared/data/isic_archive; env SKIN_EXTRA_DATA_DIRS)")
     p.add_argument("--backbone-weights", default=str(DEFAULT_BACKBONE_WEIGHTS),
                    help="ImageNet MobileNetV2 no-top .weights.h5 file, or 'imagenet' for Keras' download "
                         "(default: %(default)s; env SKIN_BACKBONE_WEIGHTS)")
@@ -178,8 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, default=0,
                    help="train on a stratified subset of about this many images (quick checks; 0 = all)")
     p.add_argument("--holdout-source", nargs="+", default=[], metavar="NAME",
-                   help="leave-source-out protocol: set aside every image of these HAM10000 sources (the "
-                        "metadata's 'dataset' column: rosendahl, vidir_modern, vidir_molemax, vienna_dias), train "
+                   help="leave-source-out protocol: set aside every image of these sources (the metadata's "
+                        "'dataset' column: rosendahl, vidir_modern, vidir_molemax, vienna_dias, isic2017, "
+                        "isic_archive), train "
                         "and validate on the others, and evaluate on the held-out images "
                         "(OUTPUT_DIR/evaluations/heldout_NAME.json). Default: none, train on all sources")
     p.add_argument("--track-heldout", action="store_true",
@@ -227,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                  "or delete the folder to start again")
 
     # 1. Catalogue and lesion-grouped split ---------------------------------------------------------------
-    catalogue = load_catalogue(args.data_dir)
+    data_dirs = [args.data_dir, *args.extra_data]
+    catalogue = load_sources(data_dirs)
     if args.max_images:
         catalogue = subsample(catalogue, args.max_images, args.seed)
     holdout = hold_out_sources(catalogue, args.holdout_source) if args.holdout_source else None
@@ -236,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("Holding out source(s) %s: %d images; training on %s", ", ".join(holdout.sources),
                  len(holdout.held_out), ", ".join(holdout.kept_sources))
     catalogue = split_by_lesion(catalogue, seed=args.seed)
+    data_name = collections_named(catalogue[SOURCE_COLUMN].unique())  # "HAM10000 + ISIC Archive"
     parts = {s: catalogue[catalogue["split"] == s].reset_index(drop=True) for s in SPLITS}
     if holdout is not None:
         parts[HELD_OUT] = holdout.held_out
@@ -347,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     # Test-time augmentation (average of the 8 flips/rotations) is served only if it helps on validation.
     val_tta = served_probabilities(served(temperature), images["val"], tta=True)
     tta_report = evaluate_probabilities(labels["val"], val_tta, list(parts["val"]["image_id"]),
-                                        dataset={"name": "HAM10000 val split, test-time augmentation"}, model={},
+                                        dataset={"name": f"{data_name} val split, test-time augmentation"}, model={},
                                         temperature=temperature)
     single_view = balanced_accuracy_score(labels["val"], calibrated["val"].argmax(axis=1))
     use_tta = tta_report.balanced_accuracy > single_view
@@ -367,13 +379,26 @@ def main(argv: list[str] | None = None) -> int:
                            ("test", "held out, never used for any choice")):
         reports[s] = evaluate_probabilities(
             labels[s], calibrated[s], list(parts[s]["image_id"]), temperature=temperature, model=model_info,
-            dataset={"name": f"HAM10000 {s} split", "split": s, "split_method": "lesion-grouped, stratified",
+            dataset={"name": f"{data_name} {s} split", "split": s, "split_method": "lesion-grouped, stratified",
                      "seed": args.seed, "n_lesions": int(parts[s]["lesion_id"].nunique()),
-                     "description": f"HAM10000 {s} split ({description})"})
+                     "description": f"{data_name} {s} split ({description})"})
         reports[s].to_json(out_dir / evaluation_file(s))
         log.info("%s: balanced accuracy %.3f, macro AUC %.3f, melanoma sensitivity %.3f, ECE %.3f", s,
                  reports[s].balanced_accuracy, reports[s].macro_auc or float("nan"),
                  reports[s].melanoma_sensitivity, reports[s].ece)
+    folders = [name for name in catalogue[FOLDER_COLUMN].unique()]
+    if len(folders) > 1:  # each folder's test images as served, for the report page's per-source figures
+        served_test = served_probabilities(served(temperature), images["test"], tta=use_tta)
+        for folder in folders:
+            rows = (parts["test"][FOLDER_COLUMN] == folder).to_numpy()
+            name = collections_named(parts["test"].loc[rows, SOURCE_COLUMN].unique())
+            evaluate_probabilities(
+                labels["test"][rows], served_test[rows], list(parts["test"].loc[rows, "image_id"]),
+                temperature=temperature, model=model_info,
+                dataset={"name": f"{name} test split", "split": "test", "split_method": "lesion-grouped, stratified",
+                         "seed": args.seed, "tta": use_tta, "n_lesions": int(parts["test"].loc[rows, "lesion_id"].nunique()),
+                         "description": f"the {name} images of the test split (folder {folder}), as served"}
+            ).to_json(out_dir / EVALUATIONS_DIR / f"test_{folder}.json")
     recipe = recipe_flags(vars(args), vars(build_parser().parse_args([])))  # the flags that differ from today's
     if holdout is not None:  # as served: calibrated on validation, TTA if validation chose it
         served_held_out = served_probabilities(served(temperature), images[HELD_OUT], tta=use_tta)
@@ -391,12 +416,16 @@ def main(argv: list[str] | None = None) -> int:
     write_json(out_dir / HISTORY_FILE, history)
 
     backbone_path = Path(args.backbone_weights)
+    trained_sources = sorted(parts["train"][SOURCE_COLUMN].unique())
+    collections = [c for c in (collection_of(s) for s in trained_sources) if c is not None]
+    collections = list(dict.fromkeys(collections))
     metadata = ModelMetadata(
         version=version, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         input_size=args.image_size, preprocessing=default_preprocessing(args.image_size, describe(model)),
         network_data_format=network_data_format(args.image_size),
         temperature=temperature, unsure_threshold=unsure_threshold, test_time_augmentation=use_tta,
-        referral_threshold=referral_threshold, known_limits=list(HAM10000_KNOWN_LIMITS),
+        referral_threshold=referral_threshold, known_limits=list(known_limits(trained_sources)),
+        licence=licence_text(trained_sources),
         training={**json.loads(json.dumps({**vars(args), "backbone_weights": display_path(args.backbone_weights)},
                                           default=display_path)),  # paths without the machine's folders
                   "recipe": recipe, "device": "GPU" if gpu else "CPU", "distribution": dist.describe(),
@@ -404,8 +433,10 @@ def main(argv: list[str] | None = None) -> int:
                   "learning_rates": {"head": head_lr, "finetune": finetune_lr},
                   "class_weights": {CODES[k]: v for k, v in weights.items()} if weights else None,
                   "epochs_run": {k: len(v) for k, v in history.items()}},
-        data={"source": "HAM10000 (Tschandl et al. 2018, doi:10.1038/sdata.2018.161), CC BY-NC-SA 4.0",
-              "data_dir": display_path(args.data_dir), "split_seed": args.seed, "split_file": SPLIT_FILE,
+        data={"source": "; ".join(f"{c.name} ({c.credit}), {c.licence}" for c in collections),
+              "data_dir": display_path(args.data_dir), "extra_data": [display_path(d) for d in args.extra_data],
+              "folders": describe_sources(pd.concat(parts.values()), data_dirs),
+              "split_seed": args.seed, "split_file": SPLIT_FILE,
               "metadata_sha256": sha256_of(find_metadata(args.data_dir)),
               "split_sha256": sha256_of(out_dir / SPLIT_FILE),
               "counts": {s: parts[s]["dx"].value_counts().reindex(CODES, fill_value=0).astype(int).to_dict()

@@ -101,7 +101,8 @@ def other_clinics_ui(weights: Path, key: str, served_recipe: str | None) -> None
                        "train.py since 2026-12-03), so no row is marked as the served recipe.")
     else:
         st.info("No held-out-source report in this bundle yet. Measure a recipe with "
-                f"`python train.py --holdout-source {YARDSTICK_SOURCES[0]}` (and `{YARDSTICK_SOURCES[1]}`) and put "
+                f"`python train.py --holdout-source {YARDSTICK_SOURCES[0]}` (and "
+                f"{', '.join(f'`{s}`' for s in YARDSTICK_SOURCES[1:])}) and put "
                 "the `evaluations/heldout_*.json` it writes in this bundle's `evaluations/` folder.")
     st.markdown(PROTOCOL_NOTE)
 

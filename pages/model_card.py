@@ -32,13 +32,14 @@ TRAINING_KEYS = (  # (metadata.training key, label), in reading order
     ("logit_adjustment", "Logit-adjusted loss, tau (0 = class weights instead)"), ("mixup", "MixUp alpha (0 = off)"),
     ("colour_constancy", "Colour constancy (network's first layer)"),
     ("augment", "Augmentation added to flips/rotations/crops/jitter"),
+    ("extra_data", "Further labelled folders pooled with HAM10000"),
     ("holdout_source", "Held-out sources (leave-source-out run)"),
     ("distill_from", "Distilled from (teacher model folders)"),
     ("distill_weight", "Teachers' share of the targets (when distilled)"),
     ("batch_size", "Batch size"), ("seed", "Seed"), ("device", "Device"), ("max_images", "Image limit (0 = all)"),
 )
 #: Training settings that hold machine paths: the card shows only the folder names.
-PATH_KEYS = ("distill_from",)
+PATH_KEYS = ("distill_from", "extra_data")
 #: metadata.metrics rows in reading order with their labels (how each split was predicted).
 METRIC_ROWS = {"test_tta": "test, 8-view TTA", "test": "test, single view", "val_tta": "validation, 8-view TTA",
                "val": "validation, single view"}
@@ -131,6 +132,23 @@ def data_ui(meta: ModelMetadata) -> None:
             table.loc["lesions"] = pd.Series(lesions)
         st.markdown(f"Images per class and split (split by lesion, seed {meta.data.get('split_seed', '?')}):")
         st.dataframe(table, key="card_counts")
+    folders = meta.data.get("folders")
+    if folders:
+        st.markdown("Sources (clinics and archives; each folder split on its own, by lesion):")
+        st.dataframe(sources_table(folders), key="card_sources", hide_index=True)
+
+
+def sources_table(folders: list[dict]) -> pd.DataFrame:
+    """One row per source of metadata.json's ``data.folders``: collection, credit, licence, images per split."""
+    rows = []
+    for folder in folders:
+        for source in folder["sources"]:
+            row = {"source": source["source"], "collection": source["collection"], "folder": folder["folder"]}
+            row.update({split: sum(counts.values()) for split, counts in source["counts"].items()})
+            row.update(classes=", ".join(sorted({c for counts in source["counts"].values() for c in counts})),
+                       licence=source["licence"], credit=source["credit"])
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def classes_ui(meta: ModelMetadata) -> None:

@@ -1,7 +1,8 @@
 """Where the shared data, ImageNet weights, the served model and its reports live: the one module that reads
 the project's environment variables (each documented in README, "Data and paths").
 
-Read at import: SKIN_SHARED_DIR, SKIN_DATA_DIR, SKIN_BACKBONE_WEIGHTS (defaults for the CLIs and train.py).
+Read at import: SKIN_SHARED_DIR, SKIN_DATA_DIR, SKIN_EXTRA_DATA_DIRS, SKIN_BACKBONE_WEIGHTS (defaults for the CLIs
+and train.py).
 Read at each call (tests and servers repoint them): SKIN_WEIGHTS_DIR, SKIN_SAMPLES_DIR, SKIN_REPORTS_DIR,
 SKIN_SAFETY_RESULTS.
 """
@@ -16,6 +17,11 @@ SHARED_ROOT = Path(os.environ.get("SKIN_SHARED_DIR", PROJECT_ROOT.parent / "shar
 
 #: HAM10000 folder (metadata CSV + image folders). Env: SKIN_DATA_DIR.
 DEFAULT_DATA_DIR = Path(os.environ.get("SKIN_DATA_DIR", SHARED_ROOT / "data" / "ham10000"))
+#: Further labelled folders in HAM10000's layout that train.py pools with DEFAULT_DATA_DIR (the ISIC Archive
+#: images of other clinics). Env: SKIN_EXTRA_DATA_DIRS, folders separated by os.pathsep (empty: none).
+DEFAULT_EXTRA_DATA_DIRS = tuple(
+    Path(p) for p in os.environ.get("SKIN_EXTRA_DATA_DIRS", str(SHARED_ROOT / "data" / "isic_archive")).split(os.pathsep)
+    if p.strip())
 #: ImageNet MobileNetV2 weights without the classifier. Env: SKIN_BACKBONE_WEIGHTS.
 DEFAULT_BACKBONE_WEIGHTS = Path(
     os.environ.get(

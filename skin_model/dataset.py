@@ -1,15 +1,22 @@
-"""HAM10000 catalogue (metadata + file discovery), lesion-grouped split and in-memory arrays (the tf.data
-pipeline is ``skin_model.pipeline``, augmentation ``skin_model.augment``).
+"""The labelled catalogue (metadata + file discovery) of one or more folders, the lesion-grouped split and
+in-memory arrays (the tf.data pipeline is ``skin_model.pipeline``, augmentation ``skin_model.augment``).
 
-Images are found anywhere under the data folder (the official ``HAM10000_images_part_1/2`` layout,
-Kaggle's, or ``../shared/data/ham10000``'s ``images_*`` folders); when an image_id exists in several
-copies the one with the most pixels is used. A missing or unreadable image is reported by name.
+A labelled folder is in HAM10000's layout: a metadata CSV (``HAM10000_metadata.csv`` or ``metadata.csv``) with
+lesion_id, image_id, dx and, usually, ``dataset`` (the source: clinic, camera or archive), and the images
+anywhere under it (the official ``HAM10000_images_part_1/2`` layout, Kaggle's, or ``../shared``'s
+``images_*`` folders); when an image_id exists in several copies the one with the most pixels is used.
+``load_sources`` pools several folders (HAM10000 and the ISIC Archive images of other clinics) into one
+catalogue with one class list; a folder may hold fewer classes. A missing or unreadable image, an unknown
+diagnosis or an image id found in two folders is reported by name.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +29,44 @@ from skin_model.labels import CODES, class_index
 
 log = logging.getLogger(__name__)
 
-METADATA_NAME = "HAM10000_metadata.csv"
+#: Metadata file names a labelled folder may use, in order of preference.
+METADATA_NAMES = ("HAM10000_metadata.csv", "metadata.csv")
+#: Catalogue columns: the source of an image (clinic, camera, archive) and the folder it was read from.
+SOURCE_COLUMN = "dataset"
+FOLDER_COLUMN = "folder"
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A published collection of labelled dermoscopy: the sources (``dataset`` values) it holds, its credit
+    and licence (recorded in metadata.json and shown on the model card)."""
+
+    name: str
+    sources: tuple[str, ...]
+    credit: str
+    licence: str
+
+
+#: The collections the project knows; a folder of other sources is credited as "see its SOURCES.md".
+COLLECTIONS = (
+    Collection("HAM10000", ("rosendahl", "vidir_modern", "vidir_molemax", "vienna_dias"),
+               "Tschandl et al. 2018, doi:10.1038/sdata.2018.161 (ViDIR Group, Medical University of Vienna; "
+               "Cliff Rosendahl, Queensland)", "CC BY-NC-SA 4.0"),
+    Collection("ISIC Archive", ("isic2017", "isic_archive"),
+               "International Skin Imaging Collaboration; ISIC 2017 challenge: Codella et al., ISBI 2018, "
+               "arXiv:1710.05006", "CC-0 (ISIC 2017 challenge) or CC BY-NC, per image"),
+)
+
+
+def collection_of(source: str) -> Collection | None:
+    """The known collection holding ``source``, or None."""
+    return next((c for c in COLLECTIONS if source in c.sources), None)
+
+
+def collections_named(sources: Sequence[str]) -> str:
+    """The collections behind ``sources`` in a few words ("HAM10000 + ISIC Archive"); unknown sources by name."""
+    names = [c.name for c in COLLECTIONS if set(sources) & set(c.sources)]
+    return " + ".join(names + sorted(s for s in set(sources) if collection_of(s) is None)) or "?"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # HAM10000 copies; evaluate.py passes every uploadable format
 SPLITS = ("train", "val", "test")
 
@@ -56,8 +100,16 @@ def _pixel_count(path: Path) -> int:
         return -1
 
 
+def licence_text(sources: Sequence[str]) -> str:
+    """The model's licence line for metadata.json: the licences of the collections it was trained on."""
+    known = [c for c in COLLECTIONS if set(sources) & set(c.sources)]
+    terms = " and ".join(f"{c.name} ({c.licence})" for c in known) or "data of unknown licence"
+    return f"Model trained on {terms}: non-commercial, share-alike."
+
+
 def load_catalogue(data_dir: Path, metadata_csv: Path | None = None) -> pd.DataFrame:
-    """HAM10000 metadata with a ``path`` column for every image and a ``label`` index column.
+    """One folder's metadata with a ``path`` column for every image, a ``label`` index column, the ``folder``
+    name, and the ``dataset`` (source) column filled with the folder name where the metadata has none.
 
     Raises DatasetError if the metadata is missing or any image_id has no file.
     """
@@ -76,22 +128,86 @@ def load_catalogue(data_dir: Path, metadata_csv: Path | None = None) -> pd.DataF
         raise DatasetError(f"{len(missing)} image(s) listed in {metadata_csv.name} have no file under "
                            f"{data_dir}: {_names_preview(missing)}")
     frame["label"] = frame["dx"].map(class_index).astype(int)
+    frame[FOLDER_COLUMN] = Path(data_dir).name
+    if SOURCE_COLUMN not in frame.columns:
+        frame[SOURCE_COLUMN] = Path(data_dir).name
+    frame[SOURCE_COLUMN] = frame[SOURCE_COLUMN].fillna(Path(data_dir).name)
     log.info("Catalogue: %d images, %d lesions from %s", len(frame), frame["lesion_id"].nunique(), data_dir)
     return frame
 
 
+def load_sources(data_dirs: Sequence[Path]) -> pd.DataFrame:
+    """The catalogues of several labelled folders pooled into one (``load_catalogue`` each, in order).
+
+    Raises DatasetError for a folder named twice (by its name), an image id found in two folders, or a lesion
+    id shared by two folders (each folder is split on its own, so a lesion must stay in one).
+    """
+    data_dirs = [Path(d) for d in data_dirs]
+    names = [d.name for d in data_dirs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DatasetError(f"Folder name(s) {', '.join(twice)} given twice: each labelled folder must be named once")
+    frames = [load_catalogue(d) for d in data_dirs]
+    if len(frames) == 1:
+        return frames[0]
+    pooled = pd.concat(frames, ignore_index=True)
+    for column in ("image_id", "lesion_id"):
+        folders = pooled.groupby(column)[FOLDER_COLUMN].nunique()
+        clash = sorted(folders[folders > 1].index)
+        if clash:
+            raise DatasetError(f"{len(clash)} {column}(s) found in more than one folder "
+                               f"({', '.join(names)}): {_names_preview(clash)}")
+    log.info("Pooled catalogue: %d images from %s", len(pooled), ", ".join(
+        f"{name} ({n})" for name, n in pooled[SOURCE_COLUMN].value_counts().sort_index().items()))
+    return pooled
+
+
 def find_metadata(data_dir: Path) -> Path:
-    """The first HAM10000_metadata.csv anywhere under ``data_dir``."""
-    found = sorted(data_dir.rglob(METADATA_NAME))
-    if not found:
-        raise DatasetError(f"No {METADATA_NAME} found under {data_dir}")
-    return found[0]
+    """A labelled folder's metadata CSV: the first of ``METADATA_NAMES`` found directly in ``data_dir``, else
+    the first anywhere below it."""
+    for name in METADATA_NAMES:
+        if (Path(data_dir) / name).is_file():
+            return Path(data_dir) / name
+    for name in METADATA_NAMES:
+        found = sorted(Path(data_dir).rglob(name))
+        if found:
+            return found[0]
+    raise DatasetError(f"No {' or '.join(METADATA_NAMES)} found under {data_dir}")
+
+
+def describe_sources(frame: pd.DataFrame, data_dirs: Sequence[Path]) -> list[dict]:
+    """What metadata.json records of each folder of a (split) catalogue: its name, a fingerprint of its metadata
+    CSV, and per source the collection, credit, licence and images per class and split."""
+    records = []
+    for data_dir in map(Path, data_dirs):
+        rows = frame[frame[FOLDER_COLUMN] == data_dir.name]
+        sources = []
+        for source, part in rows.groupby(SOURCE_COLUMN):
+            collection = collection_of(str(source))
+            by_split = part.groupby("split") if "split" in part.columns else [("all", part)]
+            sources.append({
+                "source": str(source), "collection": collection.name if collection else data_dir.name,
+                "credit": collection.credit if collection else f"see {data_dir.name}/SOURCES.md",
+                "licence": collection.licence if collection else f"see {data_dir.name}/SOURCES.md",
+                "counts": {str(split): {c: int(n) for c, n in group["dx"].value_counts().reindex(CODES, fill_value=0)
+                                        .items() if n} for split, group in by_split}})
+        metadata_csv = find_metadata(data_dir)
+        records.append({"folder": data_dir.name, "metadata_file": metadata_csv.name,
+                        "metadata_sha256": hashlib.sha256(metadata_csv.read_bytes()).hexdigest(),
+                        "images": len(rows), "sources": sources})
+    return records
 
 
 def split_by_lesion(frame: pd.DataFrame, val_fraction: float = 0.15, test_fraction: float = 0.15,
                     seed: int = 42) -> pd.DataFrame:
     """Add a ``split`` column (train/val/test): stratified by diagnosis, grouped by ``lesion_id`` so that
-    every image of a lesion lands in the same split."""
+    every image of a lesion lands in the same split. Each folder of a pooled catalogue is split on its own,
+    so every folder is in proportion in validation and test, and adding a folder moves no image of another
+    (HAM10000's split is the same with or without the ISIC folder)."""
+    if FOLDER_COLUMN in frame.columns and frame[FOLDER_COLUMN].nunique() > 1:
+        parts = [split_by_lesion(part.reset_index(drop=True), val_fraction, test_fraction, seed)
+                 for _, part in frame.groupby(FOLDER_COLUMN, sort=False)]
+        return pd.concat(parts, ignore_index=True)
     frame = frame.copy()
     frame["split"] = "train"
     test_idx = _one_fold(frame, test_fraction, seed)
@@ -104,6 +220,10 @@ def split_by_lesion(frame: pd.DataFrame, val_fraction: float = 0.15, test_fracti
 
 def _one_fold(frame: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
     n_splits = max(2, round(1.0 / fraction))
+    if frame["lesion_id"].nunique() < n_splits:
+        where = ", ".join(sorted(frame[FOLDER_COLUMN].unique())) if FOLDER_COLUMN in frame.columns else "the data"
+        raise DatasetError(f"{where}: {frame['lesion_id'].nunique()} lesion(s) are too few to set {fraction:.0%} "
+                           f"aside by lesion (at least {n_splits} needed); add images or leave the folder out")
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     _, held_out = next(folds.split(frame, frame["label"], groups=frame["lesion_id"]))
     return held_out

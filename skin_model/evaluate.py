@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from skin_model.config import DEFAULT_WEIGHTS_DIR, display_path
-from skin_model.dataset import find_image_files
+from skin_model.dataset import SOURCE_COLUMN, find_image_files
+from skin_model.holdout import HELD_OUT, SPLIT_METHOD, trained_sources
 from skin_model.imaging import FILE_SUFFIXES
 from skin_model.labels import CLASSES, CODES, class_index
 from skin_model.metrics import EvaluationReport, evaluate_probabilities
@@ -54,12 +55,13 @@ def read_label_table(labels_csv: Path, split: str | None = None) -> pd.DataFrame
     return load_label_table(labels_csv, split).frame
 
 
-def load_label_table(labels_csv: Path, split: str | None = None) -> LabelTable:
+def load_label_table(labels_csv: Path, split: str | None = None, source: str | None = None) -> LabelTable:
     """The labels CSV, one row per image, and the repeated ids (logged: they are counted once).
 
     The format is detected from the header; raises EvaluationError for anything else, naming the rows
     (CSV line numbers) of empty or unknown diagnoses. With ``split``, only the rows whose ``split`` column
-    equals it are kept (e.g. the test split of ``weights/split.csv``).
+    equals it are kept (e.g. the test split of ``weights/split.csv``); with ``source``, only those whose
+    ``dataset`` column (the source: clinic or archive) equals it.
     """
     labels_csv = Path(labels_csv)
     if not labels_csv.is_file():
@@ -75,6 +77,13 @@ def load_label_table(labels_csv: Path, split: str | None = None) -> LabelTable:
         raw = raw[raw["split"].str.strip() == split]
         if raw.empty:
             raise EvaluationError(f"{labels_csv.name} has no row in split {split!r}")
+    if source is not None:
+        if SOURCE_COLUMN not in raw.columns:
+            raise EvaluationError(f"{labels_csv.name} has no {SOURCE_COLUMN!r} column to select source {source!r} from")
+        known = sorted(raw[SOURCE_COLUMN].dropna().str.strip().unique())
+        raw = raw[raw[SOURCE_COLUMN].str.strip() == source]
+        if raw.empty:
+            raise EvaluationError(f"{labels_csv.name} has no row of source {source!r}; it has {', '.join(known)}")
     if set(DX_COLUMNS) <= set(raw.columns):
         table = raw[[c for c in ("image_id", "dx", "lesion_id") if c in raw.columns]].copy()
         table["dx"] = table["dx"].str.strip().str.lower()
@@ -187,10 +196,13 @@ def verdict_counts(ids: list[str], verdicts: list[Verdict], ood_status: str) -> 
 # ---------------------------------------------------------------------------------------------- evaluation
 def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFAULT_WEIGHTS_DIR,
                     name: str | None = None, batch_size: int = 32, service=None,
-                    tta: bool | None = None, split: str | None = None) -> EvaluationReport:
+                    tta: bool | None = None, split: str | None = None,
+                    source: str | None = None) -> EvaluationReport:
     """EvaluationReport of the model bundle in ``weights_dir`` (or a loaded ``service``) on the images
     of ``images_dir`` labelled in ``labels_csv``, predicted as the app serves them: with the bundle's
     LiteRT model and, unless ``tta`` says otherwise, the model's ``test_time_augmentation`` setting.
+    With ``source`` only that source's images are evaluated; when the model was not trained on it, the report
+    is a held-out report of the leave-source-out protocol (``skin_model.holdout``).
 
     Raises EvaluationError for a bad labels file or folder, a model that cannot be loaded, or when no
     labelled image can be evaluated.
@@ -198,7 +210,7 @@ def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFA
     images_dir, labels_csv = Path(images_dir), Path(labels_csv)
     if not images_dir.is_dir():
         raise EvaluationError(f"Image folder {images_dir} does not exist")
-    label_table = load_label_table(labels_csv, split)
+    label_table = load_label_table(labels_csv, split, source)
     table = label_table.frame
     matched = match_images(images_dir, table["image_id"].tolist())
     if matched.missing:
@@ -233,6 +245,15 @@ def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFA
     if "lesion_id" in evaluated.columns:
         dataset["n_lesions"] = int(evaluated["lesion_id"].nunique())
     metadata = service.metadata
+    if source is not None:
+        dataset["sources"] = [source]
+        seen = trained_sources(metadata)
+        if source not in seen:  # a source the model never saw: a row of the leave-source-out protocol
+            dataset.update(split=HELD_OUT, split_method=SPLIT_METHOD, trained_on=list(seen), tta=tta,
+                           recipe=(metadata.training or {}).get("recipe") or "today's recipe",
+                           description=f"every image of {source}; the model was trained, validated and "
+                                       f"calibrated on {', '.join(seen)} only "
+                                       f"({'8-view TTA' if tta else 'single view'})")
     probs = np.array([v.prediction.probabilities for v in verdicts], dtype=np.float64)
     model = {"version": metadata.version, "temperature": metadata.temperature, "input_size": metadata.input_size,
              "referral_threshold": metadata.referral_threshold, "model_sha256": metadata.model_sha256,

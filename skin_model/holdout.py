@@ -1,11 +1,11 @@
-"""Leave-source-out protocol: judge a recipe on a HAM10000 source (clinic, camera, period) it never saw.
+"""Leave-source-out protocol: judge a recipe on a source (clinic, camera, archive) it never saw.
 
-HAM10000 comes from four sources (the metadata's ``dataset`` column: rosendahl, vidir_modern,
-vidir_molemax, vienna_dias). ``train.py --holdout-source NAME`` trains and validates on the others and
-evaluates on every image of the held-out source(s), which is how the model will be used on photos from
-another clinic. This module owns that protocol: dividing the catalogue (``hold_out_sources``), naming and
-describing the held-out report (``held_out_dataset``, ``report_file``) and reading the reports back for the
-report page and model card (``held_out_rows``).
+Every image has a source (the metadata's ``dataset`` column): HAM10000's four (rosendahl, vidir_modern,
+vidir_molemax, vienna_dias) and the ISIC Archive's two (isic2017, isic_archive). ``train.py --holdout-source
+NAME`` trains and validates on the others and evaluates on every image of the held-out source(s), which is how
+the model will be used on photos from another clinic. This module owns that protocol: dividing the catalogue
+(``hold_out_sources``), naming and describing the held-out report (``held_out_dataset``, ``report_file``) and
+reading the reports back for the report page and model card (``held_out_rows``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from skin_model.dataset import COLLECTIONS, SOURCE_COLUMN, collections_named
 from skin_model.labels import MELANOMA
 
 log = logging.getLogger(__name__)
@@ -24,34 +25,36 @@ log = logging.getLogger(__name__)
 #: ``split`` value of held-out images in ``split.csv``, and the split method named in their report.
 HELD_OUT = "heldout"
 SPLIT_METHOD = "held-out source"
-#: HAM10000's source column.
-SOURCE_COLUMN = "dataset"
-#: The protocol's yardstick: each recipe is judged with each of these held out in turn.
-YARDSTICK_SOURCES = ("rosendahl", "vidir_modern")
+#: The protocol's yardstick: each recipe is judged with each of these held out in turn. isic2017 (ISIC 2017
+#: challenge, mostly Memorial Sloan Kettering) is the closest thing here to a new clinic.
+YARDSTICK_SOURCES = ("isic2017", "rosendahl", "vidir_modern")
 
 
 #: What the protocol can and cannot tell (the report page and the model card show it with the figures).
 PROTOCOL_NOTE = """\
-Each row is a model trained, validated and calibrated **without** one HAM10000 source and then run, as the
-app serves it, on every image of that source: a clinic, camera or period it never saw. That is how the
-model meets photos from another clinic, so it measures a **recipe's** robustness. The shipped model itself
-is trained on all four sources, so no row is the shipped model; rows are the recipe it was trained with and
-the baseline (today's recipe before this work), trained the same way.
+Each row is a model trained, validated and calibrated **without** one source and then run, as the app serves
+it, on every image of that source: a clinic, camera or archive it never saw. That is how the model meets
+photos from another clinic, so it measures a **recipe's** robustness, including which sources it trains on
+("trained on"). The shipped model itself is trained on every source, so no row is the shipped model; the rows
+are the recipes it was chosen among, each trained the same way. For isic2017 the HAM10000-only row is a model
+trained on all of HAM10000 (the served 1.0.0 model), since HAM10000 holds no isic2017 image.
 
 "referral sens." and "referral spec." are the malignant referral cue (refer when melanoma + basal cell
 carcinoma + actinic keratosis reaches the threshold the run chose on its own validation images), blank for a
 report that does not record its threshold: how many malignant lesions from the unseen clinic the app's
 "refer" would still catch.
 
-What it can tell: whether a change to the recipe (colour constancy, augmentation, ...) helps on unseen
-sources, with the same seed, split and epochs on both sides. rosendahl (Queensland practice) holds most of
-the actinic keratoses, so holding it out also tests the rare classes; vidir_modern (Vienna, modern
-dermatoscope) holds 61% of the melanomas.
+What it can tell: whether a change to the recipe or the training data helps on unseen sources, with the
+same seed, split and epochs on both sides. isic2017 (ISIC 2017 challenge: 400 melanomas, 1,439 naevi, 296
+keratoses from Memorial Sloan Kettering and other ISIC partners) is the most different from HAM10000;
+rosendahl (Queensland practice) holds most of the actinic keratoses, so holding it out also tests the rare
+classes; vidir_modern (Vienna, modern dermatoscope) holds 61% of HAM10000's melanomas.
 
-What it cannot tell: all four sources are two practices curated the same way (lesion centred, same
-resizing and labelling), with mostly fair-skinned patients; external sets from other clinics differ more
-(vignettes, rulers, ink, zoom, colour casts), and a held-out source is one draw: differences of a few points
-on a class of tens of images are noise. Only the external sets held back from the project can confirm a gain.
+What it cannot tell: HAM10000's four sources are two practices curated the same way (lesion centred, same
+resizing and labelling), with mostly fair-skinned patients; isic2017 holds three diagnoses only, its copies
+were squashed to squares, and its labels come from one challenge's curation; a held-out source is one draw:
+differences of a few points on a class of tens of images are noise. Only the external sets held back from the
+project can confirm a gain.
 """
 
 
@@ -93,6 +96,17 @@ def hold_out_sources(frame: pd.DataFrame, sources: list[str] | tuple[str, ...]) 
                          kept_sources=tuple(sorted(kept[SOURCE_COLUMN].unique())), dropped=int(shared.sum()))
 
 
+def trained_sources(metadata) -> tuple[str, ...]:
+    """The sources a bundle's model was trained on (``ModelMetadata``): those with training images in
+    ``data.folders``; a bundle that predates the record (HAM10000 only) was trained on HAM10000's four, less
+    any held-out source it records."""
+    folders = (metadata.data or {}).get("folders")
+    if folders:
+        return tuple(sorted(s["source"] for f in folders for s in f["sources"] if s["counts"].get("train")))
+    held_out = set((metadata.data or {}).get("held_out_sources", []))
+    return tuple(s for s in COLLECTIONS[0].sources if s not in held_out)
+
+
 def report_file(sources: tuple[str, ...]) -> str:
     """File name of the held-out report in a bundle's ``evaluations/`` folder."""
     return f"heldout_{'+'.join(sources)}.json"
@@ -101,7 +115,7 @@ def report_file(sources: tuple[str, ...]) -> str:
 def held_out_dataset(holdout: SourceHoldout, recipe: str, tta: bool) -> dict[str, Any]:
     """The ``dataset`` dict of a held-out report: which source, how the model was trained, what it means."""
     names = ", ".join(holdout.sources)
-    return {"name": f"HAM10000 held-out source {names}", "split": HELD_OUT, "split_method": SPLIT_METHOD,
+    return {"name": f"held-out source {names}", "split": HELD_OUT, "split_method": SPLIT_METHOD,
             "sources": list(holdout.sources), "trained_on": list(holdout.kept_sources), "recipe": recipe,
             "tta": tta, "n_lesions": int(holdout.held_out["lesion_id"].nunique()),
             "description": (f"every image of {names}; the model was trained, validated and calibrated on "
@@ -109,7 +123,7 @@ def held_out_dataset(holdout: SourceHoldout, recipe: str, tta: bool) -> dict[str
 
 
 def recipe_flags(args: dict[str, Any], defaults: dict[str, Any],
-                 ignore: tuple[str, ...] = ("data_dir", "backbone_weights", "output_dir", "resume",
+                 ignore: tuple[str, ...] = ("data_dir", "extra_data", "backbone_weights", "output_dir", "resume",
                                             "holdout_source", "track_heldout", "distribute", "cpu_replicas",
                                             "input", "memory_budget", "cache")) -> str:
     """The training flags that differ from ``train.py``'s defaults, as a command-line fragment
@@ -135,6 +149,8 @@ class HeldOutRow:
 
     source: str
     recipe: str
+    #: the sources the recipe was trained on (empty when the report does not record them)
+    trained_on: tuple[str, ...]
     model_version: str
     n_images: int
     classes_present: int
@@ -159,6 +175,7 @@ def held_out_row(report, file_name: str) -> HeldOutRow:
     present = sum(1 for row in report.per_class.values() if row["support"])
     referral = report.referral()
     return HeldOutRow(source=", ".join(report.dataset.get("sources", [])), recipe=report.dataset.get("recipe", "?"),
+                      trained_on=tuple(report.dataset.get("trained_on", [])),
                       model_version=str(report.model.get("version", "?")), n_images=report.n_images,
                       classes_present=present, balanced_accuracy=report.balanced_accuracy,
                       melanoma_auc=report.per_class[MELANOMA]["auc"],
@@ -182,14 +199,16 @@ def held_out_rows(paths: list[Path]) -> tuple[list[HeldOutRow], list[str]]:
         except (OSError, ValueError, TypeError, KeyError) as exc:  # not JSON, missing fields, ...
             if path.name.startswith("heldout_"):
                 problems.append(f"{path.name}: {type(exc).__name__}: {exc}")
-    return sorted(rows, key=lambda r: (r.source, r.recipe)), problems
+    return sorted(rows, key=lambda r: (r.source, collections_named(r.trained_on), r.recipe)), problems
+
 
 
 def rows_frame(rows: list[HeldOutRow], served_recipe: str | None = None) -> pd.DataFrame:
     """The rows as a table for a page: one line per source and recipe; "served" marks the rows measuring the
     recipe the served model was trained with (``served_recipe``, its metadata's ``training.recipe``)."""
     return pd.DataFrame([{"served": served_recipe is not None and r.recipe == served_recipe,
-                          "held-out source": r.source, "recipe": r.recipe, "images": r.n_images,
+                          "held-out source": r.source, "trained on": collections_named(r.trained_on),
+                          "recipe": r.recipe, "images": r.n_images,
                           "classes": r.classes_present, "balanced acc.": r.balanced_accuracy,
                           "melanoma AUC": r.melanoma_auc, "melanoma sens.": r.melanoma_sensitivity,
                           "macro AUC": r.macro_auc, "ECE": r.ece, "referral sens.": r.referral_sensitivity,

@@ -5,7 +5,7 @@
   model is served (the per-image predictions of ``--val-report``, e.g. ``evaluations/ham10000_val_tta.json``
   for a model served with 8-view TTA), as train.py does for new models;
 - ``metrics["test_tta"]``: the headline of ``--test-report`` (test split with TTA) for the model card;
-- ``known_limits``: ``model.HAM10000_KNOWN_LIMITS`` when the list is empty.
+- ``known_limits``: ``model.known_limits`` of a HAM10000-only model when the list is empty.
 
 Each report must be for this model (its ``model_sha256`` or version) and predicted the way the model is
 served (its ``tta`` flag); ``model.keras`` and its sha256 are not touched.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from skin_model.metrics import EvaluationReport, choose_referral_threshold
 from skin_model.bundle import ModelMetadata
-from skin_model.model import HAM10000_KNOWN_LIMITS
+from skin_model.model import known_limits
 
 log = logging.getLogger(__name__)
 
@@ -47,5 +47,5 @@ def update_metadata(metadata: ModelMetadata, val: EvaluationReport, test: Evalua
     if test is not None and metadata.test_time_augmentation:
         metadata.metrics = {**metadata.metrics, "test_tta": test.headline()}
     if not metadata.known_limits:
-        metadata.known_limits = list(HAM10000_KNOWN_LIMITS)
+        metadata.known_limits = list(known_limits(()))
     return metadata

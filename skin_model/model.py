@@ -101,10 +101,6 @@ HAM10000_KNOWN_LIMITS: tuple[str, ...] = (
     "No patient context: age, sex and body site are not inputs, although clinicians use them.",
     "Seven classes only: any other lesion (e.g. invasive squamous cell carcinoma, Merkel cell carcinoma) or "
     "non-lesion image is forced into one of the seven classes.",
-    "One data set: trained and tested on HAM10000 only. On external dermoscopy from other clinics the model of "
-    "2026-11-26 missed most melanomas (sensitivity 0.27-0.60); the held-out-source figures ('Other clinics') are "
-    "HAM10000's own proxy for that. Evaluate it with `python -m skin_model.cli.evaluate` on such data before relying "
-    "on it.",
     "Lesion size in the frame: in HAM10000 melanomas fill more of the photo than naevi (median lesion box "
     "0.37-0.74 of the frame by source, naevi 0.19-0.48), and a model trained on it uses that. Melanomas "
     "photographed small in a wide field are found less often: on validation the model of 2026-11-26 found 68% of "
@@ -112,6 +108,25 @@ HAM10000_KNOWN_LIMITS: tuple[str, ...] = (
     "that frames melanomas small (vidir_modern), a model trained without it found 22% of that quarter "
     "(`benchmarks/lesion_scale_probe.py`).",
 )
+
+#: The known limit on the clinics a model has seen, by whether it was trained on the ISIC Archive images too.
+ONE_DATA_SET_LIMIT = (
+    "One data set: trained and tested on HAM10000 only. On external dermoscopy from other clinics the model of "
+    "2026-11-26 missed most melanomas (sensitivity 0.27-0.60); the held-out-source figures ('Other clinics') are "
+    "HAM10000's own proxy for that. Evaluate it with `python -m skin_model.cli.evaluate` on such data before relying "
+    "on it.")
+FEW_CLINICS_LIMIT = (
+    "Few clinics: trained on HAM10000 (two practices, Vienna and Queensland) and ISIC Archive images (Memorial "
+    "Sloan Kettering and other ISIC partners; three of the seven diagnoses, squashed to squares at 180-256 "
+    "pixels). Photos from other clinics, cameras and skin types may still be misread; the held-out-source "
+    "figures ('Other clinics') measure the recipe on a source left out of training. Evaluate it with "
+    "`python -m skin_model.cli.evaluate` on such data before relying on it.")
+
+
+def known_limits(trained_sources: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The model card's known limits for a model trained on ``trained_sources`` (the ``dataset`` values)."""
+    clinics = FEW_CLINICS_LIMIT if {"isic2017", "isic_archive"} & set(trained_sources) else ONE_DATA_SET_LIMIT
+    return (*HAM10000_KNOWN_LIMITS[:4], clinics, *HAM10000_KNOWN_LIMITS[4:])
 
 
 def default_preprocessing(input_size: int, colour_constancy: str | None = None) -> dict[str, Any]:

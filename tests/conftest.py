@@ -77,6 +77,15 @@ def synthetic_ham(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def synthetic_isic(tmp_path_factory) -> Path:
+    """An ISIC-Archive-shaped folder of synthetic lesions (tests/synthetic.py): metadata.csv (44 square images,
+    sources isic2017 with nv/mel/bkl and isic_archive with mel/nv/df/akiec), images/."""
+    from synthetic import write_isic_folder
+
+    return write_isic_folder(tmp_path_factory.mktemp("isic_archive"))
+
+
+@pytest.fixture(scope="session")
 def lesion_path(synthetic_ham: Path) -> Path:
     """A synthetic 600x450 lesion photo, ISIC_0024306.jpg (a naevus in the synthetic metadata)."""
     return synthetic_ham / "images_600x450" / "ISIC_0024306.jpg"

@@ -208,3 +208,28 @@ def write_random_backbone_weights(path: Path, seed: int = 0, input_size: int = 9
     calibrate_batch_norm(backbone)
     backbone.save_weights(str(path))
     return Path(path)
+
+
+#: The ISIC-shaped folder: ids after HAM's, square photos, three diagnoses in isic2017 and a few in isic_archive.
+ISIC_FIRST_ID = 100_000
+ISIC_COUNTS = {"isic2017": {"nv": 12, "mel": 10, "bkl": 8}, "isic_archive": {"mel": 8, "nv": 3, "df": 2, "akiec": 1}}
+
+
+def write_isic_folder(root: Path, seed: int = 1, counts: dict[str, dict[str, int]] | None = None) -> Path:
+    """An ISIC-Archive-shaped folder under ``root`` like ../shared/data/isic_archive: ``metadata.csv`` with
+    HAM10000's columns (lesion_id = image_id), square images in ``images/``; returns ``root``."""
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows, n = [], 0
+    for source, per_class in (counts or ISIC_COUNTS).items():
+        for code, count in per_class.items():
+            for _ in range(count):
+                image_id = f"ISIC_{ISIC_FIRST_ID + n:07d}"
+                picture, _ = lesion_image(seed * 100_000 + n, code)
+                picture.resize((256, 256), Image.Resampling.LANCZOS).save(root / "images" / f"{image_id}.jpg",
+                                                                           quality=90)
+                rows.append({"lesion_id": image_id, "image_id": image_id, "dx": code, "dx_type": "synthetic",
+                             "age": "", "sex": "", "localization": "", "dataset": source})
+                n += 1
+    pd.DataFrame(rows).to_csv(root / "metadata.csv", index=False)
+    return root

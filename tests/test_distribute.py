@@ -19,7 +19,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: replicas: measured 2.4e-7 on the first step and 0 on the second).
 LOSS_TOLERANCE = 1e-4
 #: A train.py run on ~70 synthetic images at 64 px, one epoch per stage.
-TRAIN_ARGS = ["--max-images", "70", "--image-size", "64", "--head-epochs", "1", "--finetune-epochs", "1",
+TRAIN_ARGS = ["--extra-data", "--max-images", "70", "--image-size", "64", "--head-epochs", "1", "--finetune-epochs", "1",
               "--batch-size", "8", "--fine-tune-from", "block_16"]
 #: Bound on a two-worker run (about 2 minutes on 2 busy CPU cores).
 MULTIWORKER_TIMEOUT_S = 900

@@ -67,7 +67,7 @@ def held_out_run(tmp_path_factory, synthetic_ham: Path, random_backbone_weights:
 
     out = tmp_path_factory.mktemp("holdout_run")
     code = train_module().main([
-        "--max-images", "150", "--image-size", "64", "--head-epochs", "1", "--finetune-epochs", "1",
+        "--extra-data", "--max-images", "150", "--image-size", "64", "--head-epochs", "1", "--finetune-epochs", "1",
         "--batch-size", "16", "--holdout-source", "rosendahl", "--colour-constancy", "shades-of-grey",
         "--augment", "colour", "framing", "artefacts", "--track-heldout",
         "--data-dir", str(synthetic_ham), "--backbone-weights", str(random_backbone_weights),

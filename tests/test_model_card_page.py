@@ -172,3 +172,26 @@ def test_changed_weights_are_flagged(bundle):
         handle.write(b"tampered")
     at = open_card()
     assert any("the weights were changed" in e.value for e in at.error)
+
+
+def test_card_lists_every_training_source_with_its_licence(bundle):
+    """A model trained on several folders: one row per source with its collection, licence and images."""
+    meta = json.loads((bundle / "metadata.json").read_text())
+    meta["data"]["folders"] = [
+        {"folder": "ham10000", "metadata_sha256": "0" * 64, "images": 40, "sources": [
+            {"source": "rosendahl", "collection": "HAM10000", "credit": "Tschandl et al. 2018",
+             "licence": "CC BY-NC-SA 4.0", "counts": {"train": {"mel": 10, "nv": 20}, "val": {"nv": 10}}}]},
+        {"folder": "isic_archive", "metadata_sha256": "1" * 64, "images": 9, "sources": [
+            {"source": "isic2017", "collection": "ISIC Archive", "credit": "Codella et al. 2018",
+             "licence": "CC-0 (ISIC 2017 challenge) or CC BY-NC, per image",
+             "counts": {"train": {"mel": 4, "bkl": 2}, "test": {"nv": 3}}}]}]
+    meta["training"]["extra_data"] = ["/somewhere/isic_archive"]
+    (bundle / "metadata.json").write_text(json.dumps(meta))
+    at = open_card()
+    [sources] = tables(at, "collection")
+    assert sources["source"].tolist() == ["rosendahl", "isic2017"]
+    assert sources["train"].tolist() == [30, 6] and sources.loc[1, "test"] == 3
+    assert "CC-0" in sources.loc[1, "licence"] and sources.loc[1, "classes"] == "bkl, mel, nv"
+    [training] = tables(at, "Setting")
+    extra = training.loc[training["Setting"].str.startswith("Further labelled folders"), "Value"].tolist()
+    assert extra == ["isic_archive"], "folder names only, never the machine's path"

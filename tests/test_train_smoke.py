@@ -20,7 +20,7 @@ from skin_model.dataset import SPLITS
 from skin_model.labels import CODES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-ARGS = ["--max-images", "70", "--image-size", "96", "--head-epochs", "1", "--finetune-epochs", "1",
+ARGS = ["--extra-data", "--max-images", "70", "--image-size", "96", "--head-epochs", "1", "--finetune-epochs", "1",
         "--batch-size", "16", "--ema-momentum", "0.998", "--label-smoothing", "0.1",
         "--mixup", "0.2", "--sampling", "class-source", "--mixstyle", "0.5"]
 
@@ -169,7 +169,7 @@ def test_a_run_parked_during_fine_tuning_resumes_from_its_epoch_backup(synthetic
 
     from skin_model.parking import park, unpark
 
-    args = ["--max-images", "70", "--image-size", "96", "--head-epochs", "1", "--finetune-epochs", "2",
+    args = ["--extra-data", "--max-images", "70", "--image-size", "96", "--head-epochs", "1", "--finetune-epochs", "2",
             "--batch-size", "16", "--data-dir", str(synthetic_ham),
             "--backbone-weights", str(random_backbone_weights)]
 
