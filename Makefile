@@ -11,7 +11,7 @@ install-dev:
 	$(PIP) install -q -r requirements-dev.txt
 	bash scripts/install_browser.sh
 
-# The app serves a LiteRT copy of weights/model.keras (skin_model/lite.py): build it now, not on the first start.
+# The app serves a LiteRT copy of weights/model.keras (skin_model/serving/lite.py): build it now, not on the first start.
 serving-model: install
 	$(PYTHON) -m skin_model.cli.lite --weights weights
 

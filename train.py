@@ -8,10 +8,10 @@ How, in the order the code runs:
    other clinics): metadata + highest-resolution copy of each image, pooled into one catalogue whose
    ``dataset`` column is the source. Split each folder into train/val/test, stratified by diagnosis and
    grouped by ``lesion_id`` (``--holdout-source`` first sets aside every image of a source).
-2. Decode every image once through the serving preprocessing (``skin_model.imaging``) into memory, or, when
+2. Decode every image once through the serving preprocessing (``skin_model.data.imaging``) into memory, or, when
    they do not fit ``--memory-budget`` (or with ``--input stream``), decode them from their files batch by
-   batch in the tf.data pipeline (``skin_model.pipeline``); training batches are augmented on the fly
-   (``skin_model.augment``: flips, rotations, resized crops, colour jitter;
+   batch in the tf.data pipeline (``skin_model.data.pipeline``); training batches are augmented on the fly
+   (``skin_model.data.augment``: flips, rotations, resized crops, colour jitter;
    ``--augment`` adds camera colours, zoom/any-angle framing and dermatoscope artefacts; ``--mixup`` blends
    pairs). ``--colour-constancy shades-of-grey`` makes colour constancy the network's first layer;
    ``--mixstyle`` mixes feature styles between images after early blocks (training only).
@@ -31,8 +31,8 @@ How, in the order the code runs:
 
 Both stages checkpoint every epoch and mark their completion (``training.Checkpoints``): ``--resume``
 continues an interrupted run where it stopped, at evaluation if both stages had finished. A run that must
-outlast a session is carried to the next machine by ``python -m skin_model.cli.park`` (``skin_model.parking``).
-Training runs under a ``tf.distribute`` strategy (``skin_model.distribute``, ``--distribute``): one device,
+outlast a session is carried to the next machine by ``python -m skin_model.cli.park`` (``skin_model.training.parking``).
+Training runs under a ``tf.distribute`` strategy (``skin_model.training.distribute``, ``--distribute``): one device,
 ``MirroredStrategy`` over local GPUs (or ``--cpu-replicas`` logical CPUs), or ``MultiWorkerMirroredStrategy``
 across hosts named by ``TF_CONFIG``. ``--batch-size`` is per replica; the learning rates follow the global
 batch by ``--lr-scaling`` (default sqrt: times the square root of the replicas). Only the chief writes into
@@ -57,28 +57,28 @@ import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
 from skin_model import __version__
-from skin_model.calibration import fit_temperature
-from skin_model.colour import METHODS, describe
+from skin_model.serving.calibration import fit_temperature
+from skin_model.data.colour import METHODS, describe
 from skin_model.config import (DEFAULT_BACKBONE_WEIGHTS, DEFAULT_DATA_DIR, DEFAULT_EXTRA_DATA_DIRS, DEFAULT_WEIGHTS_DIR,
                                display_path)
-from skin_model.augment import ADDITIONS, AugmentConfig
-from skin_model.dataset import (FOLDER_COLUMN, SOURCE_COLUMN, SPLITS, collection_of, collections_named,
+from skin_model.data.augment import ADDITIONS, AugmentConfig
+from skin_model.data.dataset import (FOLDER_COLUMN, SOURCE_COLUMN, SPLITS, collection_of, collections_named,
                                 describe_sources, find_metadata, licence_text, load_arrays, load_sources,
                                 split_by_lesion, subsample)
-from skin_model.distribute import LR_SCALING, STRATEGIES, choose_distribution, split_cpu
-from skin_model.pipeline import (INPUTS, SAMPLING, ImageFiles, choose_input, decoded_gib, make_tf_dataset,
+from skin_model.training.distribute import LR_SCALING, STRATEGIES, choose_distribution, split_cpu
+from skin_model.data.pipeline import (INPUTS, SAMPLING, ImageFiles, choose_input, decoded_gib, make_tf_dataset,
                                  sampling_groups)
-from skin_model.holdout import (HELD_OUT, held_out_dataset, hold_out_sources, recipe_flags,
+from skin_model.evaluation.holdout import (HELD_OUT, held_out_dataset, hold_out_sources, recipe_flags,
                                 report_file)
 from skin_model.labels import CODES
-from skin_model.metrics import choose_referral_threshold, choose_unsure_threshold, evaluate_probabilities
+from skin_model.evaluation.metrics import choose_referral_threshold, choose_unsure_threshold, evaluate_probabilities
 from skin_model.bundle import (CHECKPOINTS_DIR, EVALUATIONS_DIR, HISTORY_FILE, LITE_FILE, SPLIT_FILE,
                                ModelMetadata, evaluation_file, sha256_of, write_json, write_split)
-from skin_model.lite import LitePredictor, build_lite, export_lite
-from skin_model.mixstyle import insert_mixstyle, without_mixstyle
+from skin_model.serving.lite import LitePredictor, build_lite, export_lite
+from skin_model.training.mixstyle import insert_mixstyle, without_mixstyle
 from skin_model.model import (build_classifier, known_limits, default_preprocessing, network_data_format,
                               save_bundle, set_trainable_backbone)
-from skin_model.training import (Checkpoints, HeldOutMonitor, class_weights, compile_stage, distillation_targets,
+from skin_model.training.stages import (Checkpoints, HeldOutMonitor, class_weights, compile_stage, distillation_targets,
                                  in_training_metadata, prior_shift, read_history, served_probabilities,
                                  stage_callbacks, teacher_probabilities, warmup_cosine)
 
@@ -135,9 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--colour-constancy", choices=METHODS, default="none",
                    help="shades-of-grey: put shades-of-grey colour constancy (Minkowski p = 6) at the input of the "
                         "network, so training, serving, Grad-CAM and reports all see colour-normalised images "
-                        "(skin_model/colour.py; default: none)")
+                        "(skin_model/data/colour.py; default: none)")
     p.add_argument("--mixstyle", type=float, default=0.0, metavar="P",
-                   help="MixStyle feature-style augmentation (skin_model/mixstyle.py): with probability P per "
+                   help="MixStyle feature-style augmentation (skin_model/training/mixstyle.py): with probability P per "
                         "training batch, mix the images' per-channel feature statistics after three early "
                         "backbone blocks; removed before calibration and saving (e.g. 0.5; default 0 = off)")
     p.add_argument("--augment", nargs="+", default=[], choices=ADDITIONS, metavar="NAME",
@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "for other cameras, instead of the mild jitter), 'framing' (zoom in to 1/4 of the area "
                         "or out to 2x, aspect, any rotation, reflect padding, instead of the crops), 'artefacts' "
                         "(dermatoscope vignettes, hair, ruler marks, ink dots, random erasing); see "
-                        "skin_model/augment.py (default: none)")
+                        "skin_model/data/augment.py (default: none)")
     p.add_argument("--distill-from", type=Path, nargs="+", default=[], metavar="DIR",
                    help="knowledge distillation: train towards a blend of the label and the mean calibrated "
                         "probabilities of these model bundles (e.g. earlier runs' output dirs) on each training "

@@ -49,12 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from skin_model.bundle import read_split
-    from skin_model.calibration import fit_temperature
-    from skin_model.dataset import load_arrays, load_catalogue
-    from skin_model.metrics import evaluate_probabilities
+    from skin_model.serving.calibration import fit_temperature
+    from skin_model.data.dataset import load_arrays, load_catalogue
+    from skin_model.evaluation.metrics import evaluate_probabilities
     from skin_model.model import build_classifier, load_bundle
-    from skin_model.inference import Predictor
-    from skin_model.training import in_training_metadata, predict_arrays, served_probabilities
+    from skin_model.serving.inference import Predictor
+    from skin_model.training.stages import in_training_metadata, predict_arrays, served_probabilities
 
     trained, metadata = load_bundle(args.weights)
     val = read_split(args.weights, "val", columns=("image_id", "split", "label")).astype({"label": int}).merge(load_catalogue(args.data_dir)[["image_id", "path"]], on="image_id")

@@ -30,10 +30,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from skin_model.compare import MEL, NV, FIGURES  # noqa: E402
+from skin_model.evaluation.compare import MEL, NV, FIGURES  # noqa: E402
 from skin_model.config import DEFAULT_BBOXES_CSV, DEFAULT_DATA_DIR  # noqa: E402
 from skin_model.labels import CODES  # noqa: E402
-from skin_model.localisation import FRAME_HEIGHT, FRAME_WIDTH, Box, read_boxes  # noqa: E402
+from skin_model.evaluation.localisation import FRAME_HEIGHT, FRAME_WIDTH, Box, read_boxes  # noqa: E402
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "lesion_scale.json"
 BOXES = DEFAULT_BBOXES_CSV.name  # looked for in --data-dir
@@ -108,8 +108,8 @@ def framing_probe(run: Path, meta: pd.DataFrame, boxes: dict[str, Box], held_out
     from PIL import Image
 
     from skin_model.bundle.split import read_split
-    from skin_model.imaging import scale_pixels, to_model_array
-    from skin_model.lite import LitePredictor
+    from skin_model.data.imaging import scale_pixels, to_model_array
+    from skin_model.serving.lite import LitePredictor
 
     predictor = LitePredictor.from_dir(run)
     sets = {"held_out": meta.index[meta["dataset"].isin(held_out)].tolist(),

@@ -97,7 +97,7 @@ def write_png(path: Path, megapixels: float) -> Path:
 # ---------------------------------------------------------------------------------------------- one upload
 def child(weights: Path, path: Path, tta: bool) -> dict:
     """Run in a fresh process: peak RSS of one ``service.analyse`` above the RSS just before it."""
-    from skin_model.service import ClassifierService
+    from skin_model.serving.service import ClassifierService
 
     service = ClassifierService.from_dir(weights)
     service.warm_up()

@@ -6,12 +6,12 @@
 Figures (printed and written to benchmarks/results/safety.json):
 
 * ``ood``: share of dermoscopic test-split images the gate passes (goal >= 98%), share of the
-  non-dermoscopic set (``skin_model.ood_images``) it rejects (goal >= 95%), per category; and the
+  non-dermoscopic set (``skin_model.data.ood_images``) it rejects (goal >= 95%), per category; and the
   latency, as served (LiteRT), of one preprocessed image's prediction + gate check, next to one plain
   prediction's (decode excluded / included).
   Skipped (with the reason) when no gate is fitted for the model (``python -m skin_model.cli.ood fit``).
 * ``tta``: balanced accuracy, accuracy, macro AUC and ECE on the validation split with a single view and
-  with the 8-view average (``skin_model.tta``), and the latency of one image each way (p50/p95 ms), with
+  with the 8-view average (``skin_model.serving.tta``), and the latency of one image each way (p50/p95 ms), with
   the served LiteRT model.
 
 Use ``--val-limit`` / ``--test-limit`` for a quick check; the full run (all val and test images, TTA
@@ -71,7 +71,7 @@ def split_labels(weights: Path, paths: list[Path]) -> np.ndarray:
 def classification_figures(labels: np.ndarray, probs: np.ndarray) -> dict[str, float | None]:
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
-    from skin_model.metrics import expected_calibration_error
+    from skin_model.evaluation.metrics import expected_calibration_error
 
     preds = probs.argmax(axis=1)
     present = np.unique(labels)
@@ -85,9 +85,9 @@ def classification_figures(labels: np.ndarray, probs: np.ndarray) -> dict[str, f
 
 def ood_benchmark(predictor, served, weights: Path, data_dir: Path, test_limit: int | None,
                   latency_n: int) -> dict:
-    from skin_model import ood
-    from skin_model.imaging import load_image
-    from skin_model.ood_images import non_dermoscopic_images
+    from skin_model.serving import ood
+    from skin_model.data.imaging import load_image
+    from skin_model.data.ood_images import non_dermoscopic_images
 
     gate, status = ood.load_gate(weights, predictor.metadata.model_sha256, predictor.metadata.ood_sha256)
     if gate is None:
@@ -117,8 +117,8 @@ def ood_benchmark(predictor, served, weights: Path, data_dir: Path, test_limit: 
 
 
 def tta_benchmark(predictor, weights: Path, data_dir: Path, val_limit: int | None, latency_n: int) -> dict:
-    from skin_model.imaging import load_image
-    from skin_model.ood import split_paths
+    from skin_model.data.imaging import load_image
+    from skin_model.serving.ood import split_paths
 
     paths = split_paths(weights, data_dir, "val", val_limit)
     labels = split_labels(weights, paths)
@@ -149,8 +149,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from skin_model.inference import Predictor
-    from skin_model.lite import LitePredictor
+    from skin_model.serving.inference import Predictor
+    from skin_model.serving.lite import LitePredictor
 
     predictor = Predictor.from_dir(args.weights)  # Keras: the gate's features for whole splits
     served = LitePredictor.from_dir(args.weights)  # what the app serves: TTA figures and latencies

@@ -106,7 +106,7 @@ def free_port() -> int:
 COLD_START_SNIPPET = """
 import sys, time
 from pathlib import Path
-from skin_model.service import ClassifierService
+from skin_model.serving.service import ClassifierService
 service = ClassifierService.from_dir(Path(sys.argv[1]))
 analysis = service.analyse(Path(sys.argv[2]).read_bytes(), name="first.jpg")
 print("PREDICTION", time.time(), flush=True)
@@ -129,7 +129,7 @@ def cold_start_library(weights: Path, image: Path) -> dict[str, float]:
 
 
 def latency(weights: Path, images: list[Path]) -> dict:
-    from skin_model.service import ClassifierService
+    from skin_model.serving.service import ClassifierService
 
     rss_start = rss_mb()
     start = time.perf_counter()

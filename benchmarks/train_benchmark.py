@@ -81,7 +81,7 @@ def training_images(source: str, n: int, size: int) -> tuple[np.ndarray, np.ndar
     labels = rng.integers(0, 7, n).astype(np.int32)
     if source == "synthetic":
         return rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), labels
-    from skin_model.dataset import load_arrays
+    from skin_model.data.dataset import load_arrays
 
     paths = sorted((DEFAULT_DATA_DIR / "images_200x150").glob("*.jpg"))[:n]
     if len(paths) < n:
@@ -103,7 +103,7 @@ class StepTimer(keras.callbacks.Callback):
 def stage_throughput(model, stage: str, dataset, steps: int, warmup: int, batch_size: int) -> dict:
     """Images per second of ``model.fit`` for one stage, after ``warmup`` (>= 1) untimed batches."""
     from skin_model.model import set_trainable_backbone
-    from skin_model.training import compile_stage
+    from skin_model.training.stages import compile_stage
 
     set_trainable_backbone(model, None if stage == "head" else stage)
     compile_stage(model, 1e-3 if stage == "head" else 1e-4, jit_compile=False)
@@ -120,7 +120,7 @@ def stage_throughput(model, stage: str, dataset, steps: int, warmup: int, batch_
 
 
 def training_benchmark(args: argparse.Namespace) -> dict:
-    from skin_model.pipeline import make_tf_dataset
+    from skin_model.data.pipeline import make_tf_dataset
     from skin_model.model import build_classifier
 
     images, labels = training_images(args.data, args.batch_size * 4, args.image_size)
@@ -139,8 +139,8 @@ def training_benchmark(args: argparse.Namespace) -> dict:
 def inference_benchmark(weights: Path, runs: int) -> dict:
     import tensorflow as tf
 
-    from skin_model.imaging import load_image
-    from skin_model.inference import Predictor
+    from skin_model.data.imaging import load_image
+    from skin_model.serving.inference import Predictor
 
     paths = sorted((DEFAULT_DATA_DIR / "images_600x450").glob("*.jpg"))
     if not paths:
@@ -169,15 +169,15 @@ def inference_benchmark(weights: Path, runs: int) -> dict:
 # ---------------------------------------------------------------------------------------------- input pipeline
 def catalogue_paths(n: int) -> list[Path]:
     """The first ``n`` HAM10000 images as train.py reads them (the highest-resolution copy of each)."""
-    from skin_model.dataset import load_catalogue
+    from skin_model.data.dataset import load_catalogue
 
     return [Path(p) for p in load_catalogue(DEFAULT_DATA_DIR)["path"][:n]]
 
 
 def probe_images(args: argparse.Namespace, repeat: int = 1):
     """The probe's images, ``--pipeline-images`` files repeated ``repeat`` times, in memory or as files."""
-    from skin_model.dataset import load_arrays
-    from skin_model.pipeline import ImageFiles
+    from skin_model.data.dataset import load_arrays
+    from skin_model.data.pipeline import ImageFiles
 
     paths = catalogue_paths(args.pipeline_images) * repeat
     if args.probe_input == "memory":
@@ -187,12 +187,12 @@ def probe_images(args: argparse.Namespace, repeat: int = 1):
 
 def fit_probe(args: argparse.Namespace) -> dict:
     """img/s of the head stage and of whole-backbone fine-tuning, for one input and replica count."""
-    from skin_model.distribute import choose_distribution, split_cpu
+    from skin_model.training.distribute import choose_distribution, split_cpu
 
     split_cpu(args.probe_replicas)
     dist = choose_distribution("auto")
     from skin_model.model import build_classifier
-    from skin_model.pipeline import make_tf_dataset
+    from skin_model.data.pipeline import make_tf_dataset
 
     images = probe_images(args)
     labels = np.random.default_rng(0).integers(0, 7, len(images)).astype(np.int32)
@@ -211,7 +211,7 @@ def memory_probe(args: argparse.Namespace) -> dict:
     """Peak resident memory over one epoch of the augmented training pipeline (no model)."""
     import resource
 
-    from skin_model.pipeline import make_tf_dataset
+    from skin_model.data.pipeline import make_tf_dataset
 
     images = probe_images(args, args.probe_repeat)
     labels = np.zeros(len(images), np.int32)

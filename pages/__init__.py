@@ -9,12 +9,12 @@ import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
 from skin_model import config
-from skin_model.holdout import PROTOCOL_NOTE, YARDSTICK_SOURCES, held_out_rows, rows_frame
+from skin_model.evaluation.holdout import PROTOCOL_NOTE, YARDSTICK_SOURCES, held_out_rows, rows_frame
 from skin_model.config import display_path
 from skin_model.bundle import ModelIntegrityError
 from skin_model.report.evaluation_files import list_evaluation_files
 from skin_model.safe_text import escape_markdown
-from skin_model.service import ClassifierService
+from skin_model.serving.service import ClassifierService
 
 log = logging.getLogger(__name__)
 

@@ -10,13 +10,13 @@ import pandas as pd
 from PIL import Image
 import streamlit as st
 
-from skin_model.explain import METHODS
-from skin_model.imaging import FILE_SUFFIXES, MAX_FILE_BYTES, SUPPORTED_DESCRIPTION, InvalidImageError
-from skin_model.inference import format_probability
+from skin_model.serving.explain import METHODS
+from skin_model.data.imaging import FILE_SUFFIXES, MAX_FILE_BYTES, SUPPORTED_DESCRIPTION, InvalidImageError
+from skin_model.serving.inference import format_probability
 from skin_model.labels import MALIGNANT_SHORT, by_code
 from skin_model.bundle import ModelMetadata
 from skin_model.safe_text import escape_markdown, spreadsheet_safe_frame
-from skin_model.service import Analysis, ClassifierService, thumbnail_data_uri
+from skin_model.serving.service import Analysis, ClassifierService, thumbnail_data_uri
 from pages import ICONS, ensure_app_shell, ood_off_warning, served_service_or_error
 
 ensure_app_shell()

@@ -13,17 +13,17 @@ import pandas as pd
 import streamlit as st
 
 from skin_model import config
-from skin_model.case_report import CaseReport, file_stem, render_pdf, render_png
-from skin_model.charts import attention_legend, probability_bar_chart
-from skin_model.explain import METHODS, colorize
-from skin_model.imaging import FILE_SUFFIXES, MAX_FILE_BYTES, SUPPORTED_DESCRIPTION, InvalidImageError
-from skin_model.inference import Prediction, format_probability
+from skin_model.serving.case_report import CaseReport, file_stem, render_pdf, render_png
+from skin_model.serving.charts import attention_legend, probability_bar_chart
+from skin_model.serving.explain import METHODS, colorize
+from skin_model.data.imaging import FILE_SUFFIXES, MAX_FILE_BYTES, SUPPORTED_DESCRIPTION, InvalidImageError
+from skin_model.serving.inference import Prediction, format_probability
 from skin_model.labels import BENIGN_LABEL, CLASSES, CODES, MALIGNANT_LABEL, by_code
-from skin_model.metrics import REFERRAL_TARGET_SENSITIVITY
+from skin_model.evaluation.metrics import REFERRAL_TARGET_SENSITIVITY
 from skin_model.bundle import SPLIT_FILE, ModelIntegrityError
 from skin_model.safe_text import escape_markdown
-from skin_model.samples import SampleReference, sample_references
-from skin_model.service import Analysis, ClassifierService, Explanation, outline_centre_square
+from skin_model.serving.samples import SampleReference, sample_references
+from skin_model.serving.service import Analysis, ClassifierService, Explanation, outline_centre_square
 from pages import ICONS, ensure_app_shell, ood_off_warning, served_service_or_error
 
 ensure_app_shell()

@@ -14,7 +14,7 @@ import streamlit as st
 from skin_model import config
 from skin_model.labels import MALIGNANT_LABEL
 from skin_model.config import display_path
-from skin_model.metrics import REFERRAL_TARGET_SENSITIVITY
+from skin_model.evaluation.metrics import REFERRAL_TARGET_SENSITIVITY
 from skin_model.bundle import METADATA_FILE, BundleFileError, ModelMetadata, sha256_of
 from skin_model.report.evaluation_tables import target_lines
 from pages import ICONS, ensure_app_shell, other_clinics_ui

@@ -13,8 +13,8 @@ from skin_model.bundle import (HISTORY_FILE, METADATA_FILE, SPLIT_FILE, TRAINING
                                localisation_file, read_localisation, read_ood_figures)
 from skin_model.config import display_path, reports_dir, safety_results_path
 from skin_model.labels import MALIGNANT_LABEL
-from skin_model.metrics import EvaluationReport
-from skin_model.published import IMAGE_SPLIT_NOTE, REFERENCES
+from skin_model.evaluation.metrics import EvaluationReport
+from skin_model.evaluation.published import IMAGE_SPLIT_NOTE, REFERENCES
 from skin_model.report.evaluation_files import file_description, list_evaluation_files, load_report, served_file_index
 from skin_model.report.evaluation_tables import (PROJECT_TARGETS, comparison_frame, confusion_frames, coverage_frame,
                                                  dataset_description, headlines, operating_point, per_class_frame,
@@ -24,7 +24,7 @@ from skin_model.report.safety_results import SAFETY_COMMAND, tta_frame, tta_summ
 from skin_model.report.served_model import served_metadata, unsure_threshold
 from skin_model.report.split_audit import split_audit
 from skin_model.report.training_curves import CURVE_METRICS, training_curves
-from skin_model.report_charts import (confusion_heatmap, coverage_chart, pr_chart, reliability_chart, roc_chart,
+from skin_model.report.charts import (confusion_heatmap, coverage_chart, pr_chart, reliability_chart, roc_chart,
                                       training_curve_chart)
 from pages import ICONS, ensure_app_shell, other_clinics_ui
 

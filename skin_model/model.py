@@ -4,7 +4,7 @@
 The head is built on ``backbone.output`` rather than by calling a nested backbone, so the model is one flat
 graph that tf-keras-vis can explain. Batch-norm layers are never trainable, which keeps them in inference
 mode (Keras 3 runs a non-trainable BatchNormalization with its moving statistics even when training).
-``model.tflite`` (``skin_model.lite``), the same network for fast serving, is built from ``model.keras`` as an
+``model.tflite`` (``skin_model.serving.lite``), the same network for fast serving, is built from ``model.keras`` as an
 explicit step (train.py, ``make app``, ``python -m skin_model.cli.lite``).
 
 Keras is imported inside the functions that need it, so reading metadata does not load TensorFlow (the
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 HEAD_LAYERS = ("head_pool", "head_dropout", "predictions")
 LAST_CONV_LAYER = "out_relu"  # MobileNetV2's last convolutional activation: Grad-CAM's target
-#: The out-of-distribution gate's features (``skin_model.ood``), averaged over space.
+#: The out-of-distribution gate's features (``skin_model.serving.ood``), averaged over space.
 OOD_FEATURE_LAYER = "block_8_expand_relu"
 
 
@@ -41,7 +41,7 @@ def build_classifier(input_size: int = 224, backbone_weights: str | Path | None 
     """
     import keras
 
-    from skin_model.colour import colour_constancy_layer
+    from skin_model.data.colour import colour_constancy_layer
 
     from_file = backbone_weights not in (None, "imagenet")
     inputs = keras.Input((input_size, input_size, 3), name="image")
@@ -130,7 +130,7 @@ def known_limits(trained_sources: list[str] | tuple[str, ...]) -> tuple[str, ...
 
 
 def default_preprocessing(input_size: int, colour_constancy: str | None = None) -> dict[str, Any]:
-    """Description of ``skin_model.imaging``'s path, recorded in the metadata, and of the network's
+    """Description of ``skin_model.data.imaging``'s path, recorded in the metadata, and of the network's
     colour-constancy layer when it has one (``colour.describe``)."""
     steps = {
         "decode": "Pillow; EXIF orientation applied; any mode to 8-bit RGB (transparency on white)",
@@ -153,7 +153,7 @@ def network_data_format(input_size: int) -> dict[str, Any]:
 
 def save_bundle(model: keras.Model, metadata: ModelMetadata, out_dir: Path) -> Path:
     """Write ``model.keras`` (no optimizer state) and ``metadata.json`` with its sha256. The served LiteRT
-    copy is a separate step: ``skin_model.lite.build_lite(out_dir)``."""
+    copy is a separate step: ``skin_model.serving.lite.build_lite(out_dir)``."""
     import keras
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -171,7 +171,7 @@ def load_bundle(weights_dir: Path) -> tuple[keras.Model, ModelMetadata]:
     """Load ``model.keras`` in Keras safe mode after checking its sha256 against ``metadata.json``."""
     import keras
 
-    import skin_model.colour  # noqa: F401  (registers ShadesOfGrey for safe-mode loading)
+    import skin_model.data.colour  # noqa: F401  (registers ShadesOfGrey for safe-mode loading)
 
     metadata = read_metadata(weights_dir)
     model_path = checked_file(weights_dir, metadata.model_file, metadata.model_sha256)

@@ -103,7 +103,7 @@ def random_backbone_weights(tmp_path_factory) -> Path:
 # ---------------------------------------------------------------------------------------------- bundles
 def _save_tiny_bundle(model, out: Path) -> Path:
     from skin_model.bundle import ModelMetadata
-    from skin_model.lite import build_lite
+    from skin_model.serving.lite import build_lite
     from skin_model.model import save_bundle
 
     save_bundle(model, ModelMetadata(version="test", created="2026-01-01", input_size=TINY_SIZE,
@@ -146,7 +146,7 @@ def fit_test_gate(bundle: Path, data_dir: Path, target: Path) -> Path:
     20 lesions held out as "test", the next 30 as "val", in the bundle's split.csv)."""
     import pandas as pd
 
-    from skin_model import ood
+    from skin_model.serving import ood
     from skin_model.bundle import SPLIT_FILE
 
     bundle = Path(shutil.copytree(bundle, target))

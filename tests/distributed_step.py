@@ -17,7 +17,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from skin_model.distribute import choose_distribution, split_cpu  # noqa: E402
+from skin_model.training.distribute import choose_distribution, split_cpu  # noqa: E402
 
 
 def main() -> int:
@@ -35,8 +35,8 @@ def main() -> int:
     import numpy as np
 
     from skin_model.model import build_classifier, set_trainable_backbone
-    from skin_model.pipeline import make_tf_dataset
-    from skin_model.training import compile_stage
+    from skin_model.data.pipeline import make_tf_dataset
+    from skin_model.training.stages import compile_stage
 
     keras.utils.set_random_seed(7)
     rng = np.random.default_rng(7)

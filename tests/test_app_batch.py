@@ -60,7 +60,7 @@ def result_table(at: AppTest) -> pd.DataFrame:
 
 
 def test_one_row_per_file_and_bad_files_named(monkeypatch, gated_bundle, lesion_files, astronaut):
-    from skin_model.service import ClassifierService
+    from skin_model.serving.service import ClassifierService
 
     files = [(lesion_files[0].name, lesion_files[0].read_bytes(), "image/jpeg"),
              ("scan_of_letter.jpg", b"%PDF-1.4 not an image", "image/jpeg"),
@@ -114,7 +114,7 @@ def test_csv_carries_model_version_tta_and_the_referral(monkeypatch, gated_bundl
     import json
     import shutil
 
-    from skin_model.service import ClassifierService
+    from skin_model.serving.service import ClassifierService
 
     path = lesion_files[0]
     malignant = ClassifierService.from_dir(gated_bundle).analyse(path.read_bytes()).prediction.malignant_probability
@@ -156,8 +156,8 @@ def test_without_a_gate_the_flag_column_is_empty(monkeypatch, tiny_bundle, lesio
 
 
 def test_tta_toggle_changes_the_probabilities_to_the_averaged_views(monkeypatch, tiny_bundle, lesion_files):
-    from skin_model.imaging import load_image
-    from skin_model.inference import Predictor
+    from skin_model.data.imaging import load_image
+    from skin_model.serving.inference import Predictor
 
     path = lesion_files[0]
     at = upload_all(open_batch_page(monkeypatch, tiny_bundle), [(path.name, path.read_bytes(), "image/jpeg")])
@@ -198,7 +198,7 @@ def test_file_names_are_data_not_markup_or_formulas(monkeypatch, tiny_bundle, le
 
 def test_a_withheld_result_is_blank_until_asked_for(monkeypatch, gated_bundle, lesion_files, astronaut):
     """The verdict withholds the result of an image that is not dermatoscopic, on Batch as on Classify."""
-    from skin_model.service import ClassifierService
+    from skin_model.serving.service import ClassifierService
 
     files = [("astronaut.png", astronaut, "image/png"),
              (lesion_files[0].name, lesion_files[0].read_bytes(), "image/jpeg")]

@@ -57,8 +57,8 @@ def test_sidebar_shows_version_and_disclaimer(app):
 
 
 def test_upload_shows_calibrated_prediction_and_gradcam(app, image_bytes, tiny_bundle, lesion_path):
-    from skin_model.imaging import load_image
-    from skin_model.inference import Predictor
+    from skin_model.data.imaging import load_image
+    from skin_model.serving.inference import Predictor
 
     upload(app, lesion_path.name, image_bytes)
     assert not app.error, [e.value for e in app.error]
@@ -202,7 +202,7 @@ def test_sample_picker_hidden_without_a_folder(app):
 # ---------------------------------------------------------------------------------------------- service
 @pytest.fixture(scope="module")
 def service(tiny_bundle):
-    from skin_model.service import ClassifierService
+    from skin_model.serving.service import ClassifierService
 
     return ClassifierService.from_dir(tiny_bundle)
 
@@ -210,7 +210,7 @@ def service(tiny_bundle):
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
 def test_fast_gradcam_equals_tf_keras_vis_on_the_full_model(service, tiny_bundle, image_bytes, method):
     """The compiled-backbone split in explain.Explainer gives tf-keras-vis's own full-model map."""
-    from skin_model.explain import Explainer
+    from skin_model.serving.explain import Explainer
     from skin_model.model import load_bundle
 
     analysis = service.analyse(image_bytes, name="x.jpg")
@@ -330,8 +330,8 @@ def test_dermoscopic_image_passes_the_gate(monkeypatch, gated_bundle, tmp_path, 
 
 
 def test_tta_toggle_shows_the_averaged_prediction(app, image_bytes, tiny_bundle, lesion_path):
-    from skin_model.imaging import load_image
-    from skin_model.inference import Predictor
+    from skin_model.data.imaging import load_image
+    from skin_model.serving.inference import Predictor
 
     upload(app, lesion_path.name, image_bytes)
     assert app.toggle(key="tta").value is False, "off by default for a model whose metadata says so"
@@ -348,8 +348,8 @@ def test_tta_is_on_by_default_when_the_model_says_so(monkeypatch, tiny_bundle, t
                                                     lesion_path):
     import json
 
-    from skin_model.imaging import load_image
-    from skin_model.inference import Predictor
+    from skin_model.data.imaging import load_image
+    from skin_model.serving.inference import Predictor
 
     bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
     meta = json.loads((bundle / "metadata.json").read_text())
@@ -387,7 +387,7 @@ def test_file_names_are_shown_as_text_not_markup(app, image_bytes):
 def test_method_radio_shows_the_method_in_use_after_a_new_upload(app, image_bytes, lesion_path, synthetic_ham):
     """With Grad-CAM++ chosen, a new upload showed "Grad-CAM" on the radio but a Grad-CAM++ heatmap (the
     browser had re-created the widget at its default). The browser is now sent the value on every run."""
-    from skin_model.explain import METHODS
+    from skin_model.serving.explain import METHODS
 
     upload(app, lesion_path.name, image_bytes)
     app.radio(key="cam_method").set_value("gradcam++").run()
@@ -450,8 +450,8 @@ def test_referral_cue_follows_the_threshold_in_metadata(monkeypatch, tiny_bundle
                                                         lesion_path, offset, refer):
     """The referral threshold is read from metadata.json: just below this image's malignant roll-up the
     page says refer, just above it says below, and a bundle without one shows no cue."""
-    from skin_model.inference import Predictor, format_probability
-    from skin_model.imaging import load_image
+    from skin_model.serving.inference import Predictor, format_probability
+    from skin_model.data.imaging import load_image
 
     malignant = Predictor.from_dir(tiny_bundle).predict(load_image(lesion_path)).malignant_probability
     threshold = None if offset is None else round(malignant + offset, 3)

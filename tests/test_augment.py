@@ -1,4 +1,4 @@
-"""Training augmentation (skin_model.augment): seeded per image, shape and range kept, and each addition
+"""Training augmentation (skin_model.data.augment): seeded per image, shape and range kept, and each addition
 does what it says on real-looking pixels."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skin_model.augment import (ADDITIONS, AugmentConfig, augment, draw_artefacts, hair, ink_dots, random_erase,
+from skin_model.data.augment import (ADDITIONS, AugmentConfig, augment, draw_artefacts, hair, ink_dots, random_erase,
                                 ruler, vignette)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skin_model.case_report import DISCLAIMER, PNG_SIZE, CaseReport, file_stem, render_pdf, render_png
+from skin_model.serving.case_report import DISCLAIMER, PNG_SIZE, CaseReport, file_stem, render_pdf, render_png
 from skin_model.labels import by_code
 
 CREATED = datetime(2026, 3, 4, 5, 6, tzinfo=timezone.utc)
@@ -19,7 +19,7 @@ CREATED = datetime(2026, 3, 4, 5, 6, tzinfo=timezone.utc)
 
 @pytest.fixture(scope="module")
 def report(tiny_bundle: Path, lesion_path: Path) -> CaseReport:
-    from skin_model.service import ClassifierService
+    from skin_model.serving.service import ClassifierService
 
     service = ClassifierService.from_dir(tiny_bundle)
     analysis = service.analyse(lesion_path.read_bytes(), name="naevus été 😀.jpg")
@@ -110,7 +110,7 @@ def test_long_name_keeps_date_and_version_on_the_pdf_page(report, part, family):
     """Latin-1 reports use the core Helvetica, others embed DejaVu Sans: either way the name fits."""
     from fpdf import FPDF
 
-    from skin_model.case_report import PDF_TEXT_WIDTH_MM, font_file
+    from skin_model.serving.case_report import PDF_TEXT_WIDTH_MM, font_file
 
     name = "lesion_" + part * 30 + "end.jpg"
     text = pdf_text(render_pdf(with_name(report, name)))
@@ -126,7 +126,7 @@ def test_long_name_keeps_date_and_version_on_the_pdf_page(report, part, family):
 
 
 def test_long_name_stays_inside_the_png(report):
-    from skin_model.case_report import PNG_MARGIN
+    from skin_model.serving.case_report import PNG_MARGIN
 
     name = "lesion_" + "very_long_part_" * 30 + "end.jpg"
     pixels = np.asarray(Image.open(io.BytesIO(render_png(with_name(report, name)))).convert("L")).astype(int)
@@ -144,7 +144,7 @@ def test_unsure_leads_and_the_referral_cue_is_stated(report, unsure_threshold, r
     """An unsure result opens with the referral advice; the malignant referral cue is stated either way."""
     import dataclasses
 
-    from skin_model.inference import Prediction
+    from skin_model.serving.inference import Prediction
 
     prediction = Prediction(report.prediction.probabilities, unsure_threshold, referral_threshold)
     lines = dataclasses.replace(report, prediction=prediction).summary_lines()

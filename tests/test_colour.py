@@ -1,4 +1,4 @@
-"""Shades-of-grey colour constancy (skin_model.colour): what it does to pixels, and that it travels with the
+"""Shades-of-grey colour constancy (skin_model.data.colour): what it does to pixels, and that it travels with the
 network through saving, loading and the LiteRT copy while a network without it is unchanged."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SIZE
-from skin_model.imaging import scale_pixels
+from skin_model.data.imaging import scale_pixels
 
 
 def shades_of_grey_by_hand(rgb: np.ndarray, p: int = 6) -> np.ndarray:
@@ -21,7 +21,7 @@ def shades_of_grey_by_hand(rgb: np.ndarray, p: int = 6) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def layer():
-    from skin_model.colour import ShadesOfGrey
+    from skin_model.data.colour import ShadesOfGrey
 
     return ShadesOfGrey()
 
@@ -76,9 +76,9 @@ def test_the_backbone_gets_the_imagenet_weights_either_way(backbone_weights):
 def test_a_bundle_with_it_saves_loads_and_serves_the_same(tmp_path: Path, lesion_path):
     import keras
 
-    from skin_model.imaging import load_image
-    from skin_model.inference import Predictor
-    from skin_model.lite import LitePredictor, build_lite
+    from skin_model.data.imaging import load_image
+    from skin_model.serving.inference import Predictor
+    from skin_model.serving.lite import LitePredictor, build_lite
     from skin_model.bundle import ModelMetadata
     from skin_model.model import load_bundle, save_bundle
     from synthetic import random_classifier

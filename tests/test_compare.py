@@ -1,4 +1,4 @@
-"""The paired lesion bootstrap of two held-out reports (skin_model.compare and its CLI): a report against
+"""The paired lesion bootstrap of two held-out reports (skin_model.evaluation.compare and its CLI): a report against
 itself differs by nothing, a clearly better one has an interval above zero, lesions are resampled together,
 reports of different images or labels are refused with the reason, several candidate reports are compared
 as their ensemble, and the melanoma-sensitivity operating point is the smallest up-weighting that reaches it."""
@@ -13,7 +13,7 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score
 
 from skin_model.cli import compare as cli
-from skin_model.compare import (MEL, NV, ComparisonError, at_melanoma_sensitivity, balanced_accuracy, macro_auc,
+from skin_model.evaluation.compare import (MEL, NV, ComparisonError, at_melanoma_sensitivity, balanced_accuracy, macro_auc,
                                 mean_predictions, melanoma_sensitivity, pair_predictions, paired_bootstrap)
 from skin_model.labels import CODES
 
@@ -154,7 +154,7 @@ def test_the_operating_point_is_the_smallest_melanoma_weight_reaching_the_sensit
 
 def report(preds: list[dict], path: Path) -> None:
     """Write the evaluation report of ``preds`` as train.py and evaluate write it."""
-    from skin_model.metrics import evaluate_probabilities
+    from skin_model.evaluation.metrics import evaluate_probabilities
 
     evaluate_probabilities(np.array([CODES.index(p["label"]) for p in preds]),
                            np.array([p["probs"] for p in preds]), [p["image_id"] for p in preds],

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skin_model.dataset import SPLITS, DatasetError, load_arrays, load_catalogue, split_by_lesion
+from skin_model.data.dataset import SPLITS, DatasetError, load_arrays, load_catalogue, split_by_lesion
 from skin_model.labels import CODES
 
 

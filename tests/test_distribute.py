@@ -1,4 +1,4 @@
-"""Distributed training (skin_model/distribute.py, train.py --distribute): the mirrored strategy over logical CPU
+"""Distributed training (skin_model/training/distribute.py, train.py --distribute): the mirrored strategy over logical CPU
 devices steps exactly like one device with the same global batch, a mirrored train.py run writes a working
 bundle, and a two-worker run on 127.0.0.1 trains with only the chief writing. Each run is a fresh process:
 logical devices and multi-worker collectives must be set up before TensorFlow starts."""
@@ -59,9 +59,9 @@ def mirrored_run(tmp_path_factory, synthetic_ham, random_backbone_weights) -> Pa
 
 
 def test_a_mirrored_run_writes_a_bundle_that_loads_and_predicts(mirrored_run, lesion_path):
-    from skin_model.imaging import load_image
-    from skin_model.inference import Predictor
-    from skin_model.lite import LitePredictor
+    from skin_model.data.imaging import load_image
+    from skin_model.serving.inference import Predictor
+    from skin_model.serving.lite import LitePredictor
 
     prediction = Predictor.from_dir(mirrored_run).predict(load_image(lesion_path))
     assert sum(prediction.probabilities) == pytest.approx(1.0, abs=1e-6)
@@ -125,7 +125,7 @@ def test_two_workers_train_and_only_the_chief_writes(tmp_path, synthetic_ham, ra
 def test_learning_rate_rules_and_chief_from_tf_config(monkeypatch):
     import tensorflow as tf
 
-    from skin_model.distribute import Distribution, cluster_workers
+    from skin_model.training.distribute import Distribution, cluster_workers
 
     class FourReplicas:  # stands in for a strategy: only the replica count matters here
         num_replicas_in_sync = 4
@@ -151,7 +151,7 @@ def test_learning_rate_rules_and_chief_from_tf_config(monkeypatch):
 def test_a_worker_resumes_from_a_copy_of_the_chiefs_checkpoints(tmp_path, monkeypatch):
     import tensorflow as tf
 
-    from skin_model.distribute import Distribution
+    from skin_model.training.distribute import Distribution
 
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:1"]}}))
     chief_dir = tmp_path / "out" / "checkpoints"

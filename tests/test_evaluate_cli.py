@@ -14,8 +14,8 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 
 from skin_model.cli.evaluate import main
-from skin_model.evaluate import EvaluationError, evaluate_folder, read_label_table
-from skin_model.imaging import load_image
+from skin_model.evaluation.evaluate import EvaluationError, evaluate_folder, read_label_table
+from skin_model.data.imaging import load_image
 from skin_model.labels import CODES
 
 PER_CLASS = 2
@@ -99,7 +99,7 @@ def test_metrics_match_sklearn_on_the_reported_probabilities(dx_report, chosen):
 
 
 def test_probabilities_are_the_calibrated_serving_ones(dx_report, folder, tiny_bundle):
-    from skin_model.inference import Predictor
+    from skin_model.serving.inference import Predictor
 
     row = dx_report["predictions"][0]
     path = next(folder.rglob(f"{row['image_id']}.jpg"))
@@ -110,7 +110,7 @@ def test_probabilities_are_the_calibrated_serving_ones(dx_report, folder, tiny_b
 
 
 def test_tta_flag_reports_the_averaged_views(dx_report, folder, dx_csv, tiny_bundle, tmp_path):
-    from skin_model.inference import Predictor
+    from skin_model.serving.inference import Predictor
 
     code, report = run(folder, dx_csv, tiny_bundle, tmp_path / "tta.json", "--tta")
     assert code == 0 and report["model"]["tta"] is True and dx_report["model"]["tta"] is False

@@ -1,4 +1,4 @@
-"""Leave-source-out protocol (skin_model.holdout and train.py --holdout-source): no lesion or image of a
+"""Leave-source-out protocol (skin_model.evaluation.holdout and train.py --holdout-source): no lesion or image of a
 held-out source is trained on, and the run writes a held-out report the report page can list."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skin_model.holdout import (HELD_OUT, SPLIT_METHOD, HoldoutError, held_out_rows, hold_out_sources, recipe_flags,
+from skin_model.evaluation.holdout import (HELD_OUT, SPLIT_METHOD, HoldoutError, held_out_rows, hold_out_sources, recipe_flags,
                                 report_file, rows_frame)
 
 
@@ -41,7 +41,7 @@ def test_bad_sources_are_named(sources, problem):
 
 @pytest.mark.real_data("HAM10000", reason="checks the real sources' image counts (rosendahl 2,259, vidir_modern 3,363)")
 def test_real_sources_split_cleanly(ham_dir: Path):
-    from skin_model.dataset import load_catalogue
+    from skin_model.data.dataset import load_catalogue
 
     catalogue = load_catalogue(ham_dir)
     for source, n in (("rosendahl", 2259), ("vidir_modern", 3363)):
@@ -84,7 +84,7 @@ def test_run_never_trains_on_the_held_out_source(held_out_run: Path):
 
 
 def test_run_writes_the_held_out_report_as_served(held_out_run: Path):
-    from skin_model.metrics import EvaluationReport
+    from skin_model.evaluation.metrics import EvaluationReport
 
     split = pd.read_csv(held_out_run / "split.csv")
     path = held_out_run / "evaluations" / report_file(("rosendahl",))
@@ -122,7 +122,7 @@ def test_run_writes_the_held_out_report_as_served(held_out_run: Path):
 
 
 def test_run_records_the_held_out_figures_epoch_by_epoch(held_out_run: Path):
-    from skin_model.compare import FIGURES
+    from skin_model.evaluation.compare import FIGURES
     from skin_model.report.training_curves import training_curves
 
     history = json.loads((held_out_run / "history.json").read_text())

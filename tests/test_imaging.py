@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skin_model.imaging import MAX_FILE_BYTES, MAX_PIXELS, MIN_SIDE, InvalidImageError, load_image
+from skin_model.data.imaging import MAX_FILE_BYTES, MAX_PIXELS, MIN_SIDE, InvalidImageError, load_image
 
 
 def encode(image: Image.Image, fmt: str, **params) -> bytes:
@@ -251,7 +251,7 @@ def test_float_tiff_in_0_255_keeps_its_grey_levels():
 
 
 def test_large_png_is_reduced_right_after_decoding():
-    from skin_model.imaging import WORKING_SIDE, read_image, to_model_array
+    from skin_model.data.imaging import WORKING_SIDE, read_image, to_model_array
 
     rng = np.random.default_rng(5)
     small = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
@@ -266,7 +266,7 @@ def test_large_png_is_reduced_right_after_decoding():
 
 
 def test_large_jpeg_is_decoded_at_a_reduced_scale():
-    from skin_model.imaging import WORKING_SIDE, read_image
+    from skin_model.data.imaging import WORKING_SIDE, read_image
 
     full = two_tone((4800, 3600))
     decoded = read_image(encode(full, "JPEG", quality=90), name="camera.jpg")
@@ -277,7 +277,7 @@ def test_large_jpeg_is_decoded_at_a_reduced_scale():
 
 
 def test_orientation_is_kept_when_a_large_image_is_reduced():
-    from skin_model.imaging import read_image
+    from skin_model.data.imaging import read_image
 
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
@@ -290,7 +290,7 @@ def test_orientation_is_kept_when_a_large_image_is_reduced():
 
 
 def test_long_strip_keeps_enough_pixels_for_the_model():
-    from skin_model.imaging import MIN_WORKING_SIDE, read_image
+    from skin_model.data.imaging import MIN_WORKING_SIDE, read_image
 
     decoded = read_image(encode(Image.new("RGB", (20000, 1000), "tan"), "PNG"), name="strip.png")
     assert min(decoded.image.size) >= MIN_WORKING_SIDE

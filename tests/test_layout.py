@@ -1,10 +1,13 @@
-"""The library's shape: no import circle among ``skin_model`` modules (counting imports inside functions,
-which still tie two modules together), and the CLIs are the only modules with a ``main``."""
+"""The library's shape: its folders are the pipeline's stages and each imports only its own stage and those
+below it; no import circle among ``skin_model`` modules (counting imports inside functions, which still tie
+two modules together); and the CLIs are the only modules with a ``main``."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
+
+import pytest
 
 import skin_model
 
@@ -58,7 +61,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_import_circle_in_the_library():
     graph = internal_imports()
-    assert {"skin_model.model", "skin_model.lite", "skin_model.inference", "skin_model.ood"} <= set(graph)
+    assert {"skin_model.model", "skin_model.serving.lite", "skin_model.serving.inference", "skin_model.serving.ood"} <= set(graph)
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
 
 
@@ -71,8 +74,8 @@ def test_serving_does_not_import_the_builders():
     """Loading the served model never builds it: ``lite.LitePredictor.from_dir`` has no path to ``build_lite``
     (the model file does not import ``lite``), so building is an explicit step."""
     graph = internal_imports()
-    assert "skin_model.lite" not in graph["skin_model.model"]
-    assert "skin_model.inference" not in graph["skin_model.bundle.metadata"]
+    assert "skin_model.serving.lite" not in graph["skin_model.model"]
+    assert "skin_model.serving.inference" not in graph["skin_model.bundle.metadata"]
 
 
 def test_command_lines_live_in_the_cli_package():
@@ -87,3 +90,47 @@ def test_command_lines_live_in_the_cli_package():
                                              for a in n.names}:
             offenders.append(module_name(path))
     assert offenders == []
+
+
+#: The pipeline's stages, lowest first: a module imports only modules of its own stage or of stages below it.
+#: "base" is the package's top-level modules (config, labels, safe_text) and the bundle's files; "model" is the
+#: network, which training and serving share.
+STAGES = ("base", "data", "model", "serving", "evaluation", "training", "report", "cli")
+BASE = ("config", "labels", "safe_text", "bundle")
+#: At most this many modules at the top of the package besides its sub-packages.
+MAX_TOP_LEVEL_MODULES = 6
+
+
+def stage_of(module: str) -> str:
+    """The stage of a ``skin_model`` module: its sub-package's name, or "base"/"model" at the top."""
+    parts = module.split(".")
+    if len(parts) == 1 or parts[1] in BASE:
+        return "base"
+    if parts[1] not in STAGES:
+        raise ValueError(f"{module} belongs to no stage of {STAGES}: move it into one or add it to BASE")
+    return parts[1]
+
+
+def test_every_module_belongs_to_a_stage():
+    assert {stage_of(m) for m in internal_imports()} == set(STAGES)
+
+
+def test_stages_import_only_their_own_stage_or_lower_ones():
+    """data below training and serving; serving never imports training or evaluation; report and cli on top."""
+    upward = [f"{a} ({stage_of(a)}) -> {b} ({stage_of(b)})" for a, targets in internal_imports().items()
+              for b in targets if STAGES.index(stage_of(b)) > STAGES.index(stage_of(a))]
+    assert upward == []
+
+
+def test_the_direction_check_finds_an_upward_import():
+    assert STAGES.index(stage_of("skin_model.training.stages")) > STAGES.index(stage_of("skin_model.serving.lite"))
+    assert stage_of("skin_model.bundle.files") == stage_of("skin_model.labels") == "base"
+    with pytest.raises(ValueError, match="no stage"):
+        stage_of("skin_model.misc.helpers")
+
+
+def test_the_package_top_level_stays_small():
+    top = sorted(p.stem for p in PACKAGE.glob("*.py"))
+    assert len(top) <= MAX_TOP_LEVEL_MODULES, top
+    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()} >= {
+        "data", "training", "serving", "evaluation", "report", "bundle", "cli"}

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SIZE
-from skin_model.imaging import load_image, to_model_input
+from skin_model.data.imaging import load_image, to_model_input
 from skin_model.bundle import LITE_FILE, LITE_INFO_FILE, ModelIntegrityError, read_metadata, sha256_of
 from skin_model.cli.lite import main
-from skin_model.lite import LitePredictor, ensure_lite, is_current
+from skin_model.serving.lite import LitePredictor, ensure_lite, is_current
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -31,8 +31,8 @@ def lesion_batch(lesion_path: Path, synthetic_ham: Path) -> np.ndarray:
 
 
 def test_lite_model_matches_keras_on_lesion_images(tiny_bundle, lesion_batch):
-    from skin_model.inference import Predictor
-    from skin_model.ood import FeatureExtractor
+    from skin_model.serving.inference import Predictor
+    from skin_model.serving.ood import FeatureExtractor
 
     keras_predictor = Predictor.from_dir(tiny_bundle)
     lite = LitePredictor.from_dir(tiny_bundle)
@@ -60,7 +60,7 @@ def test_missing_altered_or_stale_copy_is_refused_then_rebuilt(tiny_bundle, tmp_
         with pytest.raises(ModelIntegrityError, match=f"{reason}.*python -m skin_model.cli.lite"):
             LitePredictor.from_dir(bundle)
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="skin_model.lite"):
+        with caplog.at_level(logging.WARNING, logger="skin_model.serving.lite"):
             ensure_lite(bundle, meta)
         np.testing.assert_allclose(LitePredictor.from_dir(bundle).probabilities_of(lesion_batch), reference,
                                    atol=1e-6)
@@ -131,8 +131,8 @@ def test_serving_path_does_not_import_tensorflow(tiny_bundle, lesion_path):
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from skin_model.imaging import load_image\n"
-        "from skin_model.lite import LitePredictor\n"
+        "from skin_model.data.imaging import load_image\n"
+        "from skin_model.serving.lite import LitePredictor\n"
         f"predictor = LitePredictor.from_dir(Path({str(tiny_bundle)!r}))\n"
         f"probs = predictor.predict_probabilities([load_image(Path({str(lesion_path)!r}))])\n"
         "assert abs(probs.sum() - 1) < 1e-6, probs\n"

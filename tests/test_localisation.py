@@ -14,8 +14,8 @@ import pytest
 from skin_model.labels import CODES
 from skin_model.bundle import localisation_file, read_localisation
 from skin_model.cli.localisation import main
-from skin_model.localisation import Box, CentreCrop, heatmap_peak, peak_inside_box, read_boxes, split_images
-from skin_model.metrics import evaluate_probabilities
+from skin_model.evaluation.localisation import Box, CentreCrop, heatmap_peak, peak_inside_box, read_boxes, split_images
+from skin_model.evaluation.metrics import evaluate_probabilities
 
 CROP_SCALE_96 = 150 / 96  # full-frame pixels per model-input pixel for a 96-px model on a 200x150 frame
 
@@ -104,9 +104,9 @@ def bundle_with_split(tiny_bundle: Path, chosen: pd.DataFrame, dst: Path, report
 
 
 def test_cli_saves_localisation_matching_a_hand_computation(tiny_bundle, test_set, synthetic_ham, tmp_path):
-    from skin_model.explain import Explainer
-    from skin_model.imaging import load_image
-    from skin_model.inference import Predictor
+    from skin_model.serving.explain import Explainer
+    from skin_model.data.imaging import load_image
+    from skin_model.serving.inference import Predictor
 
     data_dir, chosen = test_set
     weights = bundle_with_split(tiny_bundle, chosen, tmp_path / "weights")

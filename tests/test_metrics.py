@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from skin_model.calibration import apply_temperature, fit_temperature, nll
+from skin_model.serving.calibration import apply_temperature, fit_temperature, nll
 from skin_model.labels import CODES
-from skin_model.metrics import EvaluationReport, expected_calibration_error, evaluate_probabilities
+from skin_model.evaluation.metrics import EvaluationReport, expected_calibration_error, evaluate_probabilities
 
 AKIEC, BCC, MEL, NV = (CODES.index(c) for c in ("akiec", "bcc", "mel", "nv"))
 

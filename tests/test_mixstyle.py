@@ -23,14 +23,14 @@ def _normalised(x: np.ndarray) -> np.ndarray:
 
 
 def test_identity_in_inference_and_with_probability_zero(features):
-    from skin_model.mixstyle import MixStyle
+    from skin_model.training.mixstyle import MixStyle
 
     np.testing.assert_array_equal(np.asarray(MixStyle(1.0, seed=0)(features, training=False)), features)
     np.testing.assert_array_equal(np.asarray(MixStyle(0.0, seed=0)(features, training=True)), features)
 
 
 def test_training_mixes_statistics_and_keeps_content(features):
-    from skin_model.mixstyle import MixStyle
+    from skin_model.training.mixstyle import MixStyle
 
     out = np.asarray(MixStyle(1.0, alpha=1.0, seed=3)(features, training=True))
     assert out.shape == features.shape and out.dtype == features.dtype
@@ -44,7 +44,7 @@ def test_training_mixes_statistics_and_keeps_content(features):
 
 
 def test_same_seed_same_mix(features):
-    from skin_model.mixstyle import MixStyle
+    from skin_model.training.mixstyle import MixStyle
 
     first = np.asarray(MixStyle(1.0, alpha=1.0, seed=5)(features, training=True))
     again = np.asarray(MixStyle(1.0, alpha=1.0, seed=5)(features, training=True))
@@ -54,7 +54,7 @@ def test_same_seed_same_mix(features):
 
 
 def test_probability_outside_zero_to_one_is_refused():
-    from skin_model.mixstyle import MixStyle
+    from skin_model.training.mixstyle import MixStyle
 
     with pytest.raises(ValueError, match="between 0 and 1"):
         MixStyle(1.5)
@@ -65,7 +65,7 @@ def test_inserted_into_the_classifier_and_removed_again():
     Grad-CAM's layer has one output, and no MixStyle layer left after ``without_mixstyle``."""
     import keras
 
-    from skin_model.mixstyle import (
+    from skin_model.training.mixstyle import (
         MIXSTYLE_AFTER,
         MixStyle,
         insert_mixstyle,
@@ -105,7 +105,7 @@ def test_inserted_into_the_classifier_and_removed_again():
 def test_unknown_layer_is_refused():
     import keras
 
-    from skin_model.mixstyle import insert_mixstyle
+    from skin_model.training.mixstyle import insert_mixstyle
 
     model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3, name="conv")])
     with pytest.raises(ValueError, match="block_2_add"):

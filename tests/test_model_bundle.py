@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SIZE
-from skin_model.imaging import load_image, to_model_input
+from skin_model.data.imaging import load_image, to_model_input
 from skin_model.labels import CODES
 from skin_model.bundle import (METADATA_FILE, MODEL_FILE, ModelIntegrityError, ModelMetadata,
                                sha256_of)

@@ -95,7 +95,7 @@ def test_other_clinics_marks_the_served_recipe(bundle):
     is not; a bundle whose metadata records no recipe marks nothing and says why."""
     import numpy as np
 
-    from skin_model.metrics import evaluate_probabilities
+    from skin_model.evaluation.metrics import evaluate_probabilities
 
     labels = np.arange(len(CLASSES)).repeat(3)
     probs = np.random.default_rng(0).dirichlet(np.ones(len(CLASSES)), size=len(labels))

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from skin_model import ood
+from skin_model.serving import ood
 from skin_model.bundle import EVALUATIONS_DIR, OOD_FILE, OOD_FIGURES_FILE, SPLIT_FILE, evaluation_file, sha256_of
 from skin_model.cli.ood import main as ood_main
-from skin_model.ood_images import non_dermoscopic_images
+from skin_model.data.ood_images import non_dermoscopic_images
 
 HELD_OUT_IMAGE = "ISIC_0024306"  # lesion_path: kept in the test split
 
@@ -51,7 +51,7 @@ def gated_bundle(tiny_bundle: Path, synthetic_ham: Path, tmp_path_factory) -> Pa
 
 @pytest.fixture(scope="module")
 def service(gated_bundle: Path):
-    from skin_model.service import ClassifierService
+    from skin_model.serving.service import ClassifierService
 
     return ClassifierService.from_dir(gated_bundle)
 
@@ -118,7 +118,7 @@ def test_stale_or_missing_gate_is_ignored_with_a_warning(synthetic_features, tmp
     train, val = synthetic_features
     assert ood.load_gate(tmp_path, "abc", "")[0] is None
     ood.fit_gate(train, val, "old-model-sha", components=6).save(tmp_path / OOD_FILE)
-    with caplog.at_level(logging.WARNING, logger="skin_model.ood"):
+    with caplog.at_level(logging.WARNING, logger="skin_model.serving.ood"):
         gate, status = ood.load_gate(tmp_path, "new-model-sha", sha256_of(tmp_path / OOD_FILE))
     assert gate is None and "another model" in status
     assert any("is off" in r.message and "another model" in r.message for r in caplog.records)
@@ -180,7 +180,7 @@ def test_non_dermoscopic_set_is_deterministic_and_varied():
 
 # ---------------------------------------------------------------------------------------------- real model
 def test_gate_rejects_everyday_photos_and_passes_a_lesion_image(service, lesion_path):
-    from skin_model.imaging import load_image
+    from skin_model.data.imaging import load_image
 
     assert service.ood_enabled
     for name in ("astronaut", "coffee"):
@@ -225,7 +225,7 @@ def test_fit_without_split_file_names_the_problem(tiny_bundle, synthetic_ham, ca
 
 
 def test_service_ignores_a_gate_fitted_for_another_model(gated_bundle, tmp_path):
-    from skin_model.service import ClassifierService
+    from skin_model.serving.service import ClassifierService
 
     bundle = Path(shutil.copytree(gated_bundle, tmp_path / "bundle"))
     meta = json.loads((bundle / "metadata.json").read_text())
@@ -244,7 +244,7 @@ def test_fit_records_the_gate_sha256_in_the_metadata(gated_bundle):
 
 
 def test_service_with_a_damaged_gate_serves_with_the_gate_off(gated_bundle, tmp_path, lesion_path):
-    from skin_model.service import ClassifierService
+    from skin_model.serving.service import ClassifierService
 
     bundle = Path(shutil.copytree(gated_bundle, tmp_path / "bundle"))
     flip_byte(bundle / OOD_FILE, 0.5)

@@ -1,4 +1,4 @@
-"""Parking an unfinished train.py run in the repository (skin_model.parking, skin_model.cli.park): what is
+"""Parking an unfinished train.py run in the repository (skin_model.training.parking, skin_model.cli.park): what is
 kept, what is left behind, what is refused, and that train.py resumes a parked run where it stopped."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skin_model.parking import ParkingError, park, read_parked, unpark, without_optimizer
-from skin_model.training import Checkpoints
+from skin_model.training.parking import ParkingError, park, read_parked, unpark, without_optimizer
+from skin_model.training.stages import Checkpoints
 
 ARGS = ["--holdout-source", "vidir_modern", "--augment", "artefacts"]
 

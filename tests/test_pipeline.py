@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skin_model.augment import AugmentConfig
-from skin_model.dataset import DatasetError, load_arrays
-from skin_model.pipeline import (EpochOrder, ImageFiles, balanced_draws, choose_input, decoded_gib, sampling_groups,
+from skin_model.data.augment import AugmentConfig
+from skin_model.data.dataset import DatasetError, load_arrays
+from skin_model.data.pipeline import (EpochOrder, ImageFiles, balanced_draws, choose_input, decoded_gib, sampling_groups,
                                  make_tf_dataset)
 
 SIZE = 64

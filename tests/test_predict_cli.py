@@ -61,8 +61,8 @@ def test_json_batch_reports_bad_file_and_continues(tiny_bundle, lesions, bad_fil
 
 
 def test_cli_matches_the_library(tiny_bundle, lesions):
-    from skin_model.imaging import load_image
-    from skin_model.inference import Predictor
+    from skin_model.data.imaging import load_image
+    from skin_model.serving.inference import Predictor
 
     result = run_cli(str(lesions[0]), "--json", "--weights", str(tiny_bundle))
     assert result.returncode == 0, result.stderr
@@ -110,7 +110,7 @@ def odd_files(tmp_path_factory, lesion_path: Path) -> dict[str, Path]:
 @pytest.mark.real_data("HAM10000", "ImageNet", reason="only ImageNet features tell the strip of skin-toned noise "
                         "from dermoscopy (a random backbone scores it like a synthetic lesion)")
 def test_cli_gives_the_apps_out_of_distribution_verdict(imagenet_gated_bundle, odd_files, real_images):
-    from skin_model.service import ClassifierService
+    from skin_model.serving.service import ClassifierService
 
     files = [*odd_files.values(), real_images[0]]
     result = run_cli(*map(str, files), "--json", "--weights", str(imagenet_gated_bundle))

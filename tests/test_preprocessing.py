@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SIZE
-from skin_model.dataset import load_arrays
-from skin_model.pipeline import make_tf_dataset
-from skin_model.imaging import load_image, to_model_input
+from skin_model.data.dataset import load_arrays
+from skin_model.data.pipeline import make_tf_dataset
+from skin_model.data.imaging import load_image, to_model_input
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_training_pipeline_equals_serving_preprocessing(lesion_images, size):
 
 
 def test_predictor_model_input_equals_training_pipeline(lesion_images, tiny_bundle):
-    from skin_model.inference import Predictor
+    from skin_model.serving.inference import Predictor
 
     predictor = Predictor.from_dir(tiny_bundle)
     served = predictor.model_input([load_image(p) for p in lesion_images])

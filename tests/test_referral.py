@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skin_model.inference import Prediction, format_probability
+from skin_model.serving.inference import Prediction, format_probability
 from skin_model.labels import CODES
-from skin_model.metrics import EvaluationReport, choose_referral_threshold, malignant_scores, referral_rates
+from skin_model.evaluation.metrics import EvaluationReport, choose_referral_threshold, malignant_scores, referral_rates
 from skin_model.bundle import ModelMetadata
 
 
@@ -72,7 +72,7 @@ def test_prediction_cue_follows_the_threshold(threshold, refer):
 
 
 def _report(model: dict, shares: list[float], codes: list[str]) -> EvaluationReport:
-    from skin_model.metrics import evaluate_probabilities
+    from skin_model.evaluation.metrics import evaluate_probabilities
 
     labels = np.array([CODES.index(c) for c in codes])
     return evaluate_probabilities(labels, probs_with_malignant_share(shares), [f"im{i}" for i in range(len(codes))],
@@ -82,7 +82,7 @@ def _report(model: dict, shares: list[float], codes: list[str]) -> EvaluationRep
 def test_a_report_is_judged_at_its_own_models_threshold_else_the_served_one():
     """A held-out run's report records the threshold its own validation chose; the referral table and the
     "Other clinics" rows use it, and fall back to the served threshold only for reports without one."""
-    from skin_model.holdout import held_out_row
+    from skin_model.evaluation.holdout import held_out_row
     from skin_model.report.evaluation_tables import referral_frame
 
     shares, codes = [0.1, 0.3, 0.5, 0.2, 0.6], ["mel", "mel", "mel", "nv", "nv"]

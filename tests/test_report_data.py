@@ -13,10 +13,10 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score
 
 from skin_model.labels import CODES
-from skin_model.metrics import EvaluationReport, choose_unsure_threshold, evaluate_probabilities
+from skin_model.evaluation.metrics import EvaluationReport, choose_unsure_threshold, evaluate_probabilities
 from skin_model.bundle import ModelMetadata
-from skin_model.published import PUBLISHED_RESULTS
-from skin_model.report_charts import (confusion_heatmap, coverage_chart, pr_chart, reliability_chart, roc_chart,
+from skin_model.evaluation.published import PUBLISHED_RESULTS
+from skin_model.report.charts import (confusion_heatmap, coverage_chart, pr_chart, reliability_chart, roc_chart,
                                       training_curve_chart)
 from skin_model.bundle import (BundleFileError, LocalisationFigures, OodCategory, OodFigures, read_localisation,
                                read_ood_figures, write_localisation, write_ood_figures)

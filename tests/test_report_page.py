@@ -15,7 +15,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from skin_model.labels import CODES
-from skin_model.metrics import EvaluationReport, evaluate_probabilities
+from skin_model.evaluation.metrics import EvaluationReport, evaluate_probabilities
 from skin_model.bundle import ModelMetadata
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -362,7 +362,7 @@ def test_other_clinics_section_lists_held_out_reports_side_by_side(weights: Path
     """Two held-out reports (a baseline and another recipe) in the evaluations folder appear as two rows of the
     "Other clinics" table with their figures, the served model's recipe marked and each run's referral cue at
     its own threshold; an ordinary evaluation there is not a row."""
-    from skin_model.metrics import referral_rates
+    from skin_model.evaluation.metrics import referral_rates
 
     source = EvaluationReport.from_json(weights / "evaluation_test.json")
     labels = np.array([CODES.index(p["label"]) for p in source.predictions])
@@ -408,7 +408,7 @@ def _tta_report(split: str, seed: int) -> EvaluationReport:
 def test_opens_on_the_served_configuration_with_targets_and_referral(weights, tmp_path, monkeypatch):
     """A model served with TTA opens on the test split with TTA; the referral cue's rates are shown for every
     evaluation offered; the project targets are judged plainly; no absolute path appears on the page."""
-    from skin_model.metrics import referral_rates
+    from skin_model.evaluation.metrics import referral_rates
     from skin_model.report.evaluation_tables import target_lines
 
     extra = tmp_path / "evaluations"

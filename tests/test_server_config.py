@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from skin_model.imaging import MAX_FILE_BYTES, InvalidImageError, load_image
+from skin_model.data.imaging import MAX_FILE_BYTES, InvalidImageError, load_image
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG = tomllib.loads((PROJECT_ROOT / ".streamlit" / "config.toml").read_text())

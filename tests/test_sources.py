@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from skin_model.dataset import (FOLDER_COLUMN, SOURCE_COLUMN, DatasetError, describe_sources, licence_text,
+from skin_model.data.dataset import (FOLDER_COLUMN, SOURCE_COLUMN, DatasetError, describe_sources, licence_text,
                                 load_catalogue, load_sources, split_by_lesion)
-from skin_model.holdout import (HELD_OUT, SPLIT_METHOD, hold_out_sources, held_out_rows, rows_frame,
+from skin_model.evaluation.holdout import (HELD_OUT, SPLIT_METHOD, hold_out_sources, held_out_rows, rows_frame,
                                 trained_sources)
 from skin_model.labels import CODES
 

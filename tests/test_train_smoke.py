@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skin_model.dataset import SPLITS
+from skin_model.data.dataset import SPLITS
 from skin_model.labels import CODES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -43,9 +43,9 @@ def trained(tmp_path_factory, synthetic_ham: Path, random_backbone_weights: Path
 
 
 def test_writes_a_loadable_bundle_that_predicts(trained, lesion_path):
-    from skin_model.imaging import load_image
-    from skin_model.inference import Predictor
-    from skin_model.lite import LitePredictor
+    from skin_model.data.imaging import load_image
+    from skin_model.serving.inference import Predictor
+    from skin_model.serving.lite import LitePredictor
     from skin_model.model import load_bundle
 
     model, metadata = load_bundle(trained)
@@ -85,7 +85,7 @@ def test_split_keeps_each_lesion_in_one_split(trained):
 
 
 def test_reports_match_the_split(trained):
-    from skin_model.metrics import EvaluationReport
+    from skin_model.evaluation.metrics import EvaluationReport
 
     split = pd.read_csv(trained / "split.csv")
     for s in ("val", "test"):
@@ -144,7 +144,7 @@ def test_a_run_parked_during_evaluation_resumes_at_evaluation_on_another_machine
     """Parking keeps the best fine-tuning weights without optimizer state and no head weights: the resumed run
     trains nothing and ships the same network."""
     from skin_model.model import load_bundle
-    from skin_model.parking import park, unpark
+    from skin_model.training.parking import park, unpark
 
     stopped = Path(shutil.copytree(trained, tmp_path / "stopped"))
     (stopped / "metadata.json").unlink()
@@ -167,7 +167,7 @@ def test_a_run_parked_during_fine_tuning_resumes_from_its_epoch_backup(synthetic
     the head stage (its weights were not parked) and runs only the second fine-tuning epoch."""
     import keras
 
-    from skin_model.parking import park, unpark
+    from skin_model.training.parking import park, unpark
 
     args = ["--extra-data", "--max-images", "70", "--image-size", "96", "--head-epochs", "1", "--finetune-epochs", "2",
             "--batch-size", "16", "--data-dir", str(synthetic_ham),
@@ -204,7 +204,7 @@ def run_finish_bundle(bundle: Path, data_dir: Path, *options: str) -> subprocess
 
 def test_finish_bundle_adds_reports_gate_and_localisation_for_this_model(trained, synthetic_ham, tmp_path):
     from skin_model.bundle.files import sha256_of
-    from skin_model.service import ClassifierService
+    from skin_model.serving.service import ClassifierService
 
     bundle = Path(shutil.copytree(trained, tmp_path / "bundle"))
     for served_copy in ("model.tflite", "model.tflite.json"):  # not committed: a run carried in git has neither

@@ -28,7 +28,7 @@ def predictions() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("one_hot", [False, True])
 def test_balanced_accuracy_metric_matches_sklearn(predictions, one_hot):
-    from skin_model.training import BalancedAccuracy
+    from skin_model.training.stages import BalancedAccuracy
 
     labels, probs = predictions
     metric = BalancedAccuracy()
@@ -46,7 +46,7 @@ def test_training_step_compiles_under_xla(predictions):
     constant"."""
     import keras
 
-    from skin_model.training import compile_stage
+    from skin_model.training.stages import compile_stage
 
     labels, _ = predictions
     x = np.random.default_rng(0).normal(size=(len(labels), 4)).astype(np.float32)
@@ -61,7 +61,7 @@ def test_training_step_compiles_under_xla(predictions):
 
 
 def test_dataset_yields_one_hot_labels_in_order():
-    from skin_model.pipeline import make_tf_dataset
+    from skin_model.data.pipeline import make_tf_dataset
 
     labels = np.array([0, 3, 6, 5, 1], np.int32)
     images = np.zeros((len(labels), 32, 32, 3), np.uint8)
@@ -70,7 +70,7 @@ def test_dataset_yields_one_hot_labels_in_order():
 
 
 def test_dataset_passes_soft_targets_through_unchanged():
-    from skin_model.pipeline import make_tf_dataset
+    from skin_model.data.pipeline import make_tf_dataset
 
     targets = np.random.default_rng(0).dirichlet(np.ones(NUM_CLASSES), 5).astype(np.float32)
     images = np.zeros((len(targets), 32, 32, 3), np.uint8)
@@ -79,7 +79,7 @@ def test_dataset_passes_soft_targets_through_unchanged():
 
 
 def test_distillation_targets_blend_label_and_teacher():
-    from skin_model.training import distillation_targets
+    from skin_model.training.stages import distillation_targets
 
     labels = np.array([0, 4, 6])
     teacher = np.random.default_rng(1).dirichlet(np.ones(NUM_CLASSES), 3)
@@ -102,9 +102,9 @@ def test_teacher_probabilities_average_the_calibrated_bundles(tiny_bundle, tmp_p
     import shutil
 
     from skin_model.bundle import ModelMetadata
-    from skin_model.calibration import apply_temperature
+    from skin_model.serving.calibration import apply_temperature
     from skin_model.model import load_bundle
-    from skin_model.training import predict_arrays, teacher_probabilities
+    from skin_model.training.stages import predict_arrays, teacher_probabilities
 
     # A second teacher: the same network with another temperature, so only calibration tells them apart.
     hotter = Path(shutil.copytree(tiny_bundle, tmp_path / "hotter"))
@@ -123,9 +123,9 @@ def test_teacher_probabilities_average_the_calibrated_bundles(tiny_bundle, tmp_p
 
 @pytest.mark.parametrize("alpha", [0.0, 0.4])
 def test_mixup_blends_images_and_labels_with_the_same_weight(alpha):
-    from skin_model.augment import AugmentConfig
-    from skin_model.imaging import scale_pixels
-    from skin_model.pipeline import make_tf_dataset
+    from skin_model.data.augment import AugmentConfig
+    from skin_model.data.imaging import scale_pixels
+    from skin_model.data.pipeline import make_tf_dataset
 
     # Flat grey images, one level per class: flips, crops, contrast, saturation and hue leave them as they
     # are, and brightness jitter is off, so any pixel of a training image is the blend of its class levels
@@ -151,7 +151,7 @@ def test_mixup_blends_images_and_labels_with_the_same_weight(alpha):
 def test_label_smoothing_reaches_the_loss():
     import keras
 
-    from skin_model.training import compile_stage
+    from skin_model.training.stages import compile_stage
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(NUM_CLASSES, activation="softmax")])
     x = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
@@ -173,7 +173,7 @@ def test_checkpoint_holds_the_validated_moving_average(tmp_path):
 
     import keras
 
-    from skin_model.training import compile_stage, stage_callbacks
+    from skin_model.training.stages import compile_stage, stage_callbacks
 
     def small_model() -> keras.Model:
         keras.utils.set_random_seed(0)
@@ -205,7 +205,7 @@ def test_held_out_monitor_logs_the_protocol_figures_of_each_epoch(tmp_path):
 
     import keras
 
-    from skin_model.training import HeldOutMonitor, compile_stage, stage_callbacks
+    from skin_model.training.stages import HeldOutMonitor, compile_stage, stage_callbacks
 
     labels = np.repeat(np.arange(NUM_CLASSES), 4)
     called = np.where(labels == MEL, CODES.index("nv"), labels)
@@ -236,7 +236,7 @@ def test_held_out_monitor_logs_the_protocol_figures_of_each_epoch(tmp_path):
 def test_logit_adjusted_loss_shifts_the_softmax_by_the_log_prior():
     """The loss is the cross-entropy of softmax(log p + tau * log prior); with a uniform prior it is plain
     cross-entropy, and a rare true class costs more than a common one at the same predicted probability."""
-    from skin_model.training import logit_adjusted_loss, prior_shift
+    from skin_model.training.stages import logit_adjusted_loss, prior_shift
 
     rng = np.random.default_rng(2)
     probs = rng.dirichlet(np.ones(NUM_CLASSES), 6).astype(np.float32)
@@ -260,9 +260,9 @@ def test_logit_adjusted_loss_shifts_the_softmax_by_the_log_prior():
 def test_served_probabilities_with_tta_are_invariant_to_flips_and_rotations(tiny_bundle):
     """The 8-view average covers every flip/rotation, so turning the inputs first must not change it,
     while a single view does change (the network itself is not invariant); both are the app's path."""
-    from skin_model.inference import Predictor
+    from skin_model.serving.inference import Predictor
     from skin_model.model import load_bundle
-    from skin_model.training import served_probabilities
+    from skin_model.training.stages import served_probabilities
 
     model, meta = load_bundle(tiny_bundle)
     images = np.random.default_rng(5).integers(0, 256, (3, meta.input_size, meta.input_size, 3), dtype=np.uint8)
@@ -278,10 +278,10 @@ def test_served_probabilities_with_tta_are_invariant_to_flips_and_rotations(tiny
 def test_the_litert_copy_train_py_evaluates_with_gives_the_keras_probabilities(tiny_bundle, tmp_path):
     """train.py predicts its evaluations through a LiteRT export of the trained network (as the app serves
     it): single view and 8-view average must match the Keras model's, at the bundle's temperature."""
-    from skin_model.inference import Predictor
-    from skin_model.lite import LitePredictor, export_lite
+    from skin_model.serving.inference import Predictor
+    from skin_model.serving.lite import LitePredictor, export_lite
     from skin_model.model import load_bundle
-    from skin_model.training import in_training_metadata, served_probabilities
+    from skin_model.training.stages import in_training_metadata, served_probabilities
 
     model, meta = load_bundle(tiny_bundle)
     images = np.random.default_rng(6).integers(0, 256, (5, meta.input_size, meta.input_size, 3), dtype=np.uint8)
@@ -298,7 +298,7 @@ def test_a_resumed_stage_does_not_shorten_the_next_one(tmp_path):
     epochs (it ran one fewer per restored epoch before ForgetRestoredEpoch)."""
     import keras
 
-    from skin_model.training import compile_stage, stage_callbacks
+    from skin_model.training.stages import compile_stage, stage_callbacks
 
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -321,7 +321,7 @@ def test_a_resumed_stage_does_not_shorten_the_next_one(tmp_path):
 
 
 def test_class_weight_power_tempers_the_balanced_weights():
-    from skin_model.training import class_weights
+    from skin_model.training.stages import class_weights
 
     labels = np.repeat([0, 4, 5], [10, 40, 150])
     balanced = class_weights(labels)
@@ -338,7 +338,7 @@ def test_early_stopping_of_a_resumed_stage_counts_the_epochs_before_the_stop(tmp
     without improvement, as the run would have without the interruption; with no history it waits 3 epochs."""
     import keras
 
-    from skin_model.training import MONITOR, ResumableEarlyStopping
+    from skin_model.training.stages import MONITOR, ResumableEarlyStopping
 
     class FixedScore(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):

@@ -8,19 +8,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skin_model.tta import dihedral_arrays, dihedral_views
+from skin_model.serving.tta import dihedral_arrays, dihedral_views
 
 
 @pytest.fixture(scope="module")
 def predictor(tiny_bundle: Path):
-    from skin_model.inference import Predictor
+    from skin_model.serving.inference import Predictor
 
     return Predictor.from_dir(tiny_bundle)
 
 
 @pytest.fixture(scope="module")
 def lesion(lesion_path: Path) -> Image.Image:
-    from skin_model.imaging import load_image
+    from skin_model.data.imaging import load_image
 
     return load_image(lesion_path)
 
@@ -88,8 +88,8 @@ def test_chunking_does_not_change_the_result(predictor, lesion):
 
 def test_array_views_match_the_image_views_after_preprocessing(lesion):
     """train.py's TTA on preprocessed arrays sees the same 8 inputs as the app's TTA on the image."""
-    from skin_model.imaging import to_model_array
-    from skin_model.tta import dihedral_arrays
+    from skin_model.data.imaging import to_model_array
+    from skin_model.serving.tta import dihedral_arrays
 
     size = 64
     from_images = [to_model_array(v, size).astype(int) for v in dihedral_views(lesion)]

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from skin_model.inference import Prediction
+from skin_model.serving.inference import Prediction
 from skin_model.labels import CODES
-from skin_model.ood import OodResult
-from skin_model.verdict import NOT_DERMOSCOPIC, REFER, UNSURE, Verdict
+from skin_model.serving.ood import OodResult
+from skin_model.serving.verdict import NOT_DERMOSCOPIC, REFER, UNSURE, Verdict
 
 
 def prediction(top: str, p: float, referral: float | None = 0.3) -> Prediction:

@@ -5,8 +5,8 @@
 - ``split``: ``split.csv``;
 - ``extras``: results computed after training, one file each (OOD figures, Grad-CAM localisation).
 
-``model.keras`` is written and loaded by ``skin_model.model``, ``model.tflite`` by ``skin_model.lite`` and
-``ood.npz`` by ``skin_model.ood``, each through the names and checks defined here.
+``model.keras`` is written and loaded by ``skin_model.model``, ``model.tflite`` by ``skin_model.serving.lite`` and
+``ood.npz`` by ``skin_model.serving.ood``, each through the names and checks defined here.
 """
 
 from skin_model.bundle.extras import (LocalisationFigures, OodCategory, OodFigures, is_rate, read_localisation,

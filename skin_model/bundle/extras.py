@@ -43,7 +43,7 @@ class OodCategory:
 @dataclass(frozen=True)
 class OodFigures:
     """What the gate lets through: the share of dermoscopic test images passed and of the non-dermoscopic
-    set (``skin_model.ood_images``) rejected, against the project's goals."""
+    set (``skin_model.data.ood_images``) rejected, against the project's goals."""
 
     measured: str
     model_sha256: str  # the model the gate was measured for

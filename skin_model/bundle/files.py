@@ -14,14 +14,14 @@ from skin_model.config import REPORTS_SUBDIR, display_path
 
 MODEL_FILE = "model.keras"  # the Keras model (sha256 in metadata.json)
 METADATA_FILE = "metadata.json"  # ModelMetadata (bundle.metadata)
-LITE_FILE = "model.tflite"  # the served LiteRT copy, built from model.keras (skin_model.lite)
+LITE_FILE = "model.tflite"  # the served LiteRT copy, built from model.keras (skin_model.serving.lite)
 LITE_INFO_FILE = "model.tflite.json"  # its sha256 and the sha256 of the model it was built from
-OOD_FILE = "ood.npz"  # the out-of-distribution gate (skin_model.ood; sha256 in metadata.json)
+OOD_FILE = "ood.npz"  # the out-of-distribution gate (skin_model.serving.ood; sha256 in metadata.json)
 OOD_FIGURES_FILE = "ood_figures.json"  # the gate's measured pass/reject rates (bundle.extras)
 SPLIT_FILE = "split.csv"  # train.py's lesion-grouped split (bundle.split)
 HISTORY_FILE = "history.json"  # train.py's per-epoch training history
 CHECKPOINTS_DIR = "checkpoints"  # train.py's checkpoints, for --resume
-EVALUATIONS_DIR = REPORTS_SUBDIR  # further evaluation reports (skin_model.evaluate, held-out sources)
+EVALUATIONS_DIR = REPORTS_SUBDIR  # further evaluation reports (skin_model.evaluation.evaluate, held-out sources)
 
 
 def evaluation_file(split: str) -> str:

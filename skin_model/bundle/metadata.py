@@ -30,7 +30,7 @@ class ModelMetadata:
     #: Refer when the malignant roll-up (``labels.MALIGNANT_CODES``) reaches it; chosen on validation for high
     #: malignant sensitivity (``metrics.choose_referral_threshold``). None (older bundles): no referral cue.
     referral_threshold: float | None = None
-    #: Serve the average over the 8 flips/rotations (``skin_model.tta``): chosen on validation by train.py.
+    #: Serve the average over the 8 flips/rotations (``skin_model.serving.tta``): chosen on validation by train.py.
     test_time_augmentation: bool = False
     training: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)

@@ -18,11 +18,11 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from skin_model.compare import (ComparisonError, at_melanoma_sensitivity, differences_dict, lesion_ids,
+from skin_model.evaluation.compare import (ComparisonError, at_melanoma_sensitivity, differences_dict, lesion_ids,
                                 mean_predictions, pair_predictions, paired_bootstrap)
 from skin_model.config import DEFAULT_DATA_DIR
-from skin_model.dataset import DatasetError, find_metadata
-from skin_model.metrics import EvaluationReport
+from skin_model.data.dataset import DatasetError, find_metadata
+from skin_model.evaluation.metrics import EvaluationReport
 
 log = logging.getLogger(__name__)
 

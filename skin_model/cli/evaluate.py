@@ -1,7 +1,7 @@
 """``python -m skin_model.cli.evaluate --images DIR --labels CSV [--weights DIR] [--out FILE] [--name NAME]
 [--split S] [--source NAME]``:
 metrics of the model bundle on any labelled image folder, predicted as the app serves
-(``skin_model.evaluate``); the report is printed and written as JSON. Exit status: 0 ok, 2 for a usage or
+(``skin_model.evaluation.evaluate``); the report is printed and written as JSON. Exit status: 0 ok, 2 for a usage or
 data error.
 """
 
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from skin_model.config import DEFAULT_WEIGHTS_DIR
-from skin_model.evaluate import EvaluationError, evaluate_folder, format_summary
+from skin_model.evaluation.evaluate import EvaluationError, evaluate_folder, format_summary
 
 
 def default_output(name: str) -> Path:
@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--name", help="dataset name in the report (default: the image folder's name)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per prediction batch (default 32)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                        help="test-time augmentation: average the 8 flips/rotations (skin_model.tta); default: "
+                        help="test-time augmentation: average the 8 flips/rotations (skin_model.serving.tta); default: "
                              "the model's metadata (test_time_augmentation), i.e. what the app serves")
     parser.add_argument("--split", help="keep only the labels whose 'split' column equals this (e.g. test, "
                                         "with --labels weights/split.csv)")

@@ -1,5 +1,5 @@
 """``python -m skin_model.cli.lite [--weights DIR]``: build ``model.tflite``, the served LiteRT copy of a
-bundle's ``model.keras``, unless an up-to-date one is there (``skin_model.lite.ensure_lite``)."""
+bundle's ``model.keras``, unless an up-to-date one is there (``skin_model.serving.lite.ensure_lite``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from skin_model.bundle import ModelIntegrityError, read_metadata
 from skin_model.config import DEFAULT_WEIGHTS_DIR
-from skin_model.lite import ensure_lite
+from skin_model.serving.lite import ensure_lite
 
 log = logging.getLogger("skin_model.cli.lite")
 

@@ -1,6 +1,6 @@
 """``python -m skin_model.cli.localisation [--weights DIR] [--data-dir DIR] [--split test] [--limit N]``:
 does Grad-CAM look at the lesion? The share of a split's images whose heatmap peak falls inside the
-HAM10000 lesion box (``skin_model.localisation``), saved to ``WEIGHTS/localisation_<split>.json``."""
+HAM10000 lesion box (``skin_model.evaluation.localisation``), saved to ``WEIGHTS/localisation_<split>.json``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from skin_model.bundle import BundleFileError, LocalisationFigures, ModelIntegrityError, write_localisation
 from skin_model.config import DEFAULT_BBOXES_CSV, DEFAULT_DATA_DIR, DEFAULT_WEIGHTS_DIR
-from skin_model.localisation import LocalisationError, localise, read_boxes, split_images
+from skin_model.evaluation.localisation import LocalisationError, localise, read_boxes, split_images
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,9 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> tuple[LocalisationFigures, Path]:
     """Localise the split's images and save the figures in the bundle; (figures, where they went)."""
-    from skin_model.dataset import find_image_files
-    from skin_model.explain import Explainer
-    from skin_model.inference import Predictor
+    from skin_model.data.dataset import find_image_files
+    from skin_model.serving.explain import Explainer
+    from skin_model.serving.inference import Predictor
 
     images = split_images(args.weights, args.split)
     if args.limit and args.limit < len(images):

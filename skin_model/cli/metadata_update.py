@@ -1,5 +1,5 @@
 """``python -m skin_model.cli.metadata_update [--weights DIR] [--val-report FILE] [--test-report FILE]``:
-fill metadata.json fields that stored evaluations determine, without retraining (``skin_model.metadata_update``)."""
+fill metadata.json fields that stored evaluations determine, without retraining (``skin_model.evaluation.metadata_update``)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 from skin_model.bundle import EVALUATIONS_DIR, evaluation_file, read_metadata, write_metadata
 from skin_model.config import DEFAULT_WEIGHTS_DIR
-from skin_model.metadata_update import check_report_matches, update_metadata
-from skin_model.metrics import EvaluationReport
+from skin_model.evaluation.metadata_update import check_report_matches, update_metadata
+from skin_model.evaluation.metrics import EvaluationReport
 
 log = logging.getLogger("skin_model.cli.metadata_update")
 

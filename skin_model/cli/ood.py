@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from skin_model import ood
+from skin_model.serving import ood
 from skin_model.bundle import BundleFileError, ModelIntegrityError
 from skin_model.config import DEFAULT_DATA_DIR, DEFAULT_WEIGHTS_DIR
 

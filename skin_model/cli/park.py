@@ -1,5 +1,5 @@
 """``python -m skin_model.cli.park``: carry an unfinished train.py run to the next session through the
-repository (``skin_model.parking``).
+repository (``skin_model.training.parking``).
 
   python -m skin_model.cli.park park RUN_DIR NAME -- TRAIN_ARGS...   copy its resumable state to runs/NAME
   python -m skin_model.cli.park unpark NAME RUN_DIR                  copy it back; prints the resume command
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from skin_model.config import PARKED_RUNS_DIR
-from skin_model.parking import ParkingError, park, unpark
+from skin_model.training.parking import ParkingError, park, unpark
 
 log = logging.getLogger("skin_model.cli.park")
 

@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 from skin_model.config import DEFAULT_WEIGHTS_DIR
-from skin_model.inference import format_probability
+from skin_model.serving.inference import format_probability
 from skin_model.labels import MALIGNANT_SHORT, by_code
-from skin_model.verdict import Verdict
+from skin_model.serving.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from skin_model.bundle import ModelIntegrityError
-    from skin_model.imaging import InvalidImageError, read_image
-    from skin_model.service import ClassifierService
+    from skin_model.data.imaging import InvalidImageError, read_image
+    from skin_model.serving.service import ClassifierService
 
     try:
         service = ClassifierService.from_dir(args.weights)  # the app's serving model: no TensorFlow import

@@ -11,7 +11,7 @@ from typing import Any
 from skin_model.bundle import TRAINING_REPORTS, BundleFileError, is_rate, read_json
 from skin_model.config import reports_dir
 from skin_model.labels import CODES, NUM_CLASSES
-from skin_model.metrics import EvaluationReport
+from skin_model.evaluation.metrics import EvaluationReport
 
 
 # ---------------------------------------------------------------------------------------------- evaluation files
@@ -77,7 +77,7 @@ def _field_problem(data: Any) -> str:
         parts.append(f"unknown field(s) {', '.join(unknown)}")
     if not parts:
         parts.append("its fields do not match the EvaluationReport format")
-    return "; ".join(parts) + " — is this an evaluation report written by train.py or skin_model.evaluate?"
+    return "; ".join(parts) + " — is this an evaluation report written by train.py or skin_model.evaluation.evaluate?"
 
 
 def check_report(report: EvaluationReport, path: Path) -> None:

@@ -15,9 +15,9 @@ import pandas as pd
 
 from skin_model.bundle import BundleFileError, is_rate
 from skin_model.labels import CLASSES, CODES, NUM_CLASSES
-from skin_model.metrics import (REFERRAL_TARGET_SENSITIVITY, EvaluationReport, choose_unsure_threshold,
+from skin_model.evaluation.metrics import (REFERRAL_TARGET_SENSITIVITY, EvaluationReport, choose_unsure_threshold,
                                 coverage_curve)
-from skin_model.published import PUBLISHED_RESULTS, PublishedResult
+from skin_model.evaluation.published import PUBLISHED_RESULTS, PublishedResult
 
 
 # ---------------------------------------------------------------------------------------------- tables
@@ -186,7 +186,7 @@ COVERAGE_COLUMNS = ("threshold", "coverage", "accuracy", "balanced_accuracy")
 
 
 def unsure_rule() -> str:
-    """How ``skin_model.metrics.choose_unsure_threshold`` (default arguments, as train.py calls it) picks
+    """How ``skin_model.evaluation.metrics.choose_unsure_threshold`` (default arguments, as train.py calls it) picks
     the threshold on the validation split, in one sentence."""
     return (f"the lowest threshold (0.00 to 0.95 in steps of 0.01) at which the kept validation cases reach "
             f"{UNSURE_TARGET_ACCURACY:.0%} accuracy (plain, not balanced) while at most "
@@ -230,7 +230,7 @@ def coverage_frame(report: EvaluationReport, path: Path) -> pd.DataFrame:
 
 def operating_point(report: EvaluationReport, threshold: float, path: Path) -> OperatingPoint | None:
     """Coverage and kept-case (balanced) accuracy at ``threshold``, computed with
-    ``skin_model.metrics.coverage_curve`` from the per-image probabilities stored in the report (no model is
+    ``skin_model.evaluation.metrics.coverage_curve`` from the per-image probabilities stored in the report (no model is
     run); None when the report stores no per-image predictions."""
     if not report.predictions:
         return None

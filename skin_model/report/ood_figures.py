@@ -7,10 +7,10 @@ from __future__ import annotations
 import pandas as pd
 
 from skin_model.bundle import OodFigures
-from skin_model.ood import FIT_COMMAND, MEASURE_COMMAND  # noqa: F401  (the page names them)
-#: How ``skin_model.ood_images.non_dermoscopic_images`` builds the set the gate must reject.
+from skin_model.serving.ood import FIT_COMMAND, MEASURE_COMMAND  # noqa: F401  (the page names them)
+#: How ``skin_model.data.ood_images.non_dermoscopic_images`` builds the set the gate must reject.
 NON_DERMOSCOPIC_SET = (
-    "generated in memory by `skin_model.ood_images`: photos, textures, graphics, documents and two other "
+    "generated in memory by `skin_model.data.ood_images`: photos, textures, graphics, documents and two other "
     "medical images (retina, histology) that ship with scikit-image, plus drawn screenshots, documents, blank "
     "frames, noise, colour gradients, plain skin-tone patches and imitations of a naked-eye close-up of a mole. "
     "It contains no real clinical photos, so it does not show how the gate treats real non-dermoscopic "

@@ -59,7 +59,7 @@ def weights_for_e2e(request) -> Path:
     """The shipped bundle with its served LiteRT copy built (as `make app` does), else the tiny bundle."""
     from skin_model.bundle import read_metadata
     from skin_model.config import DEFAULT_WEIGHTS_DIR
-    from skin_model.lite import ensure_lite
+    from skin_model.serving.lite import ensure_lite
 
     if (DEFAULT_WEIGHTS_DIR / "metadata.json").is_file():
         ensure_lite(DEFAULT_WEIGHTS_DIR, read_metadata(DEFAULT_WEIGHTS_DIR))  # serving only loads it
@@ -117,7 +117,7 @@ def test_deep_link_on_a_fresh_server_keeps_navigation_and_disclaimer(server, bro
 def lesion_upload(weights_for_e2e: Path, synthetic_ham: Path) -> Path:
     """The first synthetic lesion photo that the served model's out-of-distribution gate passes (chosen with
     the library, as the app serves it), so that the page shows a result."""
-    from skin_model.service import ClassifierService
+    from skin_model.serving.service import ClassifierService
 
     service = ClassifierService.from_dir(weights_for_e2e)
     for path in sorted((synthetic_ham / "images_600x450").glob("*.jpg")):
@@ -165,7 +165,7 @@ def test_upload_in_browser_shows_diagnosis_and_overlay(server, browser, lesion_u
 def cases(weights_for_e2e: Path, ham_dir: Path) -> dict[str, Path]:
     """Real HAM10000 originals chosen with the library (as the app serves them): one whose malignant roll-up
     reaches the referral threshold ("refer") and one whose top probability is below the unsure threshold."""
-    from skin_model.service import ClassifierService
+    from skin_model.serving.service import ClassifierService
 
     service = ClassifierService.from_dir(weights_for_e2e)
     if service.metadata.referral_threshold is None:

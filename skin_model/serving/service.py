@@ -28,15 +28,15 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from skin_model.config import DEFAULT_WEIGHTS_DIR
-from skin_model.explain import METHODS, Explainer, colorize, overlay
-from skin_model.imaging import read_image
-from skin_model.inference import Prediction
+from skin_model.serving.explain import METHODS, Explainer, colorize, overlay
+from skin_model.data.imaging import read_image
+from skin_model.serving.inference import Prediction
 from skin_model.labels import class_index
-from skin_model.lite import LitePredictor
+from skin_model.serving.lite import LitePredictor
 from skin_model.bundle import ModelMetadata
 from skin_model.model import load_bundle
-from skin_model.ood import OodGate, OodResult, load_gate
-from skin_model.verdict import Verdict
+from skin_model.serving.ood import OodGate, OodResult, load_gate
+from skin_model.serving.verdict import Verdict
 
 log = logging.getLogger(__name__)
 

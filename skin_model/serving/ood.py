@@ -237,7 +237,7 @@ def record_gate_sha256(weights_dir: Path) -> str:
 def split_paths(weights_dir: Path, data_dir: Path, split: str, limit: int | None = None,
                 seed: int = 0) -> list[Path]:
     """Image files of one split of ``weights_dir/split.csv`` (a random ``limit`` of them if given)."""
-    from skin_model.dataset import find_image_files
+    from skin_model.data.dataset import find_image_files
 
     ids = read_split(weights_dir, split, columns=("image_id", "split"))["image_id"].tolist()
     if limit is not None and limit < len(ids):
@@ -252,8 +252,8 @@ def split_paths(weights_dir: Path, data_dir: Path, split: str, limit: int | None
 
 def features_of_files(extractor: FeatureExtractor, paths: list[Path], size: int, chunk: int = 512) -> np.ndarray:
     """Features of image files through the serving preprocessing, loaded ``chunk`` files at a time."""
-    from skin_model.dataset import load_arrays
-    from skin_model.imaging import scale_pixels
+    from skin_model.data.dataset import load_arrays
+    from skin_model.data.imaging import scale_pixels
 
     parts = [extractor(scale_pixels(load_arrays(paths[i:i + chunk], size, progress=False).astype(np.float32)))
              for i in range(0, len(paths), chunk)]
@@ -262,7 +262,7 @@ def features_of_files(extractor: FeatureExtractor, paths: list[Path], size: int,
 
 def features_of_images(extractor: FeatureExtractor, images: list[Image.Image], size: int) -> np.ndarray:
     """Features of decoded RGB images through the serving preprocessing."""
-    from skin_model.imaging import to_model_input
+    from skin_model.data.imaging import to_model_input
 
     return extractor(to_model_input(list(images), size))
 
@@ -271,7 +271,7 @@ def features_of_images(extractor: FeatureExtractor, images: list[Image.Image], s
 def fit_bundle_gate(weights_dir: Path, data_dir: Path, limit: int | None, components: int, percentile: float,
                 target_pass: float) -> OodGate:
     """Fit the gate on the model's training split and save it as ``weights_dir/ood.npz``."""
-    from skin_model.inference import Predictor
+    from skin_model.serving.inference import Predictor
 
     predictor = Predictor.from_dir(weights_dir)
     extractor = FeatureExtractor(predictor.model)
@@ -289,8 +289,8 @@ def fit_bundle_gate(weights_dir: Path, data_dir: Path, limit: int | None, compon
 def measure_bundle_gate(weights_dir: Path, data_dir: Path, limit: int | None) -> OodFigures:
     """Share of dermoscopic test images passed and of non-dermoscopic images rejected, written to the
     bundle's ``ood_figures.json``."""
-    from skin_model.inference import Predictor
-    from skin_model.ood_images import non_dermoscopic_images
+    from skin_model.serving.inference import Predictor
+    from skin_model.data.ood_images import non_dermoscopic_images
 
     predictor = Predictor.from_dir(weights_dir)
     gate, status = load_gate(weights_dir, predictor.metadata.model_sha256, predictor.metadata.ood_sha256)

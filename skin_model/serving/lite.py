@@ -29,7 +29,7 @@ import numpy as np
 from skin_model.bundle import (LITE_FILE, LITE_INFO_FILE, ModelIntegrityError, ModelMetadata, checked_file,
                                read_metadata, sha256_of, write_json)
 from skin_model.config import DEFAULT_WEIGHTS_DIR
-from skin_model.inference import CalibratedPredictor, Predictor
+from skin_model.serving.inference import CalibratedPredictor, Predictor
 from skin_model.labels import NUM_CLASSES
 from skin_model.model import OOD_FEATURE_LAYER, load_bundle
 

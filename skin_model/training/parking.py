@@ -28,7 +28,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from skin_model.training import Checkpoints
+from skin_model.training.stages import Checkpoints
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from skin_model.dataset import COLLECTIONS, SOURCE_COLUMN, collections_named
+from skin_model.data.dataset import COLLECTIONS, SOURCE_COLUMN, collections_named
 from skin_model.labels import MELANOMA
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ def held_out_row(report, file_name: str) -> HeldOutRow:
 def held_out_rows(paths: list[Path]) -> tuple[list[HeldOutRow], list[str]]:
     """Rows for every held-out report among ``paths``, by source then recipe, and a message for each
     ``heldout_*.json`` that cannot be read. Other files are skipped (their own page section reports them)."""
-    from skin_model.metrics import EvaluationReport
+    from skin_model.evaluation.metrics import EvaluationReport
 
     rows, problems = [], []
     for path in map(Path, paths):

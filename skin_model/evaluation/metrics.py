@@ -17,7 +17,7 @@ from sklearn.metrics import (accuracy_score, average_precision_score, balanced_a
                              confusion_matrix, precision_recall_curve, precision_recall_fscore_support,
                              roc_auc_score, roc_curve)
 
-from skin_model.calibration import apply_temperature
+from skin_model.serving.calibration import apply_temperature
 from skin_model.labels import CODES, MALIGNANT_CODES, MELANOMA, NUM_CLASSES, class_index
 
 ECE_BINS = 15

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from skin_model.inference import format_probability
+from skin_model.serving.inference import format_probability
 from skin_model.labels import CLASSES, CODES
 
 #: Bar colours: malignant classes stand out in red, benign ones in blue.

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from skin_model.inference import Prediction, format_probability
+from skin_model.serving.inference import Prediction, format_probability
 from skin_model.labels import MALIGNANT_CODES, by_code
 
 DISCLAIMER = ("Demo for education and research only. Not a medical device. It must not be used to diagnose, "

@@ -1,5 +1,5 @@
 """The labelled catalogue (metadata + file discovery) of one or more folders, the lesion-grouped split and
-in-memory arrays (the tf.data pipeline is ``skin_model.pipeline``, augmentation ``skin_model.augment``).
+in-memory arrays (the tf.data pipeline is ``skin_model.data.pipeline``, augmentation ``skin_model.data.augment``).
 
 A labelled folder is in HAM10000's layout: a metadata CSV (``HAM10000_metadata.csv`` or ``metadata.csv``) with
 lesion_id, image_id, dx and, usually, ``dataset`` (the source: clinic, camera or archive), and the images
@@ -24,7 +24,7 @@ import pandas as pd
 from PIL import Image
 from sklearn.model_selection import StratifiedGroupKFold
 
-from skin_model.imaging import InvalidImageError, load_image, to_model_array
+from skin_model.data.imaging import InvalidImageError, load_image, to_model_array
 from skin_model.labels import CODES, class_index
 
 log = logging.getLogger(__name__)

@@ -21,12 +21,12 @@ import numpy as np
 import pandas as pd
 
 from skin_model.config import DEFAULT_WEIGHTS_DIR, display_path
-from skin_model.dataset import SOURCE_COLUMN, find_image_files
-from skin_model.holdout import HELD_OUT, SPLIT_METHOD, trained_sources
-from skin_model.imaging import FILE_SUFFIXES
+from skin_model.data.dataset import SOURCE_COLUMN, find_image_files
+from skin_model.evaluation.holdout import HELD_OUT, SPLIT_METHOD, trained_sources
+from skin_model.data.imaging import FILE_SUFFIXES
 from skin_model.labels import CLASSES, CODES, class_index
-from skin_model.metrics import EvaluationReport, evaluate_probabilities
-from skin_model.verdict import Verdict
+from skin_model.evaluation.metrics import EvaluationReport, evaluate_probabilities
+from skin_model.serving.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def predict_files(service, paths: dict[str, Path], batch_size: int,
                   tta: bool = False) -> tuple[list[str], list[Verdict], list[str]]:
     """The app's verdict on each readable file, batch by batch: (image ids, verdicts, one message per
     unreadable file naming it). ``tta`` averages the 8 flips/rotations."""
-    from skin_model.imaging import InvalidImageError, load_image
+    from skin_model.data.imaging import InvalidImageError, load_image
 
     ids: list[str] = []
     verdicts: list[Verdict] = []
@@ -202,7 +202,7 @@ def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFA
     of ``images_dir`` labelled in ``labels_csv``, predicted as the app serves them: with the bundle's
     LiteRT model and, unless ``tta`` says otherwise, the model's ``test_time_augmentation`` setting.
     With ``source`` only that source's images are evaluated; when the model was not trained on it, the report
-    is a held-out report of the leave-source-out protocol (``skin_model.holdout``).
+    is a held-out report of the leave-source-out protocol (``skin_model.evaluation.holdout``).
 
     Raises EvaluationError for a bad labels file or folder, a model that cannot be loaded, or when no
     labelled image can be evaluated.
@@ -222,7 +222,7 @@ def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFA
         raise EvaluationError(f"None of the {len(table)} image(s) listed in {labels_csv.name} is in {images_dir}")
 
     from skin_model.bundle import ModelIntegrityError
-    from skin_model.service import ClassifierService
+    from skin_model.serving.service import ClassifierService
 
     if service is None:
         try:

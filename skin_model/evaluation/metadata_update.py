@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from skin_model.metrics import EvaluationReport, choose_referral_threshold
+from skin_model.evaluation.metrics import EvaluationReport, choose_referral_threshold
 from skin_model.bundle import ModelMetadata
 from skin_model.model import known_limits
 

@@ -140,8 +140,8 @@ def localise(predictor, explainer, images: pd.DataFrame, files: dict[str, Path],
 
     ``predictor`` is an ``inference.Predictor``; ``explainer`` an ``explain.Explainer`` on its model.
     """
-    from skin_model.explain import METHODS
-    from skin_model.imaging import InvalidImageError, load_image
+    from skin_model.serving.explain import METHODS
+    from skin_model.data.imaging import InvalidImageError, load_image
 
     crop = CentreCrop()
     rows: list[dict[str, Any]] = []

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from skin_model.calibration import apply_temperature
+from skin_model.serving.calibration import apply_temperature
 from skin_model.config import DEFAULT_WEIGHTS_DIR
-from skin_model.imaging import scale_pixels, to_model_array
+from skin_model.data.imaging import scale_pixels, to_model_array
 from skin_model.labels import CLASSES, CODES, MALIGNANT_CODES, NUM_CLASSES
 from skin_model.bundle import ModelMetadata
 from skin_model.model import load_bundle
-from skin_model.tta import DIHEDRAL_VIEWS, dihedral_arrays
+from skin_model.serving.tta import DIHEDRAL_VIEWS, dihedral_arrays
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class Prediction:
 
 class CalibratedPredictor:
     """The one prediction path every backend shares: preprocessing, the network, temperature scaling and,
-    as a parameter, test-time augmentation (the 8 dihedral views of the model input, ``skin_model.tta``).
+    as a parameter, test-time augmentation (the 8 dihedral views of the model input, ``skin_model.serving.tta``).
 
     Subclasses supply ``network_outputs``: the network's softmax for a preprocessed batch and, when the
     backend computes them in the same pass, the out-of-distribution gate's features.

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from skin_model.dataset import DatasetError
-from skin_model.imaging import InvalidImageError, load_image, to_model_array
+from skin_model.data.dataset import DatasetError
+from skin_model.data.imaging import InvalidImageError, load_image, to_model_array
 from skin_model.labels import CODES, NUM_CLASSES
 
 if TYPE_CHECKING:
-    from skin_model.augment import AugmentConfig
+    from skin_model.data.augment import AugmentConfig
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def make_tf_dataset(images: Images, labels: np.ndarray, batch_size: int, trainin
                     augment_config: AugmentConfig | None = None, across_workers: bool = False,
                     balance_by: np.ndarray | None = None):
     """tf.data pipeline yielding batches of (scaled image, target distribution) from ``images`` (in memory
-    or ``ImageFiles``): shuffled and augmented (``skin_model.augment``, a seed of its own for each image of each
+    or ``ImageFiles``): shuffled and augmented (``skin_model.data.augment``, a seed of its own for each image of each
     epoch) when ``training``; every image ends in the same ``scale_pixels`` as serving. ``labels`` are class
     indices (N,), turned into one-hot targets, or already targets (N, classes), e.g. soft targets for
     distillation. ``batch_size`` is the global batch; with ``across_workers`` (multi-worker training) each
@@ -208,8 +208,8 @@ def make_tf_dataset(images: Images, labels: np.ndarray, batch_size: int, trainin
     training only) replaces the shuffled epoch by as many balanced draws (``EpochOrder``)."""
     import tensorflow as tf
 
-    from skin_model.augment import AugmentConfig, augment
-    from skin_model.imaging import scale_pixels
+    from skin_model.data.augment import AugmentConfig, augment
+    from skin_model.data.imaging import scale_pixels
 
     config = augment_config or AugmentConfig()
     size, n = images.shape[1], len(images)

@@ -14,8 +14,8 @@ from keras import ops
 from sklearn.utils.class_weight import compute_class_weight
 
 from skin_model.bundle import ModelMetadata
-from skin_model.imaging import scale_pixels
-from skin_model.inference import CalibratedPredictor, Predictor
+from skin_model.data.imaging import scale_pixels
+from skin_model.serving.inference import CalibratedPredictor, Predictor
 from skin_model.labels import NUM_CLASSES
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ class HeldOutMonitor(keras.callbacks.Callback):
         self.images, self.labels, self.batch_size = images, np.asarray(labels), batch_size
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        from skin_model.compare import FIGURES
+        from skin_model.evaluation.compare import FIGURES
 
         if logs is None:
             return

@@ -9,7 +9,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from skin_model.labels import CODES, by_code
-from skin_model.metrics import EvaluationReport
+from skin_model.evaluation.metrics import EvaluationReport
 from skin_model.report.evaluation_tables import OperatingPoint
 
 #: One colour per class, in CODES order (plotly's qualitative palette, readable on white).

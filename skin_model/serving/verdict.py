@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from skin_model.inference import Prediction
-from skin_model.ood import OodResult
+from skin_model.serving.inference import Prediction
+from skin_model.serving.ood import OodResult
 
 NOT_DERMOSCOPIC = "not a dermatoscopic image: do not rely on the result"
 UNSURE = "unsure: refer for assessment"
