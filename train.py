@@ -31,7 +31,7 @@ How, in the order the code runs:
 
 Both stages checkpoint every epoch and mark their completion (``training.Checkpoints``): ``--resume``
 continues an interrupted run where it stopped, at evaluation if both stages had finished. A run that must
-outlast a session is carried to the next machine by ``python -m skin_model.cli.park`` (``skin_model.training.parking``).
+move to another machine is carried there by ``python -m skin_model.cli.park`` (``skin_model.training.parking``).
 Training runs under a ``tf.distribute`` strategy (``skin_model.training.distribute``, ``--distribute``): one device,
 ``MirroredStrategy`` over local GPUs (or ``--cpu-replicas`` logical CPUs), or ``MultiWorkerMirroredStrategy``
 across hosts named by ``TF_CONFIG``. ``--batch-size`` is per replica; the learning rates follow the global
@@ -57,146 +57,96 @@ import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
 from skin_model import __version__
-from skin_model.serving.calibration import fit_temperature
-from skin_model.data.colour import METHODS, describe
+from skin_model.bundle import (CHECKPOINTS_DIR, EVALUATIONS_DIR, HISTORY_FILE, LITE_FILE, SPLIT_FILE, ModelMetadata,
+                               evaluation_file, sha256_of, write_json, write_split)
 from skin_model.config import (DEFAULT_BACKBONE_WEIGHTS, DEFAULT_DATA_DIR, DEFAULT_EXTRA_DATA_DIRS, DEFAULT_WEIGHTS_DIR,
                                display_path)
-from skin_model.data.augment import ADDITIONS, AugmentConfig
+from skin_model.data.choices import AUGMENT_ADDITIONS, COLOUR_CONSTANCY_METHODS
 from skin_model.data.dataset import (FOLDER_COLUMN, SOURCE_COLUMN, SPLITS, collection_of, collections_named,
-                                describe_sources, find_metadata, licence_text, load_arrays, load_sources,
-                                split_by_lesion, subsample)
-from skin_model.training.distribute import LR_SCALING, STRATEGIES, choose_distribution, split_cpu
+                                     describe_sources, find_metadata, licence_text, load_arrays, load_sources,
+                                     split_by_lesion, subsample)
 from skin_model.data.pipeline import (INPUTS, SAMPLING, ImageFiles, choose_input, decoded_gib, make_tf_dataset,
-                                 sampling_groups)
-from skin_model.evaluation.holdout import (HELD_OUT, held_out_dataset, hold_out_sources, recipe_flags,
-                                report_file)
-from skin_model.labels import CODES
+                                      sampling_groups)
+from skin_model.evaluation.holdout import HELD_OUT, held_out_dataset, hold_out_sources, recipe_flags, report_file
 from skin_model.evaluation.metrics import choose_referral_threshold, choose_unsure_threshold, evaluate_probabilities
-from skin_model.bundle import (CHECKPOINTS_DIR, EVALUATIONS_DIR, HISTORY_FILE, LITE_FILE, SPLIT_FILE,
-                               ModelMetadata, evaluation_file, sha256_of, write_json, write_split)
-from skin_model.serving.lite import LitePredictor, build_lite, export_lite
-from skin_model.training.mixstyle import insert_mixstyle, without_mixstyle
-from skin_model.model import (build_classifier, known_limits, default_preprocessing, network_data_format,
+from skin_model.labels import CODES
+from skin_model.model import (build_classifier, default_preprocessing, known_limits, network_data_format,
                               save_bundle, set_trainable_backbone)
-from skin_model.training.stages import (Checkpoints, HeldOutMonitor, class_weights, compile_stage, distillation_targets,
-                                 in_training_metadata, prior_shift, read_history, served_probabilities,
-                                 stage_callbacks, teacher_probabilities, warmup_cosine)
+from skin_model.serving.calibration import fit_temperature
+from skin_model.serving.lite import LitePredictor, build_lite, export_lite
+from skin_model.training.distribute import LR_SCALING, STRATEGIES, choose_distribution, split_cpu
 
 log = logging.getLogger("train")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                   help="HAM10000 folder: HAM10000_metadata.csv and the images anywhere below it "
-                        "(default: %(default)s; env SKIN_DATA_DIR)")
-    p.add_argument("--extra-data", type=Path, nargs="*", default=list(DEFAULT_EXTRA_DATA_DIRS), metavar="DIR",
-                   help="further labelled folders in HAM10000's layout (metadata.csv with lesion_id, image_id, dx, "
-                        "dataset; the images below it) pooled with --data-dir; the flag alone: HAM10000 only "
-                        "(default: ../shared/data/isic_archive; env SKIN_EXTRA_DATA_DIRS)")
-    p.add_argument("--backbone-weights", default=str(DEFAULT_BACKBONE_WEIGHTS),
-                   help="ImageNet MobileNetV2 no-top .weights.h5 file, or 'imagenet' for Keras' download "
-                        "(default: %(default)s; env SKIN_BACKBONE_WEIGHTS)")
-    p.add_argument("--image-size", type=int, default=224, help="square input size in pixels (default 224)")
-    p.add_argument("--head-epochs", type=int, default=2, help="epochs on the frozen backbone (default 2)")
-    p.add_argument("--finetune-epochs", type=int, default=14, help="maximum fine-tuning epochs (default 14)")
-    p.add_argument("--fine-tune-from", default="all",
-                   help="first backbone layer (name prefix, e.g. block_8) to unfreeze, or 'all' (default: all; "
-                        "on 2 CPU cores 'all' runs ~36 img/s, block_8 ~57 img/s, and gave a better model on "
-                        "validation: macro AUC 0.946 vs 0.937, melanoma sensitivity 0.71 vs 0.60)")
-    p.add_argument("--head-lr", type=float, default=1e-3, help="head-stage learning rate (default 1e-3)")
-    p.add_argument("--finetune-lr", type=float, default=1e-4, help="peak fine-tuning learning rate, reached "
-                   "after half an epoch of warm-up, then cosine-decayed to zero (default 1e-4)")
-    p.add_argument("--patience", type=int, default=6, help="early-stopping patience in epochs (default 6: "
-                   "validation balanced accuracy is noisy, 17 dermatofibromas move it by 0.8%% each)")
-    p.add_argument("--label-smoothing", type=float, default=0.0,
-                   help="label smoothing of the cross-entropy in both stages (default 0; the temperature "
-                        "fitted on validation afterwards re-calibrates the probabilities)")
-    p.add_argument("--ema-momentum", type=float, default=0.0,
-                   help="fine-tuning keeps an exponential moving average of the weights with this momentum and "
-                        "validates, checkpoints and ships the averaged weights (e.g. 0.998, a time constant of "
-                        "~2 epochs; default 0 = off)")
-    p.add_argument("--logit-adjustment", type=float, default=0.0, metavar="TAU",
-                   help="handle class imbalance with the logit-adjusted loss (softmax shifted by TAU * log of the "
-                        "training class prior; 1.0 is the balanced choice) instead of balanced class weights "
-                        "(default 0 = class weights)")
-    p.add_argument("--sampling", choices=SAMPLING, default="shuffle",
-                   help="how training epochs draw images: 'shuffle' (each image once, class imbalance handled by "
-                        "balanced class weights or --logit-adjustment), 'balanced' (as many draws, with "
-                        "replacement, each class equally likely, and no class weights) or 'class-source' (the "
-                        "same, and within a class each source (clinic) equally likely, so that the source does "
-                        "not tell the diagnosis; default: shuffle)")
-    p.add_argument("--class-weight-power", type=float, default=1.0, metavar="P",
-                   help="raise the balanced class weights to P: 1 balanced, 0.5 square roots (a rare class "
-                        "weighs less against the common ones), 0 unweighted (default 1)")
-    p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
-                   help="MixUp training batches with Beta(ALPHA, ALPHA) blends of image pairs and their labels "
-                        "(e.g. 0.2; default 0 = off). With class weights a blend is weighted as its larger part")
-    p.add_argument("--colour-constancy", choices=METHODS, default="none",
-                   help="shades-of-grey: put shades-of-grey colour constancy (Minkowski p = 6) at the input of the "
-                        "network, so training, serving, Grad-CAM and reports all see colour-normalised images "
-                        "(skin_model/data/colour.py; default: none)")
-    p.add_argument("--mixstyle", type=float, default=0.0, metavar="P",
-                   help="MixStyle feature-style augmentation (skin_model/training/mixstyle.py): with probability P per "
-                        "training batch, mix the images' per-channel feature statistics after three early "
-                        "backbone blocks; removed before calibration and saving (e.g. 0.5; default 0 = off)")
-    p.add_argument("--augment", nargs="+", default=[], choices=ADDITIONS, metavar="NAME",
-                   help="add to today's augmentation (flips, 90-degree rotations, resized crops, mild colour "
-                        "jitter): 'colour' (colour cast, brightness, contrast, saturation, hue, gamma wide enough "
-                        "for other cameras, instead of the mild jitter), 'framing' (zoom in to 1/4 of the area "
-                        "or out to 2x, aspect, any rotation, reflect padding, instead of the crops), 'artefacts' "
-                        "(dermatoscope vignettes, hair, ruler marks, ink dots, random erasing); see "
-                        "skin_model/data/augment.py (default: none)")
-    p.add_argument("--distill-from", type=Path, nargs="+", default=[], metavar="DIR",
-                   help="knowledge distillation: train towards a blend of the label and the mean calibrated "
-                        "probabilities of these model bundles (e.g. earlier runs' output dirs) on each training "
-                        "image (default: none)")
-    p.add_argument("--distill-weight", type=float, default=0.5,
-                   help="share of the teachers' probabilities in the training targets with --distill-from "
-                        "(default 0.5)")
-    p.add_argument("--batch-size", type=int, default=32,
-                   help="batch size per replica; the global batch is this times the replicas (default 32)")
-    p.add_argument("--distribute", choices=STRATEGIES, default="auto",
-                   help="tf.distribute strategy: 'none' (one device), 'mirrored' (MirroredStrategy over the local "
-                        "GPUs, or over --cpu-replicas logical CPUs), 'multiworker' (MultiWorkerMirroredStrategy "
-                        "across the hosts that the TF_CONFIG environment variable names); 'auto' picks multiworker "
-                        "when TF_CONFIG names 2+ workers, mirrored with 2+ local devices, else none (default auto)")
-    p.add_argument("--cpu-replicas", type=int, default=1, metavar="N",
-                   help="split the CPU into N logical devices, so that the mirrored strategy runs without a GPU "
-                        "(tests and benchmarks; on one CPU it does not train faster; default 1)")
-    p.add_argument("--lr-scaling", choices=tuple(LR_SCALING), default="sqrt",
-                   help="how --head-lr and --finetune-lr follow the global batch: multiplied by the square root "
-                        "of the number of replicas (sqrt, the usual rule for Adam-type optimisers), by the number "
-                        "itself (linear, Goyal et al. 2017, for SGD) or unchanged (none). With one replica all "
-                        "three are the same (default sqrt)")
-    p.add_argument("--input", choices=INPUTS, default="auto",
-                   help="'memory': decode every image once into memory; 'stream': decode them from their files "
-                        "in the tf.data pipeline, in parallel, every epoch (memory does not grow with the number "
-                        "of images); 'auto': memory when the decoded images fit --memory-budget (default auto)")
-    p.add_argument("--memory-budget", type=float, default=8.0, metavar="GIB",
-                   help="decoded images up to this size stay in memory with --input auto (default 8 GiB: about "
-                        "57,000 images at 224 px)")
-    p.add_argument("--cache", type=Path, default=None, metavar="DIR",
-                   help="with streaming input, keep each decoded image in DIR (one .npy per image and input "
-                        "size) and read it from there in later epochs and runs (default: no cache)")
-    p.add_argument("--output-dir", type=Path, default=DEFAULT_WEIGHTS_DIR,
-                   help="where the model bundle, split and reports go (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=42, help="seed for the split, shuffling and init (default 42)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run from the checkpoints in OUTPUT_DIR/checkpoints")
-    p.add_argument("--max-images", type=int, default=0,
-                   help="train on a stratified subset of about this many images (quick checks; 0 = all)")
-    p.add_argument("--holdout-source", nargs="+", default=[], metavar="NAME",
-                   help="leave-source-out protocol: set aside every image of these sources (the metadata's "
-                        "'dataset' column: rosendahl, vidir_modern, vidir_molemax, vienna_dias, isic2017, "
-                        "isic_archive), train "
-                        "and validate on the others, and evaluate on the held-out images "
-                        "(OUTPUT_DIR/evaluations/heldout_NAME.json). Default: none, train on all sources")
-    p.add_argument("--track-heldout", action="store_true",
-                   help="with --holdout-source: also score the held-out images after every epoch (single view) "
-                        "and record balanced accuracy, melanoma AUC and sensitivity and macro AUC as heldout_* "
-                        "columns of the stage histories, to see how the unseen clinic fares epoch by epoch "
-                        "(about 20 s an epoch on 2 CPU cores; checkpoints still follow validation)")
+    """train.py's options, one line of help each; what each does in detail: docs/training.md."""
+    p = argparse.ArgumentParser(
+        usage="python train.py [options]", description=__doc__.split("\n\n")[0] + " Every option in detail: "
+        "docs/training.md.", formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=34,
+                                                                                 width=120))
+    data = p.add_argument_group("data")
+    data.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="DIR",
+                      help="HAM10000 folder (default ../shared/data/ham10000; env SKIN_DATA_DIR)")
+    data.add_argument("--extra-data", type=Path, nargs="*", default=list(DEFAULT_EXTRA_DATA_DIRS), metavar="DIR",
+                      help="labelled folders pooled with it; alone: none (default ../shared/data/isic_archive)")
+    data.add_argument("--holdout-source", nargs="+", default=[], metavar="NAME",
+                      help="leave these sources out of training and evaluate on them (e.g. isic2017, vidir_modern)")
+    data.add_argument("--track-heldout", action="store_true",
+                      help="with --holdout-source: also score the held-out images after every epoch")
+    data.add_argument("--max-images", type=int, default=0, metavar="N", help="train on a stratified subset (0 = all)")
+    data.add_argument("--seed", type=int, default=42, metavar="N", help="seed of the split, shuffling and init (default 42)")
+    data.add_argument("--backbone-weights", default=str(DEFAULT_BACKBONE_WEIGHTS), metavar="FILE",
+                      help="ImageNet MobileNetV2 no-top weights (default in ../shared/weights)")
+
+    recipe = p.add_argument_group("recipe")
+    recipe.add_argument("--image-size", type=int, default=224, metavar="PX", help="square input size in pixels (default 224)")
+    recipe.add_argument("--head-epochs", type=int, default=2, metavar="N", help="epochs on the frozen backbone (default 2)")
+    recipe.add_argument("--finetune-epochs", type=int, default=14, metavar="N", help="maximum fine-tuning epochs (default 14)")
+    recipe.add_argument("--fine-tune-from", default="all", metavar="LAYER",
+                        help="first backbone layer to unfreeze (name prefix, e.g. block_8) or 'all' (default)")
+    recipe.add_argument("--head-lr", type=float, default=1e-3, metavar="LR", help="head-stage learning rate (default 1e-3)")
+    recipe.add_argument("--finetune-lr", type=float, default=1e-4, metavar="LR",
+                        help="peak fine-tuning learning rate, warm-up then cosine decay (default 1e-4)")
+    recipe.add_argument("--patience", type=int, default=6, metavar="N", help="early-stopping patience in epochs (default 6)")
+    recipe.add_argument("--label-smoothing", type=float, default=0.0, metavar="E", help="label smoothing (default 0)")
+    recipe.add_argument("--ema-momentum", type=float, default=0.0, metavar="M",
+                        help="keep and ship a moving average of the weights, e.g. 0.998 (default 0 = off)")
+    recipe.add_argument("--logit-adjustment", type=float, default=0.0, metavar="TAU",
+                        help="logit-adjusted loss instead of class weights (default 0 = class weights)")
+    recipe.add_argument("--sampling", choices=SAMPLING, default="shuffle", metavar="HOW",
+                        help=f"how epochs draw images: {', '.join(SAMPLING)} (default shuffle)")
+    recipe.add_argument("--class-weight-power", type=float, default=1.0, metavar="P",
+                        help="raise the balanced class weights to P (default 1)")
+    recipe.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA", help="MixUp alpha (default 0 = off)")
+    recipe.add_argument("--colour-constancy", choices=COLOUR_CONSTANCY_METHODS, default="none", metavar="HOW",
+                        help=f"the network's first layer: {', '.join(COLOUR_CONSTANCY_METHODS)} (default none)")
+    recipe.add_argument("--mixstyle", type=float, default=0.0, metavar="P",
+                        help="MixStyle probability per training batch (default 0 = off)")
+    recipe.add_argument("--augment", nargs="+", default=[], choices=AUGMENT_ADDITIONS, metavar="NAME",
+                        help=f"add to the default augmentation: {', '.join(AUGMENT_ADDITIONS)} (default none)")
+    recipe.add_argument("--distill-from", type=Path, nargs="+", default=[], metavar="DIR",
+                        help="distil from these model bundles (default none)")
+    recipe.add_argument("--distill-weight", type=float, default=0.5, metavar="W",
+                        help="teachers' share of the targets with --distill-from (default 0.5)")
+
+    run = p.add_argument_group("how it runs")
+    run.add_argument("--batch-size", type=int, default=32, metavar="N", help="batch size per replica (default 32)")
+    run.add_argument("--distribute", choices=STRATEGIES, default="auto", metavar="HOW",
+                     help=f"tf.distribute strategy: {', '.join(STRATEGIES)} (default auto)")
+    run.add_argument("--cpu-replicas", type=int, default=1, metavar="N",
+                     help="split the CPU into N logical devices for the mirrored strategy (default 1)")
+    run.add_argument("--lr-scaling", choices=tuple(LR_SCALING), default="sqrt", metavar="HOW",
+                     help=f"learning rates follow the global batch: {', '.join(LR_SCALING)} (default sqrt)")
+    run.add_argument("--input", choices=INPUTS, default="auto", metavar="HOW",
+                     help=f"images decoded once into memory or streamed: {', '.join(INPUTS)} (default auto)")
+    run.add_argument("--memory-budget", type=float, default=8.0, metavar="GIB",
+                     help="decoded images up to this size stay in memory with --input auto (default 8)")
+    run.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                     help="with streaming input, keep decoded images in DIR (default: no cache)")
+    run.add_argument("--output-dir", type=Path, default=DEFAULT_WEIGHTS_DIR, metavar="DIR",
+                     help="where the bundle, split and reports go (default: weights/)")
+    run.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoints")
     return p
 
 
@@ -216,8 +166,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # TensorFlow and the modules built on it load only now, once the arguments are checked (--help is instant).
     import keras
     import tensorflow as tf
+
+    from skin_model.data.augment import AugmentConfig
+    from skin_model.data.colour import describe
+    from skin_model.training.mixstyle import insert_mixstyle, without_mixstyle
+    from skin_model.training.stages import (Checkpoints, HeldOutMonitor, class_weights, compile_stage,
+                                            distillation_targets, in_training_metadata, prior_shift, read_history,
+                                            served_probabilities, stage_callbacks, teacher_probabilities,
+                                            warmup_cosine)
 
     # The strategy comes first: a multi-worker one must set up its collectives before any other TensorFlow work.
     split_cpu(args.cpu_replicas)

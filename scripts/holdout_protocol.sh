@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The leave-source-out yardstick for one recipe: train.py with rosendahl held out, then with vidir_modern held
-# out, each run in RUN_ROOT/<source>/ (its log beside it). Extra arguments go to train.py unchanged.
+# The leave-source-out yardstick for one recipe: train.py with isic2017, then rosendahl, then vidir_modern held
+# out (skin_model.evaluation.holdout.YARDSTICK_SOURCES), each run in RUN_ROOT/<source>/ (its log beside it).
+# Extra arguments go to train.py unchanged (e.g. --extra-data alone: HAM10000 only).
 #   scripts/holdout_protocol.sh RUN_ROOT [train.py options...]
 # e.g. scripts/holdout_protocol.sh /tmp/runs/baseline --finetune-epochs 6
 # A run that already finished (its metadata.json exists) is skipped; an interrupted one is resumed.
@@ -8,7 +9,7 @@ set -euo pipefail
 root=${1:?usage: scripts/holdout_protocol.sh RUN_ROOT [train.py options...]}
 shift
 cd "$(dirname "$0")/.."
-for source in rosendahl vidir_modern; do
+for source in isic2017 rosendahl vidir_modern; do
     out="$root/$source"
     if [ -f "$out/metadata.json" ]; then echo "$out: done"; continue; fi
     resume=()

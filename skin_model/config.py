@@ -39,7 +39,7 @@ DEFAULT_BBOXES_CSV = DEFAULT_DATA_DIR / "lesion_bboxes_200x150.csv"
 
 #: The safety benchmark's results (the report page's TTA section). Env: SKIN_SAFETY_RESULTS.
 DEFAULT_SAFETY_RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "safety.json"
-#: Unfinished train.py runs carried to the next session through the repository (skin_model.training.parking).
+#: Unfinished train.py runs carried to another machine through the repository (skin_model.training.parking).
 PARKED_RUNS_DIR = PROJECT_ROOT / "runs"
 #: Sub-folder of the bundle holding further evaluation reports. Env: SKIN_REPORTS_DIR (any folder).
 REPORTS_SUBDIR = "evaluations"

@@ -1,4 +1,4 @@
-"""``python -m skin_model.cli.park``: carry an unfinished train.py run to the next session through the
+"""``python -m skin_model.cli.park``: carry an unfinished train.py run to another machine through the
 repository (``skin_model.training.parking``).
 
   python -m skin_model.cli.park park RUN_DIR NAME -- TRAIN_ARGS...   copy its resumable state to runs/NAME
@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "park":
             train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
             park(args.run_dir, parked_dir, train_args)
-            print(f"Parked in {parked_dir}: commit it; resume next session with "
-                  f"`python -m skin_model.cli.park unpark {args.name} RUN_DIR`")
+            print(f"Parked in {parked_dir}: commit it; on the other machine, "
+                  f"`python -m skin_model.cli.park unpark {args.name} RUN_DIR` and resume")
         else:
             parked = unpark(parked_dir, args.run_dir)
             print(parked.resume_command(args.run_dir))

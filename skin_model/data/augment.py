@@ -23,8 +23,10 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from skin_model.data.choices import AUGMENT_ADDITIONS
+
 #: Names accepted by ``train.py --augment`` (each switches on one addition to today's recipe).
-ADDITIONS = ("colour", "framing", "artefacts")
+ADDITIONS = AUGMENT_ADDITIONS
 
 
 @dataclass(frozen=True)

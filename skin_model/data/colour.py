@@ -16,9 +16,11 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from skin_model.data.choices import COLOUR_CONSTANCY_METHODS
+
 #: Name of the layer in the network, and of the method in ``metadata.json``.
 LAYER_NAME = "colour_constancy"
-METHODS = ("none", "shades-of-grey")
+METHODS = COLOUR_CONSTANCY_METHODS
 DESCRIPTION = ("shades of grey (Finlayson and Trezzi 2004, Minkowski p = {power}): each image divided by its "
                "estimated illuminant, inside the network (first layer)")
 

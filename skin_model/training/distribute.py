@@ -14,6 +14,9 @@ Keras 3.15 cannot ``fit`` under ``MultiWorkerMirroredStrategy`` as released: its
 per-replica batch eagerly, and it averages the per-replica step metrics with ``axis=0`` on scalars (both raise;
 see keras-team/keras#20585 and tensorflow/tensorflow#72388). ``patch_keras_for_multiworker`` fixes both, and
 only multi-worker processes apply it.
+
+TensorFlow is imported by the functions that use it, so that train.py prints its help and checks its arguments
+before loading it.
 """
 
 from __future__ import annotations
@@ -25,8 +28,6 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import tensorflow as tf
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class DistributionError(RuntimeError):
 def split_cpu(replicas: int) -> None:
     """Split the first CPU into ``replicas`` logical devices (before TensorFlow starts its runtime), so that
     ``MirroredStrategy`` has several devices to mirror over on a machine without a GPU."""
+    import tensorflow as tf
     if replicas < 1:
         raise DistributionError(f"--cpu-replicas must be at least 1, got {replicas}")
     if replicas == 1:
@@ -79,6 +81,7 @@ class Distribution:
     @property
     def distributed(self) -> bool:
         """Whether a strategy other than TensorFlow's default (one device, no mirroring) runs the training."""
+        import tensorflow as tf
         return not isinstance(self.strategy, type(tf.distribute.get_strategy()))
 
     @property
@@ -100,6 +103,7 @@ class Distribution:
     def strategy_name(self) -> str:
         """The strategy's public ``tf.distribute`` name ("MultiWorkerMirroredStrategy" is implemented by a class
         named CollectiveAllReduceStrategy); "default" for TensorFlow's default strategy (one device)."""
+        import tensorflow as tf
         if not self.distributed:
             return "default"
         if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -128,6 +132,7 @@ class Distribution:
 
     def barrier(self) -> None:
         """Wait until every replica of every worker reaches this point (a collective sum)."""
+        import tensorflow as tf
         if self.workers > 1:
             ones = self.strategy.run(lambda: tf.constant(1.0))
             total = float(self.strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None))
@@ -149,6 +154,7 @@ def _has_chief_task() -> bool:
 def choose_distribution(kind: str = "auto") -> Distribution:
     """The strategy ``train.py --distribute kind`` asks for (see the module docstring). Create it before any
     other TensorFlow work: a multi-worker strategy must configure collectives at program start."""
+    import tensorflow as tf
     if kind not in STRATEGIES:
         raise DistributionError(f"Unknown strategy {kind!r}; choose from {', '.join(STRATEGIES)}")
     workers = cluster_workers()
@@ -165,7 +171,7 @@ def choose_distribution(kind: str = "auto") -> Distribution:
         return Distribution(tf.distribute.MirroredStrategy(devices=devices))
     if not os.environ.get("TF_CONFIG"):
         raise DistributionError("--distribute multiworker reads the cluster from TF_CONFIG, which is not set "
-                                "(see README, 'Distributed retraining')")
+                                "(see docs/training.md, 'Distributed retraining')")
     patch_keras_for_multiworker()
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     resolver = strategy.cluster_resolver
@@ -181,6 +187,7 @@ def patch_keras_for_multiworker() -> None:
     global _PATCHED
     if _PATCHED:
         return
+    import tensorflow as tf
     from keras.src import tree
     from keras.src.backend.tensorflow import trainer
 

@@ -1,10 +1,9 @@
-"""Carry an unfinished ``train.py`` run to the next machine through the repository ("parking").
+"""Carry an unfinished ``train.py`` run to another machine through the repository ("parking").
 
-A session here ends every process after three hours, and each session starts on a new machine where only
-what was committed survives. On a 2-core host without AMX a full run takes longer than a session, so an
-unfinished run is parked: the smallest set of its checkpoint files from which ``train.py --resume`` goes on
-exactly where it stopped is copied into ``runs/<name>/`` (with the run's ``train.py`` arguments) and
-committed; the next session unparks it into a run folder and resumes.
+A full run takes 1-3.5 hours on 2 CPU cores; where a machine's processes are stopped before that, or the run
+must move to another machine, it is parked: the smallest set of its checkpoint files from which
+``train.py --resume`` goes on exactly where it stopped is copied into ``runs/<name>/`` (with the run's
+``train.py`` arguments) and committed; on the other machine it is unparked into a run folder and resumed.
 
 What is parked, from the run's ``checkpoints/`` (``training.Checkpoints`` names every file):
 - each stage's per-epoch history (the best validation score so far is read from it);
