@@ -144,7 +144,9 @@ def sampling_groups(sampling: str, labels: np.ndarray, sources: np.ndarray | Non
     ``balanced``, and for ``class-source`` the labels beside a source index per image, where a source with
     fewer than ``min_group`` images of a class counts as that class's largest source. Balancing over sources
     within a class breaks HAM10000's shortcut from clinic to diagnosis (76% of the naevi without vidir_modern
-    come from vidir_molemax, 79% of the melanomas from rosendahl): each clinic's naevi weigh as much as another's."""
+    come from vidir_molemax, 79% of the melanomas from rosendahl): each clinic's naevi weigh as much as another's.
+    With the ISIC folder pooled the sources differ in size and classes; each class is balanced over the sources
+    that hold it (docs/training.md, "Balanced draws over pooled sources")."""
     if sampling not in SAMPLING:
         raise ValueError(f"Unknown sampling {sampling!r}; choose from {', '.join(SAMPLING)}")
     if sampling == "shuffle":
