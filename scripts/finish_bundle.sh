@@ -8,14 +8,15 @@
 #   4. Grad-CAM localisation on the test split      -> BUNDLE/localisation_test.json
 #   5. metadata fields the reports determine (referral threshold, test-TTA metrics, known limits)
 #   scripts/finish_bundle.sh [BUNDLE [ood fit options...]]
-# BUNDLE defaults to weights; data from SKIN_DATA_DIR or ../shared/data/ham10000; further arguments go to
+# BUNDLE defaults to weights; images are found by id anywhere under SKIN_IMAGES_DIR (default ../shared/data, which
+# holds HAM10000 and the ISIC folder: whichever the bundle was trained on); further arguments go to
 # `python -m skin_model.cli.ood fit` (e.g. --components 32).
 # Give BUNDLE relative to the repository (e.g. weights) so the reports record no machine paths.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bundle=${1:-weights}
 shift $(( $# > 0 ? 1 : 0 ))
-data=${SKIN_DATA_DIR:-../shared/data/ham10000}
+data=${SKIN_IMAGES_DIR:-${SKIN_SHARED_DIR:-../shared}/data}
 [ -f "$bundle/metadata.json" ] || { echo "$bundle: no metadata.json, not a trained bundle" >&2; exit 2; }
 [ -f "$bundle/split.csv" ] || { echo "$bundle: no split.csv" >&2; exit 2; }
 python3 -m skin_model.cli.lite --weights "$bundle"

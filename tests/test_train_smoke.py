@@ -198,7 +198,8 @@ def test_a_run_parked_during_fine_tuning_resumes_from_its_epoch_backup(synthetic
 
 def run_finish_bundle(bundle: Path, data_dir: Path, *options: str) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "finish_bundle.sh"), str(bundle), *options],
-                          env={**os.environ, "SKIN_DATA_DIR": str(data_dir)}, capture_output=True, text=True,
+                          env={**os.environ, "SKIN_DATA_DIR": str(data_dir), "SKIN_IMAGES_DIR": str(data_dir)},
+                          capture_output=True, text=True,
                           timeout=900)
 
 
