@@ -64,7 +64,7 @@ from skin_model.config import (DEFAULT_BACKBONE_WEIGHTS, DEFAULT_DATA_DIR, DEFAU
 from skin_model.data.choices import AUGMENT_ADDITIONS, COLOUR_CONSTANCY_METHODS
 from skin_model.data.dataset import (FOLDER_COLUMN, SOURCE_COLUMN, SPLITS, collection_of, collections_named,
                                      describe_sources, find_metadata, licence_text, load_arrays, load_sources,
-                                     split_by_lesion, subsample)
+                                     source_aspects, split_by_lesion, subsample)
 from skin_model.data.pipeline import (INPUTS, SAMPLING, ImageFiles, choose_input, decoded_gib, make_tf_dataset,
                                       sampling_groups)
 from skin_model.evaluation.holdout import HELD_OUT, held_out_dataset, hold_out_sources, recipe_flags, report_file
@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="leave these sources out of training and evaluate on them (e.g. isic2017, vidir_modern)")
     data.add_argument("--track-heldout", action="store_true",
                       help="with --holdout-source: also score the held-out images after every epoch")
+    data.add_argument("--restore-aspect", action="store_true",
+                      help="stretch images of sources published squashed to squares back to 4:3 (isic2017, ...)")
     data.add_argument("--max-images", type=int, default=0, metavar="N", help="train on a stratified subset (0 = all)")
     data.add_argument("--seed", type=int, default=42, metavar="N", help="seed of the split, shuffling and init (default 42)")
     data.add_argument("--backbone-weights", default=str(DEFAULT_BACKBONE_WEIGHTS), metavar="FILE",
@@ -220,10 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     source = choose_input(args.input, n_images, args.image_size, args.memory_budget)
     log.info("Input: %s (decoded images %.1f GiB, budget %.1f GiB)", source, decoded_gib(n_images, args.image_size),
              args.memory_budget)
+    aspects = {s: source_aspects(parts[s][SOURCE_COLUMN]) if args.restore_aspect else None for s in parts}
     if source == "memory":
-        images = {s: load_arrays(list(parts[s]["path"]), args.image_size) for s in parts}
+        images = {s: load_arrays(list(parts[s]["path"]), args.image_size, aspects=aspects[s]) for s in parts}
     else:
-        images = {s: ImageFiles(tuple(parts[s]["path"]), args.image_size, args.cache) for s in parts}
+        images = {s: ImageFiles(tuple(parts[s]["path"]), args.image_size, args.cache, aspects=aspects[s])
+                  for s in parts}
     labels = {s: parts[s]["label"].to_numpy(np.int32) for s in parts}
     targets = labels["train"]
     if args.distill_from:

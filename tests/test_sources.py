@@ -179,3 +179,43 @@ def test_a_pooled_run_reports_each_folders_test_images(pooled_run, synthetic_ham
         report = json.loads((pooled_run / "evaluations" / f"test_{folder.name}.json").read_text())
         assert sorted(p["image_id"] for p in report["predictions"]) == sorted(test.loc[test["folder"] == folder.name,
                                                                                        "image_id"])
+
+
+# ---------------------------------------------------------------------------------------------- squashed copies
+def test_unsquash_stretches_a_squashed_photo_back_and_leaves_others():
+    from PIL import Image
+
+    from skin_model.data.imaging import unsquash
+
+    square = Image.new("RGB", (256, 256))
+    assert unsquash(square, 4 / 3).size == (341, 256)
+    assert unsquash(square, None) is square
+    landscape = Image.new("RGB", (600, 450))
+    assert unsquash(landscape, 4 / 3) is landscape, "already at that aspect"
+
+
+def test_restored_aspect_changes_only_the_squashed_sources(synthetic_isic, synthetic_ham):
+    from skin_model.data.dataset import SQUASHED_SOURCES, load_arrays, source_aspects
+    from skin_model.data.pipeline import ImageFiles
+
+    pooled = load_sources([synthetic_ham, synthetic_isic])
+    rows = pd.concat([pooled[pooled[SOURCE_COLUMN] == "rosendahl"].head(2),
+                      pooled[pooled[SOURCE_COLUMN] == "isic2017"].head(2)])
+    aspects = source_aspects(rows[SOURCE_COLUMN])
+    assert aspects == (None, None, SQUASHED_SOURCES["isic2017"], SQUASHED_SOURCES["isic2017"])
+    plain = load_arrays(list(rows["path"]), 64, progress=False)
+    restored = load_arrays(list(rows["path"]), 64, progress=False, aspects=aspects)
+    assert (plain[:2] == restored[:2]).all() and not (plain[2:] == restored[2:]).all()
+    streamed = ImageFiles(tuple(rows["path"]), 64, aspects=aspects)[0:4]
+    assert (streamed == restored).all(), "streaming and in-memory loading stretch the same way"
+
+
+def test_evaluate_can_restore_the_aspect_of_squashed_sources(tiny_bundle, synthetic_isic, tmp_path):
+    from skin_model.evaluation.evaluate import evaluate_folder
+
+    plain = evaluate_folder(synthetic_isic, synthetic_isic / "metadata.csv", tiny_bundle, source="isic2017")
+    restored = evaluate_folder(synthetic_isic, synthetic_isic / "metadata.csv", tiny_bundle, source="isic2017",
+                               restore_aspect=True)
+    assert restored.dataset["restore_aspect"] and "stretched back" in restored.dataset["recipe"]
+    assert [p["image_id"] for p in plain.predictions] == [p["image_id"] for p in restored.predictions]
+    assert any(a["probs"] != b["probs"] for a, b in zip(plain.predictions, restored.predictions))

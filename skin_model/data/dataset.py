@@ -24,7 +24,7 @@ import pandas as pd
 from PIL import Image
 from sklearn.model_selection import StratifiedGroupKFold
 
-from skin_model.data.imaging import InvalidImageError, load_image, to_model_array
+from skin_model.data.imaging import InvalidImageError, load_image, to_model_array, unsquash
 from skin_model.labels import CODES, class_index
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,16 @@ COLLECTIONS = (
                "International Skin Imaging Collaboration; ISIC 2017 challenge: Codella et al., ISBI 2018, "
                "arXiv:1710.05006", "CC-0 (ISIC 2017 challenge) or CC BY-NC, per image"),
 )
+
+#: Sources whose published copies were resized to squares without keeping the aspect ratio, with the width /
+#: height of most of their originals (../shared/data/isic_archive/SOURCES.md: ISIC originals are mostly 4:3
+#: landscape). ``train.py --restore-aspect`` stretches them back (``imaging.unsquash``) before the centre crop.
+SQUASHED_SOURCES = {"isic2017": 4 / 3, "isic_archive": 4 / 3}
+
+
+def source_aspects(sources: Sequence[str]) -> tuple[float | None, ...]:
+    """Per image, the aspect its source's copies lost (``SQUASHED_SOURCES``), None for the others."""
+    return tuple(SQUASHED_SOURCES.get(str(s)) for s in sources)
 
 
 def collection_of(source: str) -> Collection | None:
@@ -243,19 +253,21 @@ def subsample(frame: pd.DataFrame, max_images: int, seed: int = 42) -> pd.DataFr
     return frame[frame["lesion_id"].isin(keep)].reset_index(drop=True)
 
 
-def load_arrays(paths: list[Path], size: int, workers: int = 4, progress: bool = True) -> np.ndarray:
-    """Decode and preprocess images into a uint8 (N, size, size, 3) array (the serving path).
+def load_arrays(paths: list[Path], size: int, workers: int = 4, progress: bool = True,
+                aspects: Sequence[float | None] | None = None) -> np.ndarray:
+    """Decode and preprocess images into a uint8 (N, size, size, 3) array (the serving path); with ``aspects``,
+    each squashed image is first stretched back to its aspect (``imaging.unsquash``).
 
     Raises DatasetError naming every file that could not be read.
     """
-    def one(path: Path) -> np.ndarray | InvalidImageError:
+    def one(path: Path, aspect: float | None) -> np.ndarray | InvalidImageError:
         try:
-            return to_model_array(load_image(path), size)
+            return to_model_array(unsquash(load_image(path), aspect), size)
         except InvalidImageError as exc:
             return exc
 
     with ThreadPoolExecutor(workers) as pool:
-        results = pool.map(one, paths)
+        results = pool.map(one, paths, aspects if aspects is not None else [None] * len(paths))
         if progress:
             from tqdm import tqdm
             results = tqdm(results, total=len(paths), desc="Loading images", unit="img", mininterval=5)

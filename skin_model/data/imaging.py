@@ -266,6 +266,15 @@ def _to_uint8(values: np.ndarray, is_float: bool, top: float | None) -> np.ndarr
     return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
+def unsquash(image: Image.Image, aspect: float | None) -> Image.Image:
+    """A photo that was squashed to a square by whoever published it, stretched back to width / height
+    ``aspect`` (bicubic) before the centre crop; None, or an image already at that aspect: unchanged. For
+    training and evaluation data only (``dataset.SQUASHED_SOURCES``): an upload is never squashed."""
+    if not aspect or abs(image.width / image.height - aspect) < 1e-3:
+        return image
+    return image.resize((max(1, round(image.height * aspect)), image.height), Image.Resampling.BICUBIC)
+
+
 def to_model_array(image: Image.Image, size: int) -> np.ndarray:
     """Centre square crop resized to ``size`` x ``size``: a uint8 (size, size, 3) array."""
     square = ImageOps.fit(image, (size, size), method=Image.Resampling.BICUBIC, centering=(0.5, 0.5))

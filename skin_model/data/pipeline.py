@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from skin_model.data.dataset import DatasetError
-from skin_model.data.imaging import InvalidImageError, load_image, to_model_array
+from skin_model.data.imaging import InvalidImageError, load_image, to_model_array, unsquash
 from skin_model.labels import CODES, NUM_CLASSES
 
 if TYPE_CHECKING:
@@ -39,12 +39,14 @@ INPUTS = ("auto", "memory", "stream")
 @dataclass(frozen=True)
 class ImageFiles:
     """Image files that behave like ``load_arrays``' uint8 (N, size, size, 3) array, decoding on demand:
-    ``files[i]`` is one image, ``files[i:j]`` a stacked chunk (decoded by ``workers`` threads)."""
+    ``files[i]`` is one image, ``files[i:j]`` a stacked chunk (decoded by ``workers`` threads). ``aspects``
+    (one per file, or None) stretches squashed images back first, as ``dataset.load_arrays`` does."""
 
     paths: tuple[Path, ...]
     size: int
     cache_dir: Path | None = None
     workers: int = 4
+    aspects: tuple[float | None, ...] | None = None
 
     dtype = np.dtype(np.uint8)
 
@@ -66,11 +68,12 @@ class ImageFiles:
     def image(self, index: int) -> np.ndarray:
         """The ``index``-th image as the network sees it (uint8, size x size x 3), from the cache if there."""
         path = Path(self.paths[index])
-        cached = self._cache_file(path)
+        aspect = self.aspects[index] if self.aspects is not None else None
+        cached = self._cache_file(path, aspect)
         if cached is not None and cached.is_file():
             return np.load(cached)
         try:
-            pixels = to_model_array(load_image(path), self.size)
+            pixels = to_model_array(unsquash(load_image(path), aspect), self.size)
         except InvalidImageError as exc:
             raise DatasetError(f"{path}: {exc}") from exc
         if cached is not None:
@@ -81,11 +84,12 @@ class ImageFiles:
             os.replace(partial, cached)  # atomic: other workers and threads see whole files only
         return pixels
 
-    def _cache_file(self, path: Path) -> Path | None:
+    def _cache_file(self, path: Path, aspect: float | None = None) -> Path | None:
         if self.cache_dir is None:
             return None
         stat = path.stat()
-        key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.size}".encode()).hexdigest()
+        stretch = f"|{aspect:.6f}" if aspect else ""
+        key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.size}{stretch}".encode()).hexdigest()
         return Path(self.cache_dir) / str(self.size) / f"{path.stem}-{key[:16]}.npy"
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from skin_model.config import DEFAULT_WEIGHTS_DIR, display_path
-from skin_model.data.dataset import SOURCE_COLUMN, find_image_files
+from skin_model.data.dataset import SOURCE_COLUMN, find_image_files, source_aspects
 from skin_model.evaluation.holdout import HELD_OUT, SPLIT_METHOD, trained_sources
 from skin_model.data.imaging import FILE_SUFFIXES
 from skin_model.labels import CLASSES, CODES, class_index
@@ -85,7 +85,7 @@ def load_label_table(labels_csv: Path, split: str | None = None, source: str | N
         if raw.empty:
             raise EvaluationError(f"{labels_csv.name} has no row of source {source!r}; it has {', '.join(known)}")
     if set(DX_COLUMNS) <= set(raw.columns):
-        table = raw[[c for c in ("image_id", "dx", "lesion_id") if c in raw.columns]].copy()
+        table = raw[[c for c in ("image_id", "dx", "lesion_id", SOURCE_COLUMN) if c in raw.columns]].copy()
         table["dx"] = table["dx"].str.strip().str.lower()
         bad = ~table["dx"].isin(CODES)
         if bad.any():
@@ -155,11 +155,12 @@ def match_images(images_dir: Path, image_ids: list[str]) -> Matched:
                    ignored=len(set(files) - set(image_ids)))
 
 
-def predict_files(service, paths: dict[str, Path], batch_size: int,
-                  tta: bool = False) -> tuple[list[str], list[Verdict], list[str]]:
+def predict_files(service, paths: dict[str, Path], batch_size: int, tta: bool = False,
+                  aspects: dict[str, float | None] | None = None) -> tuple[list[str], list[Verdict], list[str]]:
     """The app's verdict on each readable file, batch by batch: (image ids, verdicts, one message per
-    unreadable file naming it). ``tta`` averages the 8 flips/rotations."""
-    from skin_model.data.imaging import InvalidImageError, load_image
+    unreadable file naming it). ``tta`` averages the 8 flips/rotations; ``aspects`` stretches the images of
+    squashed sources back first (``imaging.unsquash``)."""
+    from skin_model.data.imaging import InvalidImageError, load_image, unsquash
 
     ids: list[str] = []
     verdicts: list[Verdict] = []
@@ -169,7 +170,7 @@ def predict_files(service, paths: dict[str, Path], batch_size: int,
         batch_ids, batch_images = [], []
         for image_id, path in items[start:start + batch_size]:
             try:
-                batch_images.append(load_image(path))
+                batch_images.append(unsquash(load_image(path), (aspects or {}).get(image_id)))
                 batch_ids.append(image_id)
             except InvalidImageError as exc:
                 unreadable.append(str(exc))
@@ -197,12 +198,14 @@ def verdict_counts(ids: list[str], verdicts: list[Verdict], ood_status: str) -> 
 def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFAULT_WEIGHTS_DIR,
                     name: str | None = None, batch_size: int = 32, service=None,
                     tta: bool | None = None, split: str | None = None,
-                    source: str | None = None) -> EvaluationReport:
+                    source: str | None = None, restore_aspect: bool = False) -> EvaluationReport:
     """EvaluationReport of the model bundle in ``weights_dir`` (or a loaded ``service``) on the images
     of ``images_dir`` labelled in ``labels_csv``, predicted as the app serves them: with the bundle's
     LiteRT model and, unless ``tta`` says otherwise, the model's ``test_time_augmentation`` setting.
     With ``source`` only that source's images are evaluated; when the model was not trained on it, the report
-    is a held-out report of the leave-source-out protocol (``skin_model.evaluation.holdout``).
+    is a held-out report of the leave-source-out protocol (``skin_model.evaluation.holdout``). With
+    ``restore_aspect`` the images of sources published squashed (``dataset.SQUASHED_SOURCES``, by the labels'
+    ``dataset`` column) are stretched back before prediction, as ``train.py --restore-aspect`` trains.
 
     Raises EvaluationError for a bad labels file or folder, a model that cannot be loaded, or when no
     labelled image can be evaluated.
@@ -232,7 +235,13 @@ def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFA
     if tta is None:
         tta = service.metadata.test_time_augmentation
 
-    ids, verdicts, unreadable = predict_files(service, matched.paths, batch_size, tta)
+    aspects = None
+    if restore_aspect:
+        if SOURCE_COLUMN not in table.columns:
+            raise EvaluationError(f"{labels_csv.name} has no {SOURCE_COLUMN!r} column: cannot tell which images "
+                                  "were squashed")
+        aspects = dict(zip(table["image_id"], source_aspects(table[SOURCE_COLUMN])))
+    ids, verdicts, unreadable = predict_files(service, matched.paths, batch_size, tta, aspects)
     if not ids:
         raise EvaluationError(f"No labelled image in {images_dir} could be evaluated "
                               f"({len(matched.missing)} missing, {len(unreadable)} unreadable)")
@@ -242,6 +251,8 @@ def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFA
                "labels_file": display_path(labels_csv), "split_method": "as provided by the labels file"}
     if split is not None:
         dataset.update(split=split, split_method=f"rows of {labels_csv.name} whose split is {split!r}")
+    if restore_aspect:
+        dataset["restore_aspect"] = True
     if "lesion_id" in evaluated.columns:
         dataset["n_lesions"] = int(evaluated["lesion_id"].nunique())
     metadata = service.metadata
@@ -250,7 +261,8 @@ def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFA
         seen = trained_sources(metadata)
         if source not in seen:  # a source the model never saw: a row of the leave-source-out protocol
             dataset.update(split=HELD_OUT, split_method=SPLIT_METHOD, trained_on=list(seen), tta=tta,
-                           recipe=(metadata.training or {}).get("recipe") or "today's recipe",
+                           recipe=((metadata.training or {}).get("recipe") or "today's recipe")
+                           + (", evaluated on images stretched back to their aspect" if restore_aspect else ""),
                            description=f"every image of {source}; the model was trained, validated and "
                                        f"calibrated on {', '.join(seen)} only "
                                        f"({'8-view TTA' if tta else 'single view'})")
