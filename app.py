@@ -38,19 +38,6 @@ def model_version() -> str:
     return f"{meta.version} ({meta.input_size} px, created {meta.created[:10]})"
 
 
-def keep_keras_state() -> None:
-    """Stop Streamlit from calling ``keras.backend.clear_session()`` after every script run.
-
-    Streamlit does that to tidy up apps that build models inside the script. This app loads its model once
-    (``st.cache_resource``); clearing TensorFlow's kernel cache and running ``gc.collect()`` after every
-    rerun made each upload cost ~1.5 s of CPU instead of ~0.15 s, and cleared Keras' global state while
-    other sessions' threads were predicting. matplotlib, the other module Streamlit tidies, is not used.
-    """
-    from streamlit.runtime.scriptrunner import script_runner
-
-    script_runner._clean_problem_modules = lambda: None
-
-
 def page_icon() -> Image.Image:
     """The browser-tab icon, drawn here: a Material icon as page icon would be fetched from an outside font
     host, and nothing this app shows may leave the machine."""
@@ -74,7 +61,6 @@ def disclaimer_ui() -> None:
 
 
 def main() -> None:
-    keep_keras_state()
     st.set_page_config(page_title=APP_TITLE, page_icon=page_icon(), layout="wide")
     pages = [st.Page(str(PAGES_DIR / file), title=title, icon=icon, default=default)
              for file, title, icon, default in PAGES if (PAGES_DIR / file).is_file()]

@@ -9,10 +9,8 @@ import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
 from skin_model import config
-from skin_model.evaluation.holdout import PROTOCOL_NOTE, YARDSTICK_SOURCES, held_out_rows, rows_frame
-from skin_model.config import display_path
 from skin_model.bundle import ModelIntegrityError
-from skin_model.report.evaluation_files import list_evaluation_files
+from skin_model.config import display_path
 from skin_model.safe_text import escape_markdown
 from skin_model.serving.service import ClassifierService
 
@@ -57,8 +55,8 @@ def ensure_app_shell() -> None:
 
 @st.cache_resource(show_spinner="Loading the model (once per server)…")
 def load_service(weights: str) -> ClassifierService:
-    """The served model and its OOD gate, loaded and warmed up once per server process and shared by every
-    session and page (Classify and Batch); Grad-CAM's Keras model loads on the first heatmap request."""
+    """The served model, its head for Grad-CAM and its OOD gate, loaded and warmed up once per server process
+    and shared by every session and page (Classify and Batch)."""
     service = ClassifierService.from_dir(Path(weights))
     service.warm_up()
     return service
@@ -84,6 +82,10 @@ def other_clinics_ui(weights: Path, key: str, served_recipe: str | None) -> None
     """The "Other clinics" section: held-out-source figures of every recipe with a report in the bundle's
     evaluations folder (the served model's recipe, ``served_recipe`` from its metadata, marked, and the
     baseline beside it), and what the protocol can and cannot tell."""
+    # Imported here: the evaluation code loads scikit-learn, which the Classify and Batch pages do not need.
+    from skin_model.evaluation.holdout import PROTOCOL_NOTE, YARDSTICK_SOURCES, held_out_rows, rows_frame
+    from skin_model.report.evaluation_files import list_evaluation_files
+
     st.header("Other clinics (held-out sources)")
     rows, problems = held_out_rows([f.path for f in list_evaluation_files(weights) if f.origin != "training run"])
     for problem in problems:

@@ -164,9 +164,7 @@ def gradcam_ui(service: ClassifierService, items: list[BatchItem]) -> None:
     if analysis.verdict.not_dermoscopic:
         st.warning("This image does not look like a dermatoscopic image; its heatmap is not meaningful.",
                    icon=ICONS["warning"])
-    loading = "" if service.explainer_ready else " (first use since the server started: loading TensorFlow)"
-    with st.spinner(f"Computing Grad-CAM{loading}…"):
-        explanation = service.explain(analysis, code, "gradcam")
+    explanation = service.explain(analysis, code, "gradcam")
     view_col, overlay_col = st.columns(2)
     view_col.image(explanation.view, caption=f"{escape_markdown(analysis.name)}: what the model saw", width="stretch",
                    output_format="JPEG", alt=f"The centre square of {analysis.name} that the model classified")

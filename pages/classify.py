@@ -19,11 +19,11 @@ from skin_model.serving.explain import METHODS, colorize
 from skin_model.data.imaging import FILE_SUFFIXES, MAX_FILE_BYTES, SUPPORTED_DESCRIPTION, InvalidImageError
 from skin_model.serving.inference import Prediction, format_probability
 from skin_model.labels import BENIGN_LABEL, CLASSES, CODES, MALIGNANT_LABEL, by_code
-from skin_model.evaluation.metrics import REFERRAL_TARGET_SENSITIVITY
 from skin_model.bundle import SPLIT_FILE, ModelIntegrityError
 from skin_model.safe_text import escape_markdown
 from skin_model.serving.samples import SampleReference, sample_references
 from skin_model.serving.service import Analysis, ClassifierService, Explanation, outline_centre_square
+from skin_model.serving.verdict import REFERRAL_TARGET_SENSITIVITY
 from pages import ICONS, ensure_app_shell, ood_off_warning, served_service_or_error
 
 ensure_app_shell()
@@ -40,7 +40,7 @@ IMAGE_FORMAT = "JPEG"
 
 
 # ---------------------------------------------------------------------------------------------- loaders
-@st.cache_data(show_spinner=False)
+@st.cache_resource(show_spinner=False)  # shared, not copied per run: read only
 def list_samples(folder: str) -> list[str]:
     path = Path(folder)
     if not path.is_dir():
@@ -48,7 +48,7 @@ def list_samples(folder: str) -> list[str]:
     return sorted(p.name for p in path.iterdir() if p.suffix.lower() in FILE_SUFFIXES)
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_resource(show_spinner=False)  # 10,015 references: unpickling a copy every run cost ~30 ms; read only
 def cached_sample_references(split_csv: str, metadata_csv: str) -> dict[str, SampleReference]:
     return sample_references(Path(split_csv), Path(metadata_csv))
 
@@ -77,6 +77,7 @@ def analyse_cached(service: ClassifierService, name: str, data: bytes, tta: bool
             st.session_state["explanations"] = {}
             st.session_state.pop("cam_class", None)  # a new image: explain its top class again by default
             st.session_state.pop("ood_show", None)  # and hide a flagged result again
+            st.session_state.pop("report_wanted", None)  # and make no case report until asked again
     return cached
 
 
@@ -267,9 +268,7 @@ def explanation_ui(service: ClassifierService, analysis: Analysis) -> tuple[Expl
                                format_func=lambda c: f"{by_code(c).name.split(' (')[0]} ({c}, "
                                                      f"{format_probability(probs[c])})")
     alpha = alpha_col.slider("Heatmap opacity", 0.0, 1.0, DEFAULT_OPACITY, 0.05, key="cam_alpha")
-    loading = "" if service.explainer_ready else " (first use since the server started: loading TensorFlow)"
-    with st.spinner(f"Computing {METHODS[method]}{loading}…"):
-        explanation = explain_cached(service, analysis, code, method)
+    explanation = explain_cached(service, analysis, code, method)  # milliseconds: no spinner
     # The model's view and the overlay side by side, also on a phone (pages.PAGE_CSS keeps this row paired).
     with st.container(key="cam_panels"):
         original, blended, heat = st.columns(3)
@@ -306,16 +305,19 @@ def case_report_files(service: ClassifierService, analysis: Analysis, explanatio
 
 
 def case_report_ui(service: ClassifierService, analysis: Analysis, explanation: Explanation, alpha: float) -> None:
-    """PDF and PNG downloads of a one-page case report, generated in memory."""
-    report, pdf, png = case_report_files(service, analysis, explanation, alpha)
+    """PDF and PNG downloads of a one-page case report of what is shown, generated in memory once asked for
+    (rendering both costs more server time than the prediction and heatmap together), then kept up to date
+    for this image; a new image starts with the switch off (``analyse_cached``)."""
     st.subheader("Case report")
-    pdf_col, png_col = st.columns(2)
-    pdf_col.download_button("Download case report (PDF)", pdf,
-                            file_name=f"{file_stem(report)}.pdf", mime="application/pdf",
-                            key="report_pdf", on_click="ignore", icon=":material/picture_as_pdf:")
-    png_col.download_button("Download case report (PNG)", png,
-                            file_name=f"{file_stem(report)}.png", mime="image/png",
-                            key="report_png", on_click="ignore", icon=":material/image:")
+    if st.toggle("Make a case report of this result (PDF and PNG)", key="report_wanted"):
+        report, pdf, png = case_report_files(service, analysis, explanation, alpha)
+        pdf_col, png_col = st.columns(2)
+        pdf_col.download_button("Download case report (PDF)", pdf,
+                                file_name=f"{file_stem(report)}.pdf", mime="application/pdf",
+                                key="report_pdf", on_click="ignore", icon=":material/picture_as_pdf:")
+        png_col.download_button("Download case report (PNG)", png,
+                                file_name=f"{file_stem(report)}.png", mime="image/png",
+                                key="report_png", on_click="ignore", icon=":material/image:")
     st.caption("One page with the image, the heatmap shown above, the probabilities, the model version, "
                "the date and the disclaimer. Generated in memory; nothing is stored on the server.")
 

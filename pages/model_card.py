@@ -106,8 +106,9 @@ def identity_ui(meta: ModelMetadata, weights: Path) -> None:
     if model_path.is_file() and meta.model_sha256:
         actual = cached_sha256(str(model_path), model_path.stat().st_mtime)
         if actual == meta.model_sha256:
-            st.caption(f"The file in `{display_path(weights)}` matches this sha256. Predictions are served by a LiteRT copy "
-                       "(`model.tflite`) built from it and checked against it.")
+            st.caption(f"The file in `{display_path(weights)}` matches this sha256. Predictions and Grad-CAM are "
+                       "served by a LiteRT copy (`model.tflite`, with the head's weights in `head.npz`) built from "
+                       "it and checked against it.")
         else:
             st.error(f"`{display_path(model_path)}` has sha256 `{actual}`, not the one recorded: the weights were "
                      "changed.", icon=ICONS["error"])

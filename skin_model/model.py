@@ -1,14 +1,16 @@
 """The classifier (flat functional MobileNetV2 + head) and its Keras file ``model.keras`` (saved beside
 ``metadata.json``, which ``skin_model.bundle`` owns).
 
-The head is built on ``backbone.output`` rather than by calling a nested backbone, so the model is one flat
-graph that tf-keras-vis can explain. Batch-norm layers are never trainable, which keeps them in inference
-mode (Keras 3 runs a non-trainable BatchNormalization with its moving statistics even when training).
-``model.tflite`` (``skin_model.serving.lite``), the same network for fast serving, is built from ``model.keras`` as an
+The head is built on ``backbone.output`` rather than by calling a nested backbone, so the model is one flat graph
+that tf-keras-vis can explain; after ``LAST_CONV_LAYER`` it is global average pooling, dropout and one dense
+layer, which closed-form Grad-CAM reads from the bundle's ``head.npz`` (``dense_head``). Batch-norm layers are
+never trainable, which keeps them in inference mode (Keras 3 runs a non-trainable BatchNormalization with its
+moving statistics even when training).
+``model.tflite`` (``skin_model.serving.lite``), the same network for serving, is built from ``model.keras`` as an
 explicit step (train.py, ``make app``, ``python -m skin_model.cli.lite``).
 
-Keras is imported inside the functions that need it, so reading metadata does not load TensorFlow (the
-app shows its first prediction before TensorFlow has finished importing).
+Keras is imported inside the functions that need it: serving imports this module's layer names and never
+loads TensorFlow.
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from skin_model.bundle import MODEL_FILE, ModelMetadata, checked_file, read_metadata, sha256_of, write_metadata
+import numpy as np
+
+from skin_model.bundle import (MODEL_FILE, DenseHead, ModelMetadata, UnsupportedHeadError, checked_file,
+                               read_metadata, sha256_of, write_metadata)
+from skin_model.bundle.head import head_problem
 from skin_model.labels import CLASSES, NUM_CLASSES
 
 if TYPE_CHECKING:
@@ -165,6 +171,34 @@ def save_bundle(model: keras.Model, metadata: ModelMetadata, out_dir: Path) -> P
     write_metadata(out_dir, metadata)
     log.info("Saved model bundle to %s (sha256 %s)", out_dir, metadata.model_sha256[:12])
     return model_path
+
+
+def dense_head(model: keras.Model) -> DenseHead:
+    """The layers after ``LAST_CONV_LAYER`` as a ``DenseHead`` (pooling, dropout, dense kernel and bias);
+    ``UnsupportedHeadError`` naming the layers when the model's head is another chain or not a chain."""
+    names = [layer.name for layer in model.layers]
+    if LAST_CONV_LAYER not in names:
+        raise UnsupportedHeadError(f"the model has no layer {LAST_CONV_LAYER!r}, the feature map Grad-CAM explains")
+    chain = model.layers[names.index(LAST_CONV_LAYER):]
+    problem = head_problem([type(layer).__name__ for layer in chain[1:]])
+    if problem is None and not _is_plain_chain(model, chain):
+        problem = "the layers after the last convolutional feature map do not form one chain to the model's output"
+    if problem is None and (chain[1].data_format != "channels_last" or chain[1].keepdims):
+        problem = "the pooling layer must average a channels-last feature map to a vector"
+    if problem is not None:
+        raise UnsupportedHeadError(f"Model {model.name}: {problem}")
+    dense = chain[-1]
+    kernel = dense.kernel.numpy()
+    bias = dense.bias.numpy() if dense.use_bias else np.zeros(kernel.shape[1], np.float32)
+    return DenseHead(feature_layer=LAST_CONV_LAYER, layers=tuple(type(layer).__name__ for layer in chain[1:]),
+                     kernel=kernel, bias=bias)
+
+
+def _is_plain_chain(model: keras.Model, chain: list) -> bool:
+    """True when each layer of ``chain`` takes the previous one's output alone and the last is the model's
+    only output."""
+    linked = all(layer.input is previous.output for previous, layer in zip(chain, chain[1:]))
+    return linked and len(model.outputs) == 1 and model.outputs[0] is chain[-1].output
 
 
 def load_bundle(weights_dir: Path) -> tuple[keras.Model, ModelMetadata]:

@@ -16,7 +16,7 @@ from skin_model.bundle import SPLIT_FILE
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 BATCH_PAGE = "pages/batch.py"
-TIMEOUT = 180  # seconds: TensorFlow import, model load and several predictions on a busy 2-core machine
+TIMEOUT = 180  # seconds: model load and several predictions on a busy 2-core machine
 
 
 def png_bytes(image: Image.Image) -> bytes:

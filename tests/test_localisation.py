@@ -1,5 +1,6 @@
 """Grad-CAM localisation: crop-to-frame geometry, the peak-in-box rule, the CLI on synthetic lesion images (with
-their drawn boxes) and the real box file."""
+their drawn boxes) and the real box file; the served closed form and the tf-keras-vis reference give the same
+figures."""
 
 from __future__ import annotations
 
@@ -104,8 +105,10 @@ def bundle_with_split(tiny_bundle: Path, chosen: pd.DataFrame, dst: Path, report
 
 
 def test_cli_saves_localisation_matching_a_hand_computation(tiny_bundle, test_set, synthetic_ham, tmp_path):
-    from skin_model.serving.explain import Explainer
+    """The CLI computes the maps as the app serves them (closed form); the hand computation uses the reference,
+    tf-keras-vis on the Keras model."""
     from skin_model.data.imaging import load_image
+    from skin_model.serving.explain_reference import ReferenceExplainer
     from skin_model.serving.inference import Predictor
 
     data_dir, chosen = test_set
@@ -121,14 +124,15 @@ def test_cli_saves_localisation_matching_a_hand_computation(tiny_bundle, test_se
     assert set(stored["share_inside"]) == {"predicted", "true"}
     assert all(0.0 <= share <= 1.0 for share in stored["share_inside"].values())
     assert 0.0 < stored["chance_rate"] <= 1.0
-    assert "Grad-CAM" in stored["method"] and "lesion_bboxes_200x150.csv" in stored["box_source"]
+    assert "Grad-CAM (closed form from the served LiteRT model)" in stored["method"]
+    assert "lesion_bboxes_200x150.csv" in stored["box_source"]
     assert stored["seconds_per_image"] > 0
 
     # Redo the rule by hand for each stored image: the peak of the heatmap of a 96-px input, mapped to
     # x = 25 + (col + 0.5) * 150 / 96, y = (row + 0.5) * 150 / 96, tested against the CSV box.
     boxes = pd.read_csv(bboxes).set_index("image_id")
     predictor = Predictor.from_dir(weights)
-    explainer = Explainer(predictor.model)
+    explainer = ReferenceExplainer(predictor.model)
     inside_predicted, box_shares = [], []
     for row in stored["images"]:
         image = load_image(data_dir / f"{row['image_id']}.jpg")
@@ -149,6 +153,26 @@ def test_cli_saves_localisation_matching_a_hand_computation(tiny_bundle, test_se
     assert stored["chance_rate"] == pytest.approx(np.mean(box_shares), abs=1e-4)
 
 
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+def test_served_and_reference_maps_give_the_same_figures(tiny_bundle, test_set, synthetic_ham, tmp_path, method):
+    """`--reference` (tf-keras-vis on the Keras model) and the default (closed form from the LiteRT model) agree
+    image by image: predicted class, peak position and inside/outside for both targets."""
+    data_dir, chosen = test_set
+    bboxes = synthetic_ham / "lesion_bboxes_200x150.csv"
+    figures = {}
+    for name, extra in (("served", []), ("reference", ["--reference"])):
+        weights = bundle_with_split(tiny_bundle, chosen, tmp_path / name)
+        assert main(["--weights", str(weights), "--data-dir", str(data_dir), "--bboxes", str(bboxes),
+                     "--method", method, *extra]) == 0
+        figures[name] = read_localisation(weights)
+    served, reference = figures["served"], figures["reference"]
+    assert "tf-keras-vis on the Keras model" in reference.method and "served LiteRT" in served.method
+    assert served.n_images == reference.n_images == len(chosen)
+    assert served.share_inside == reference.share_inside and served.chance_rate == reference.chance_rate
+    assert served.images == reference.images
+    assert len({tuple(row["peak_true"]) for row in served.images}) > 1, "the peaks differ between images"
+
+
 def test_cli_needs_no_evaluation_report_and_names_a_missing_split(tiny_bundle, test_set, synthetic_ham, tmp_path,
                                                                    capsys):
     """Localisation has its own file, so it runs before or after any evaluation."""
@@ -163,3 +187,14 @@ def test_cli_needs_no_evaluation_report_and_names_a_missing_split(tiny_bundle, t
     assert "split.csv" in error and "does not exist" in error
 
 
+
+
+def test_cli_without_a_served_copy_names_the_build_command(tiny_bundle, test_set, synthetic_ham, tmp_path, capsys):
+    data_dir, chosen = test_set
+    weights = bundle_with_split(tiny_bundle, chosen, tmp_path / "weights")
+    (weights / "model.tflite").unlink()
+    bboxes = synthetic_ham / "lesion_bboxes_200x150.csv"
+    assert main(["--weights", str(weights), "--data-dir", str(data_dir), "--bboxes", str(bboxes)]) == 2
+    error = capsys.readouterr().err
+    assert "model.tflite is missing" in error and "python -m skin_model.cli.lite" in error
+    assert read_localisation(weights) is None

@@ -175,3 +175,33 @@ def test_referral_cue_from_the_model_metadata(tiny_bundle, lesions, tmp_path):
     text = run_cli(str(lesions[0]), "--weights", str(bundle)).stdout
     assert f"is above the referral threshold {threshold:.1%}: refer" in text
     assert "referral" not in run_cli(str(lesions[0]), "--weights", str(tiny_bundle)).stdout
+
+
+def test_overlays_are_the_apps_heatmaps_of_the_top_class(tiny_bundle, lesions, tmp_path):
+    from PIL import Image
+
+    from skin_model.serving.service import ClassifierService
+
+    out = tmp_path / "overlays"
+    result = run_cli(*map(str, lesions[:2]), "--json", "--weights", str(tiny_bundle), "--overlay", str(out),
+                     "--method", "gradcam++")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{p.stem}.gradcamplusplus.png" for p in lesions[:2])
+    service = ClassifierService.from_dir(tiny_bundle)
+    for row, path in zip(rows, lesions):
+        analysis = service.analyse(path.read_bytes(), name=path.name)
+        expected = service.explain(analysis, row["top_class"], "gradcam++").overlay(0.4)
+        saved = np.asarray(Image.open(row["overlay"]).convert("RGB"))
+        assert saved.shape == expected.shape
+        assert np.abs(saved.astype(int) - expected).max() <= 1
+    text = run_cli(str(lesions[0]), "--weights", str(tiny_bundle), "--overlay", str(out))
+    assert f"Grad-CAM overlay: {out / (lesions[0].stem + '.gradcam.png')}" in text.stdout
+
+
+def test_an_unusable_overlay_folder_is_named(tiny_bundle, lesions, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = run_cli(str(lesions[0]), "--weights", str(tiny_bundle), "--overlay", str(blocker))
+    assert result.returncode == 2
+    assert f"cannot create the overlay folder {blocker}" in result.stderr

@@ -15,7 +15,8 @@ from skin_model.config import REPORTS_SUBDIR, display_path
 MODEL_FILE = "model.keras"  # the Keras model (sha256 in metadata.json)
 METADATA_FILE = "metadata.json"  # ModelMetadata (bundle.metadata)
 LITE_FILE = "model.tflite"  # the served LiteRT copy, built from model.keras (skin_model.serving.lite)
-LITE_INFO_FILE = "model.tflite.json"  # its sha256 and the sha256 of the model it was built from
+LITE_INFO_FILE = "model.tflite.json"  # its sha256, the sha256 of the model it was built from and of head.npz
+HEAD_FILE = "head.npz"  # the dense head's weights for closed-form Grad-CAM, built with model.tflite (bundle.head)
 OOD_FILE = "ood.npz"  # the out-of-distribution gate (skin_model.serving.ood; sha256 in metadata.json)
 OOD_FIGURES_FILE = "ood_figures.json"  # the gate's measured pass/reject rates (bundle.extras)
 SPLIT_FILE = "split.csv"  # train.py's lesion-grouped split (bundle.split)

@@ -1,6 +1,9 @@
-"""``python -m skin_model.cli.localisation [--weights DIR] [--data-dir DIR] [--split test] [--limit N]``:
-does Grad-CAM look at the lesion? The share of a split's images whose heatmap peak falls inside the
-HAM10000 lesion box (``skin_model.evaluation.localisation``), saved to ``WEIGHTS/localisation_<split>.json``."""
+"""``python -m skin_model.cli.localisation [--weights DIR] [--data-dir DIR] [--split test] [--limit N]
+[--reference]``: does Grad-CAM look at the lesion? The share of a split's images whose heatmap peak falls inside
+the HAM10000 lesion box (``skin_model.evaluation.localisation``), saved to ``WEIGHTS/localisation_<split>.json``.
+
+The maps are the app's: closed form from the served LiteRT model (its ``model.tflite`` must be built), without
+TensorFlow. ``--reference`` computes them with tf-keras-vis on the Keras model instead (imports TensorFlow)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from pathlib import Path
 
 from skin_model.bundle import BundleFileError, LocalisationFigures, ModelIntegrityError, write_localisation
 from skin_model.config import DEFAULT_BBOXES_CSV, DEFAULT_DATA_DIR, DEFAULT_WEIGHTS_DIR
-from skin_model.evaluation.localisation import LocalisationError, localise, read_boxes, split_images
+from skin_model.evaluation.localisation import (LocalisationError, localise, read_boxes, reference_cams, served_cams,
+                                                split_images)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--method", choices=("gradcam", "gradcam++"), default="gradcam",
                         help="saliency method (default gradcam)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --limit sample (default 0)")
+    parser.add_argument("--reference", action="store_true",
+                        help="compute the maps with tf-keras-vis on the Keras model (imports TensorFlow) instead "
+                             "of the served closed form")
     args = parser.parse_args(argv)
     if args.limit < 0:
         parser.error("--limit must be 0 or more")
@@ -38,17 +45,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> tuple[LocalisationFigures, Path]:
     """Localise the split's images and save the figures in the bundle; (figures, where they went)."""
     from skin_model.data.dataset import find_image_files
-    from skin_model.serving.explain import Explainer
-    from skin_model.serving.inference import Predictor
 
     images = split_images(args.weights, args.split)
     if args.limit and args.limit < len(images):
         images = images.sample(n=args.limit, random_state=args.seed).reset_index(drop=True)
     boxes = read_boxes(args.bboxes)
     files = find_image_files(args.data_dir)
-    predictor = Predictor.from_dir(args.weights)
-    explainer = Explainer(predictor.model)
-    figures = localise(predictor, explainer, images, files, boxes, args.method, args.split)
+    source = reference_cams(args.weights) if args.reference else served_cams(args.weights)
+    figures = localise(source, images, files, boxes, args.method, args.split)
     return figures, write_localisation(args.weights, figures)
 
 

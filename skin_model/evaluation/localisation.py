@@ -1,13 +1,16 @@
 """Does Grad-CAM point at the lesion? The share of images whose heatmap peak falls inside the lesion box.
 
-Command line: ``python -m skin_model.cli.localisation [--weights DIR] [--data-dir DIR] [--split test]``.
+Command line: ``python -m skin_model.cli.localisation [--weights DIR] [--data-dir DIR] [--split test]
+[--reference]``.
 
 For each image of the split (ids from ``WEIGHTS/split.csv``, files from the data folder via
-``dataset.find_image_files``) the model's Grad-CAM map is computed for the predicted class and for the true
-class. The map's peak, in model-input pixels, is mapped back to the full 200x150 frame of
-``lesion_bboxes_200x150.csv`` and tested against the image's box. The model sees the centre square of the
-frame (``imaging.to_model_array``), which is the centre 150x150 of a 200x150 frame; ``images_crop224`` copies
-are that same square, so the mapping holds for every copy.
+``dataset.find_image_files``) the model's Grad-CAM map is computed for the predicted class and for the true class,
+as the app computes it (``ServedCams``: the LiteRT model and the closed form of ``serving.explain``) or, with
+``--reference``, by tf-keras-vis on the Keras model (``ReferenceCams``); the two give the same figures. The map's
+peak, in model-input pixels, is mapped back to the full 200x150 frame of ``lesion_bboxes_200x150.csv`` and tested
+against the image's box. The model sees the centre square of the frame (``imaging.to_model_array``), which is the
+centre 150x150 of a 200x150 frame; ``images_crop224`` copies are that same square, so the mapping holds for every
+copy.
 
 The boxes' derivation is undocumented, there is one box per image, and for large lesions the box covers
 most of the frame. The *chance rate* is therefore reported too: the mean share of the model's crop covered
@@ -21,15 +24,22 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from skin_model.bundle import LocalisationFigures, read_split
 from skin_model.labels import CODES, class_index
+from skin_model.serving.explain import METHODS, Explainer
+
+if TYPE_CHECKING:
+    from skin_model.serving.explain_reference import ReferenceExplainer
+    from skin_model.serving.inference import Predictor
+    from skin_model.serving.lite import LitePredictor
 
 log = logging.getLogger(__name__)
 
@@ -133,14 +143,84 @@ def split_images(weights_dir_or_split_csv: Path, split: str) -> pd.DataFrame:
     return read_split(weights_dir_or_split_csv, split, columns=("image_id", "dx", "split"))[["image_id", "dx"]]
 
 
-# ---------------------------------------------------------------------------------------------- result
-def localise(predictor, explainer, images: pd.DataFrame, files: dict[str, Path], boxes: dict[str, Box],
-             method: str = "gradcam", split: str = "test") -> LocalisationFigures:
-    """Grad-CAM peak-in-box for every row of ``images`` (image_id, dx) that has a file and a box.
+# ---------------------------------------------------------------------------------------------- heatmaps
+#: A class index -> that class's (S, S) heatmap of one image.
+HeatmapOf = Callable[[int], np.ndarray]
 
-    ``predictor`` is an ``inference.Predictor``; ``explainer`` an ``explain.Explainer`` on its model.
-    """
-    from skin_model.serving.explain import METHODS
+
+class CamSource(Protocol):
+    """Predicts one image (single view) and draws its heatmap for any class."""
+
+    name: str
+    version: str | None
+
+    def analyse(self, image: Image.Image, method: str) -> tuple[np.ndarray, HeatmapOf]:
+        """(calibrated (7,) probabilities, class index -> heatmap)."""
+        ...
+
+
+@dataclass
+class ServedCams:
+    """As the app serves: probabilities and feature map from one LiteRT call (``lite.LitePredictor``), the
+    maps in closed form (``explain.Explainer``); no TensorFlow."""
+
+    predictor: LitePredictor
+    name: str = "closed form from the served LiteRT model"
+    explainer: Explainer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.explainer = Explainer(self.predictor.head, self.predictor.input_size)
+
+    @property
+    def version(self) -> str | None:
+        return self.predictor.metadata.version
+
+    def analyse(self, image: Image.Image, method: str) -> tuple[np.ndarray, HeatmapOf]:
+        out = self.predictor.run(self.predictor.model_input([image]), feature_maps=True)
+        feature_map = out.feature_maps[0]
+        return out.probabilities[0], lambda index: self.explainer.heatmap(feature_map, index, method)
+
+
+@dataclass
+class ReferenceCams:
+    """The reference: the Keras model (``inference.Predictor``) and tf-keras-vis on it
+    (``explain_reference.ReferenceExplainer``); imports TensorFlow."""
+
+    predictor: Predictor
+    explainer: ReferenceExplainer
+    name: str = "tf-keras-vis on the Keras model"
+
+    @property
+    def version(self) -> str | None:
+        return self.predictor.metadata.version
+
+    def analyse(self, image: Image.Image, method: str) -> tuple[np.ndarray, HeatmapOf]:
+        model_input = self.predictor.model_input([image])
+        probabilities = self.predictor.probabilities_of(model_input)[0]
+        return probabilities, lambda index: self.explainer.heatmap(model_input, index, method)
+
+
+def served_cams(weights_dir: Path) -> ServedCams:
+    """``ServedCams`` of a bundle (``ModelIntegrityError`` when its served copy is missing or stale)."""
+    from skin_model.serving.lite import LitePredictor
+
+    return ServedCams(LitePredictor.from_dir(Path(weights_dir)))
+
+
+def reference_cams(weights_dir: Path) -> ReferenceCams:
+    """``ReferenceCams`` of a bundle's sha256-checked Keras model (imports TensorFlow and tf-keras-vis)."""
+    from skin_model.serving.explain_reference import ReferenceExplainer
+    from skin_model.serving.inference import Predictor
+
+    predictor = Predictor.from_dir(Path(weights_dir))
+    return ReferenceCams(predictor, ReferenceExplainer(predictor.model))
+
+
+# ---------------------------------------------------------------------------------------------- result
+def localise(source: CamSource, images: pd.DataFrame, files: dict[str, Path], boxes: dict[str, Box],
+             method: str = "gradcam", split: str = "test") -> LocalisationFigures:
+    """Grad-CAM peak-in-box for every row of ``images`` (image_id, dx) that has a file and a box, with the
+    predictions and heatmaps of ``source`` (``ServedCams`` or ``ReferenceCams``)."""
     from skin_model.data.imaging import InvalidImageError, load_image
 
     crop = CentreCrop()
@@ -157,8 +237,7 @@ def localise(predictor, explainer, images: pd.DataFrame, files: dict[str, Path],
             log.warning("Skipping unreadable image %s", exc)
             skipped.append(image_id)
             continue
-        model_input = predictor.model_input([image])
-        probs = predictor.probabilities_of(model_input)[0]
+        probs, heatmap_of = source.analyse(image, method)
         classes = {"predicted": int(np.argmax(probs)), "true": class_index(dx)}
         box = boxes[image_id]
         row: dict[str, Any] = {"image_id": image_id, "true": dx, "predicted": CODES[classes["predicted"]],
@@ -166,7 +245,7 @@ def localise(predictor, explainer, images: pd.DataFrame, files: dict[str, Path],
         heatmaps: dict[int, np.ndarray] = {}
         for target, index in classes.items():
             if index not in heatmaps:
-                heatmaps[index] = explainer.heatmap(model_input, index, method)
+                heatmaps[index] = heatmap_of(index)
             inside, (x, y) = peak_inside_box(heatmaps[index], box, crop)
             row[f"inside_{target}"] = inside
             row[f"peak_{target}"] = [round(x, 2), round(y, 2)]
@@ -180,7 +259,7 @@ def localise(predictor, explainer, images: pd.DataFrame, files: dict[str, Path],
     if not rows:
         raise LocalisationError("No image of the split has both a file and a lesion box")
     return LocalisationFigures(
-        method=f"{METHODS[method]} (tf-keras-vis) on layer out_relu; peak = argmax of the map at the model's "
+        method=f"{METHODS[method]} ({source.name}) on layer out_relu; peak = argmax of the map at the model's "
                "input size, mapped to full-frame coordinates; targets: predicted class and true class. The map "
                "is upsampled from the backbone's coarse feature grid (input size / 32 cells a side), so peaks "
                "fall on a coarse grid of positions",
@@ -188,5 +267,5 @@ def localise(predictor, explainer, images: pd.DataFrame, files: dict[str, Path],
         share_inside={t: float(np.mean([r[f"inside_{t}"] for r in rows])) for t in TARGETS},
         chance_rate=float(np.mean([r["box_share"] for r in rows])),
         seconds_per_image=round(elapsed / len(rows), 4),
-        model_version=getattr(getattr(predictor, "metadata", None), "version", None),
+        model_version=source.version,
         images=rows)

@@ -18,12 +18,11 @@ from sklearn.metrics import (accuracy_score, average_precision_score, balanced_a
                              roc_auc_score, roc_curve)
 
 from skin_model.serving.calibration import apply_temperature
+from skin_model.serving.verdict import REFERRAL_TARGET_SENSITIVITY  # noqa: F401  (chosen here, shown there)
 from skin_model.labels import CODES, MALIGNANT_CODES, MELANOMA, NUM_CLASSES, class_index
 
 ECE_BINS = 15
 COVERAGE_GRID = np.round(np.linspace(0.0, 0.95, 20), 3)
-#: Share of malignant validation cases the referral threshold must reach (``choose_referral_threshold``).
-REFERRAL_TARGET_SENSITIVITY = 0.90
 
 
 def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS) -> float:

@@ -1,18 +1,24 @@
-"""Where the model looked: Grad-CAM / Grad-CAM++ heatmaps (tf-keras-vis) and their overlay on the image.
+"""Where the model looked: Grad-CAM and Grad-CAM++ in closed form from the last convolutional feature map,
+and their overlay on the image. NumPy and OpenCV (colouring) only.
 
-The model's softmax is replaced by a linear activation in a clone (``ReplaceToLinear``) so the score is the
-class logit, as in the Grad-CAM paper; the target layer is MobileNetV2's last convolutional block.
+After ``model.LAST_CONV_LAYER`` the network is global average pooling, dropout (the identity when serving)
+and one dense layer (``bundle.DenseHead``, read from the bundle's ``head.npz``). The score is the class logit
+(the softmax replaced by a linear activation, as in the Grad-CAM paper), so its gradient with respect to the
+feature map A (H x W x K) is the same at every position: ``kernel[k, c] / (H * W)``. Both maps follow from A
+and the head alone, for any class:
 
-Speed: tf-keras-vis runs its forward and backward passes eagerly, op by op (~300 ms for MobileNetV2 at
-224 px on 2 cores, against ~25 ms compiled). Grad-CAM only needs d(score)/d(feature map), and everything
-between the feature map and the score is the small classification head. So the backbone up to
-``LAST_CONV_LAYER`` runs once as a compiled ``tf.function`` (sharing the model's weights), and tf-keras-vis
-computes Grad-CAM / Grad-CAM++ on a head-only model whose input is that feature map. The result is the
-same map (tested against tf-keras-vis on the full model); ``Explainer(model, split=False)`` gives the
-plain tf-keras-vis path.
+- Grad-CAM: ReLU(sum_k A[:, :, k] * kernel[k, c] / (H * W));
+- Grad-CAM++: tf-keras-vis 0.8.7's formula (``gradcam_plus_plus.py``) with that constant gradient g: the score's
+  exponential exp(z_c) times g, g^2 and g^3 as first, second and third derivatives, the per-channel sums of A
+  in the alphas' denominator, its guards against zero denominators, and ReLU of the first derivative.
 
-TensorFlow and tf-keras-vis are imported when an ``Explainer`` is built, so the app can use this module's
-names and colouring before TensorFlow has loaded.
+Each map is then resized to the model's input size and normalised as tf-keras-vis does: linear interpolation
+with the corner cells on the corner pixels (what its SciPy ``zoom(order=1)`` does, in NumPy), then
+(x - min) / (max - min + 1e-7). ``explain_reference.ReferenceExplainer`` runs
+tf-keras-vis itself on the Keras model; the tests hold the two within 1e-4.
+
+The feature map comes from the same LiteRT call as the prediction (``lite.LitePredictor``); with test-time
+augmentation it is the identity view's.
 """
 
 from __future__ import annotations
@@ -21,82 +27,107 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from scipy.ndimage import zoom
 
-from skin_model.model import LAST_CONV_LAYER
+from skin_model.bundle import DenseHead
 
 Method = Literal["gradcam", "gradcam++"]
 METHODS: dict[str, str] = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
 #: OpenCV colour map used for heatmaps (blue = low, red = high); the app's legend says the same.
 COLORMAP = cv2.COLORMAP_JET
+#: What tf-keras-vis adds to the range when normalising a map (Keras' default epsilon).
+EPSILON = 1e-7
 
 
-#: Name of the identity layer that stands for the feature map in the head-only model.
-FEATURES_LAYER = "gradcam_features"
+def score_gradient(head: DenseHead, class_index: int, cells: int) -> np.ndarray:
+    """(K,) float32 gradient of the class logit with respect to every position of the feature map."""
+    return (head.kernel[:, class_index] / np.float32(cells)).astype(np.float32)
 
 
-def _head_model(model, layer_name: str = LAST_CONV_LAYER):
-    """The layers after ``layer_name`` as a model taking that layer's output (a chain: pool, dropout, dense)."""
-    import keras
+def gradcam(feature_map: np.ndarray, head: DenseHead, class_index: int) -> np.ndarray:
+    """(H, W) Grad-CAM before resizing: ReLU of the channels weighted by the (constant) mean gradient."""
+    cells = feature_map.shape[0] * feature_map.shape[1]
+    weights = score_gradient(head, class_index, cells)
+    return np.maximum(np.sum(feature_map * weights, axis=-1), np.float32(0.0))
 
-    names = [layer.name for layer in model.layers]
-    start = names.index(layer_name) + 1
-    features = keras.Input(shape=tuple(model.get_layer(layer_name).output.shape[1:]))
-    x = keras.layers.Identity(name=FEATURES_LAYER)(features)
-    for layer in model.layers[start:]:
-        x = layer(x)
-    if tuple(x.shape) != tuple(model.outputs[0].shape):
-        raise ValueError(f"Layers after {layer_name} are not a simple chain; use Explainer(model, split=False)")
-    return keras.Model(features, x, name="gradcam_head")
+
+def gradcam_plus_plus(feature_map: np.ndarray, head: DenseHead, class_index: int) -> np.ndarray:
+    """(H, W) Grad-CAM++ before resizing: tf-keras-vis's weights with the gradient constant over positions, so
+    every sum over positions of a per-channel constant is ``cells`` times it."""
+    cells = feature_map.shape[0] * feature_map.shape[1]
+    grads = score_gradient(head, class_index, cells)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # tf-keras-vis lets inf/nan through
+        score = np.exp(head.logits(feature_map)[class_index]).astype(np.float32)
+        first = score * grads
+        second = first * grads
+        third = second * grads
+        global_sum = feature_map.sum(axis=(0, 1), dtype=np.float32)
+        alpha_denom = second * np.float32(2.0) + third * global_sum
+        alpha_denom = alpha_denom + (second == 0.0).astype(np.float32)
+        alphas = second / alpha_denom
+        alpha_normalisation = alphas * np.float32(cells)
+        alpha_normalisation = alpha_normalisation + (alpha_normalisation == 0.0).astype(np.float32)
+        alphas = alphas / alpha_normalisation
+        weights = np.float32(cells) * (np.maximum(first, np.float32(0.0)) * alphas)
+        cam = np.sum(feature_map * weights, axis=-1)
+    return np.maximum(cam, np.float32(0.0))
+
+
+CAMS = {"gradcam": gradcam, "gradcam++": gradcam_plus_plus}
+
+
+def _linear_axis(length: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For ``size`` output positions along an axis of ``length`` cells: the lower and upper cell of each and
+    the weight of the upper one, the first and last cells sitting on the first and last positions."""
+    step = (length - 1) / (size - 1) if size > 1 else 0.0
+    position = np.arange(size, dtype=np.float64) * step
+    lower = np.minimum(np.floor(position).astype(np.intp), length - 1)
+    upper = np.minimum(lower + 1, length - 1)
+    return lower, upper, position - lower
+
+
+def linear_zoom(cam: np.ndarray, size: int) -> np.ndarray:
+    """(H, W) map to (size, size) by linear interpolation, as ``scipy.ndimage.zoom(cam, factors, order=1)``
+    (computed in float64, returned in float32)."""
+    cam = np.asarray(cam, np.float64)
+    lower, upper, weight = _linear_axis(cam.shape[0], size)
+    rows = cam[lower] * (1.0 - weight)[:, np.newaxis] + cam[upper] * weight[:, np.newaxis]
+    lower, upper, weight = _linear_axis(cam.shape[1], size)
+    return (rows[:, lower] * (1.0 - weight) + rows[:, upper] * weight).astype(np.float32)
+
+
+def expand_and_normalise(cam: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) map in [0, 1]: tf-keras-vis's expansion and normalisation of a coarse (H, W) map; a map
+    that is not finite (an overflowed score) becomes zeros."""
+    expanded = linear_zoom(cam, size)
+    with np.errstate(invalid="ignore"):
+        low, high = expanded.min(), expanded.max()
+        normalised = (expanded - low) / (high - low + np.float32(EPSILON))
+    return np.nan_to_num(normalised.astype(np.float32)).clip(0.0, 1.0)
 
 
 class Explainer:
-    """Grad-CAM and Grad-CAM++ for one model; build once and reuse (models are cloned / split once).
+    """Grad-CAM and Grad-CAM++ of one bundle's head: pure array arithmetic, safe to share between threads."""
 
-    tf-keras-vis does not document its visualisers as thread-safe; callers sharing one Explainer between
-    threads should serialise ``heatmap`` calls (``service.ClassifierService`` does, with a lock).
-    """
+    def __init__(self, head: DenseHead, input_size: int) -> None:
+        self.head = head
+        self.input_size = int(input_size)
 
-    def __init__(self, model, split: bool = True) -> None:
-        import keras
-        import tensorflow as tf
-        from tf_keras_vis.gradcam import Gradcam
-        from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
-        from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+    def cam(self, feature_map: np.ndarray, class_index: int, method: Method = "gradcam") -> np.ndarray:
+        """The coarse (H, W) map of ``method`` for one image's (H, W, K) feature map, before resizing."""
+        if method not in CAMS:
+            raise ValueError(f"Unknown method {method!r}; choose from {list(CAMS)}")
+        feature_map = np.asarray(feature_map, np.float32)
+        if feature_map.ndim == 4 and feature_map.shape[0] == 1:
+            feature_map = feature_map[0]
+        if feature_map.ndim != 3 or feature_map.shape[-1] != self.head.channels:
+            raise ValueError(f"Expected one (H, W, {self.head.channels}) feature map, got shape {feature_map.shape}")
+        if not 0 <= int(class_index) < self.head.classes:
+            raise ValueError(f"Class index {class_index} is outside 0..{self.head.classes - 1}")
+        return CAMS[method](feature_map, self.head, int(class_index))
 
-        self._split = split
-        if split:
-            features = keras.Model(model.inputs, model.get_layer(LAST_CONV_LAYER).output)
-            size = tuple(model.inputs[0].shape[1:])
-            spec = tf.TensorSpec((None, *size), tf.float32)
-            self._features = tf.function(lambda x: features(x, training=False), input_signature=[spec],
-                                         autograph=False)  # no Python control flow: no AutoGraph temp files
-            target = _head_model(model)
-        else:
-            target = model
-        self._cams = {"gradcam": Gradcam(target, model_modifier=ReplaceToLinear(), clone=True)}
-        self._cams["gradcam++"] = GradcamPlusPlus(self._cams["gradcam"].model, clone=False)
-
-    def heatmap(self, model_input: np.ndarray, class_index: int, method: Method = "gradcam") -> np.ndarray:
-        """(H, W) map in [0, 1] for one preprocessed image (1, H, W, 3), at the model's input size."""
-        import tensorflow as tf
-        from tf_keras_vis.utils import normalize, zoom_factor
-        from tf_keras_vis.utils.scores import CategoricalScore
-
-        if method not in self._cams:
-            raise ValueError(f"Unknown method {method!r}; choose from {list(self._cams)}")
-        score = CategoricalScore([class_index])
-        if not self._split:
-            cam = self._cams[method](score, model_input, penultimate_layer=LAST_CONV_LAYER,
-                                     seek_penultimate_conv_layer=False)
-            return np.nan_to_num(np.asarray(cam[0], dtype=np.float32)).clip(0.0, 1.0)
-        feature_map = self._features(tf.convert_to_tensor(model_input, tf.float32))
-        cam = self._cams[method](score, feature_map, penultimate_layer=FEATURES_LAYER,
-                                 seek_penultimate_conv_layer=False, expand_cam=False, normalize_cam=False)
-        cam = np.asarray(cam, dtype=np.float32)
-        # Expand and normalise exactly as tf-keras-vis does with expand_cam=True on the full model.
-        cam = normalize(zoom(cam, zoom_factor(cam.shape, model_input.shape), order=1))
-        return np.nan_to_num(np.asarray(cam[0], dtype=np.float32)).clip(0.0, 1.0)
+    def heatmap(self, feature_map: np.ndarray, class_index: int, method: Method = "gradcam") -> np.ndarray:
+        """(S, S) map in [0, 1] at the model's input size for one image's feature map."""
+        return expand_and_normalise(self.cam(feature_map, class_index, method), self.input_size)
 
 
 def colorize(heatmap: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:

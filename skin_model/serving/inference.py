@@ -1,5 +1,7 @@
 """Calibrated predictions for RGB images: the ``Prediction`` record, the preprocessing -> network ->
-temperature (-> test-time augmentation) path every backend shares, and its Keras backend (``Predictor``)."""
+temperature (-> test-time augmentation) path every backend shares, and its Keras backend (``Predictor``, for
+training and evaluation reports; serving uses ``lite.LitePredictor``). TensorFlow is imported only when a
+``Predictor`` is built."""
 
 from __future__ import annotations
 
@@ -90,12 +92,22 @@ class Prediction:
                 "probabilities": dict(zip(CODES, self.probabilities))}
 
 
+@dataclass(frozen=True)
+class NetworkOutputs:
+    """What one pass of the network gives for a batch: its softmax, and, when the backend computes them in
+    the same pass, the OOD gate's features and the last convolutional feature maps (Grad-CAM's input)."""
+
+    probabilities: np.ndarray  # (N, 7): uncalibrated softmax from the network, calibrated from ``run``
+    features: np.ndarray | None = None  # (N, C)
+    feature_maps: np.ndarray | None = None  # (N, H, W, K) float32
+
+
 class CalibratedPredictor:
     """The one prediction path every backend shares: preprocessing, the network, temperature scaling and,
     as a parameter, test-time augmentation (the 8 dihedral views of the model input, ``skin_model.serving.tta``).
 
     Subclasses supply ``network_outputs``: the network's softmax for a preprocessed batch and, when the
-    backend computes them in the same pass, the out-of-distribution gate's features.
+    backend computes them in the same pass, the out-of-distribution gate's features and the feature maps.
     """
 
     #: Images per call of the network (x 8 views with TTA), to bound memory.
@@ -105,30 +117,43 @@ class CalibratedPredictor:
         self.metadata = metadata
         self.input_size = metadata.input_size
 
-    def network_outputs(self, model_input: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(uncalibrated (N, 7) softmax, (N, C) OOD features or None) for a preprocessed batch."""
+    def network_outputs(self, model_input: np.ndarray) -> NetworkOutputs:
+        """One pass of the network over a preprocessed batch (uncalibrated softmax)."""
         raise NotImplementedError
 
     def model_input(self, images: list[Image.Image]) -> np.ndarray:
         """The float32 batch the model sees for these images (the shared preprocessing path)."""
         return scale_pixels(np.stack([to_model_array(im, self.input_size) for im in images]).astype(np.float32))
 
-    def outputs(self, model_input: np.ndarray, tta: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """(calibrated (N, 7) probabilities, OOD features of the images as given or None) for a preprocessed
-        batch; with ``tta`` the probabilities are the mean over the 8 views, computed in the same pass."""
-        probabilities, features = [], []
+    def run(self, model_input: np.ndarray, tta: bool = False, feature_maps: bool = False) -> NetworkOutputs:
+        """Calibrated (N, 7) probabilities for a preprocessed batch with the OOD features (or None) and, when
+        ``feature_maps`` is set, the feature maps (or None) of the images as given. With ``tta`` the
+        probabilities are the mean over the 8 views, computed in the same pass; features and maps are those
+        of the identity view."""
+        probabilities, features, maps = [], [], []
         for start in range(0, len(model_input), self.batch_images):
             chunk = model_input[start:start + self.batch_images]
             views = np.concatenate(dihedral_arrays(chunk)) if tta else chunk  # view-major, identity first
-            raw, chunk_features = self.network_outputs(views)
-            calibrated = apply_temperature(np.asarray(raw, np.float64), self.metadata.temperature)
+            out = self.network_outputs(views)
+            calibrated = apply_temperature(np.asarray(out.probabilities, np.float64), self.metadata.temperature)
             if tta:
                 calibrated = calibrated.reshape(len(DIHEDRAL_VIEWS), len(chunk), -1).mean(axis=0)
             probabilities.append(calibrated)
-            features.append(None if chunk_features is None else np.asarray(chunk_features[:len(chunk)], np.float64))
+            features.append(None if out.features is None else np.asarray(out.features[:len(chunk)], np.float64))
+            if feature_maps:
+                maps.append(None if out.feature_maps is None
+                            else np.array(out.feature_maps[:len(chunk)], np.float32))  # a copy: the views go
         if not probabilities:
-            return np.zeros((0, NUM_CLASSES)), None
-        return np.concatenate(probabilities), None if features[0] is None else np.concatenate(features)
+            return NetworkOutputs(np.zeros((0, NUM_CLASSES)))
+        return NetworkOutputs(np.concatenate(probabilities),
+                              None if features[0] is None else np.concatenate(features),
+                              None if not maps or maps[0] is None else np.concatenate(maps))
+
+    def outputs(self, model_input: np.ndarray, tta: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """(calibrated (N, 7) probabilities, OOD features of the images as given or None): ``run`` without
+        the feature maps."""
+        out = self.run(model_input, tta)
+        return out.probabilities, out.features
 
     def probabilities_of(self, model_input: np.ndarray, tta: bool = False) -> np.ndarray:
         """Calibrated (N, 7) probabilities for a batch already through ``model_input``."""
@@ -150,8 +175,8 @@ class CalibratedPredictor:
 
 
 class Predictor(CalibratedPredictor):
-    """The Keras model of a bundle (evaluation, training reports, Grad-CAM); ``predict`` is thread-safe and
-    runs a compiled tf.function. The app serves predictions with ``lite.LitePredictor`` instead."""
+    """The Keras model of a bundle (training reports, building the LiteRT copy, the reference Grad-CAM);
+    ``predict`` is thread-safe and runs a compiled tf.function. Serving uses ``lite.LitePredictor`` instead."""
 
     def __init__(self, model, metadata: ModelMetadata) -> None:
         import tensorflow as tf
@@ -168,5 +193,5 @@ class Predictor(CalibratedPredictor):
         log.info("Loaded model %s from %s", metadata.version, weights_dir)
         return cls(model, metadata)
 
-    def network_outputs(self, model_input: np.ndarray) -> tuple[np.ndarray, None]:
-        return self._forward(model_input).numpy(), None
+    def network_outputs(self, model_input: np.ndarray) -> NetworkOutputs:
+        return NetworkOutputs(self._forward(model_input).numpy())

@@ -1,40 +1,35 @@
 """What the Classify and Batch pages compute, without any UI: decode an upload, check it, predict, explain.
 
 One :class:`ClassifierService` is built per process and shared between sessions and pages (the app
-caches it with ``st.cache_resource`` in ``pages.load_service``). Prediction and the out-of-distribution
-features come from one pass of the bundle's LiteRT model (``lite.LitePredictor``), which loads in well
-under a second. Grad-CAM needs the Keras model and TensorFlow (~5 s to import and load here): that loads
-once, in a background thread started by the first ``explain`` (or ``load_explainer``). It is not started
-with the service: importing TensorFlow holds Python's GIL for seconds, and in the app that delayed the
-first page (the file uploader appeared 2.3 s later) and the first prediction by ~3 s. The
-tf-keras-vis explainers share one cloned model and run in eager mode, so their calls are serialised with
-a lock. Nothing here writes to disk.
+caches it with ``st.cache_resource`` in ``pages.load_service``). The prediction, the out-of-distribution
+features and the last convolutional feature map come from one pass of the bundle's LiteRT model
+(``lite.LitePredictor``), which loads in well under a second; Grad-CAM and Grad-CAM++ are computed from that
+feature map and the head's weights in closed form (``explain.Explainer``, a few milliseconds of NumPy). No
+TensorFlow, Keras or tf-keras-vis is imported. Nothing here writes to disk.
 
-Memory: an ``Analysis`` keeps only what the pages show: a display copy of the upload (longest side at
-most ``DISPLAY_SIDE``; none in Batch), the model's centre square at ``EXPLAIN_DISPLAY_SIDE`` and the
-224-pixel model input. The decoded working image (``imaging.load_image``) is dropped after analysis.
+Memory: an ``Analysis`` keeps only what the pages show and explain: a display copy of the upload (longest side
+at most ``DISPLAY_SIDE``; none in Batch), the model's centre square at ``EXPLAIN_DISPLAY_SIDE`` and the
+identity view's feature map (7 x 7 x 1280 float32 at 224 px, 250 kB). The decoded working image
+(``imaging.load_image``) and the model input are dropped after analysis.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from skin_model.bundle import ModelIntegrityError, ModelMetadata
 from skin_model.config import DEFAULT_WEIGHTS_DIR
-from skin_model.serving.explain import METHODS, Explainer, colorize, overlay
 from skin_model.data.imaging import read_image
-from skin_model.serving.inference import Prediction
 from skin_model.labels import class_index
+from skin_model.serving.explain import METHODS, Explainer, colorize, overlay
+from skin_model.serving.inference import Prediction
 from skin_model.serving.lite import LitePredictor
-from skin_model.bundle import ModelMetadata
-from skin_model.model import load_bundle
 from skin_model.serving.ood import OodGate, OodResult, load_gate
 from skin_model.serving.verdict import Verdict
 
@@ -54,7 +49,7 @@ class Analysis:
     digest: str
     image: Image.Image | None  # the upload for display (longest side <= DISPLAY_SIDE); None once dropped
     view: np.ndarray  # uint8 RGB: the centre square the model classified, at EXPLAIN_DISPLAY_SIDE
-    model_input: np.ndarray
+    feature_map: np.ndarray  # (H, W, K) float32: the last convolutional feature map of the identity view
     verdict: Verdict
     original_size: tuple[int, int] = (0, 0)  # (width, height) of the upload, upright
 
@@ -148,69 +143,41 @@ def thumbnail_data_uri(image: Image.Image, side: int = 64) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def build_explainer(weights_dir: Path) -> Explainer:
-    """Load the bundle's Keras model (sha256-checked) and build its Grad-CAM explainer, traced once."""
-    model, metadata = load_bundle(Path(weights_dir))
-    explainer = Explainer(model)
-    size = metadata.input_size
-    explainer.heatmap(np.zeros((1, size, size, 3), np.float32), 0, "gradcam")
-    log.info("Grad-CAM ready for model %s", metadata.version)
-    return explainer
-
-
-def build_explainer_in_background(weights_dir: Path) -> Future[Explainer]:
-    """``build_explainer`` in a worker thread; the future holds the explainer or the loading error."""
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explainer-loader")
-    future = executor.submit(build_explainer, Path(weights_dir))
-    executor.shutdown(wait=False)
-    return future
-
-
 class ClassifierService:
-    """The served model (LiteRT), its out-of-distribution gate when fitted, and its Grad-CAM explainer
-    (Keras, possibly still loading); ``analyse`` and ``explain`` are safe to call from many threads."""
+    """The served model (LiteRT), its out-of-distribution gate when fitted, and its closed-form Grad-CAM;
+    ``analyse`` and ``explain`` are safe to call from many threads."""
 
-    def __init__(self, predictor: LitePredictor, weights_dir: Path, ood_gate: OodGate | None = None,
+    def __init__(self, predictor: LitePredictor, ood_gate: OodGate | None = None,
                  ood_status: str = "no gate given") -> None:
+        if predictor.head is None:
+            raise ModelIntegrityError("The served model has no head weights for Grad-CAM: load it with "
+                                      "LitePredictor.from_dir")
         self.predictor = predictor
-        self._weights_dir = Path(weights_dir)
-        self._explainer: Future[Explainer] | None = None
-        self._start_lock = threading.Lock()
-        self._explain_lock = threading.Lock()
+        self.explainer = Explainer(predictor.head, predictor.input_size)
         self._ood_gate = ood_gate
         self.ood_status = "on" if ood_gate is not None else ood_status
 
     @classmethod
     def from_dir(cls, weights_dir: Path = DEFAULT_WEIGHTS_DIR) -> "ClassifierService":
-        """Load and sha256-check the served model (raises ``ModelIntegrityError`` when missing or altered)
-        and the ``ood.npz`` gate fitted for it, if any (a missing, damaged or stale gate leaves the check
-        off, ``ood_status`` saying why). The Keras model for Grad-CAM is sha256-checked by the LiteRT
-        loader and loaded on the first ``explain``."""
+        """Load and sha256-check the served model and head (raises ``ModelIntegrityError`` when missing,
+        altered or of another head) and the ``ood.npz`` gate fitted for it, if any (a missing, damaged or stale
+        gate leaves the check off, ``ood_status`` saying why)."""
         predictor = LitePredictor.from_dir(Path(weights_dir))
         metadata = predictor.metadata
         gate, status = load_gate(Path(weights_dir), metadata.model_sha256, metadata.ood_sha256,
                                  predictor.feature_dim)
-        return cls(predictor, Path(weights_dir), gate, status)
+        return cls(predictor, gate, status)
 
     @property
     def ood_enabled(self) -> bool:
         return self._ood_gate is not None
 
-    def load_explainer(self) -> Future[Explainer]:
-        """Start loading the Keras model for Grad-CAM in a background thread (once); its future."""
-        with self._start_lock:
-            if self._explainer is None:
-                self._explainer = build_explainer_in_background(self._weights_dir)
-            return self._explainer
-
-    @property
-    def explainer_ready(self) -> bool:
-        """True once the Keras model for Grad-CAM has loaded (or failed to: ``explain`` then raises why)."""
-        return self._explainer is not None and self._explainer.done()
-
     def warm_up(self) -> None:
-        """Run one prediction on a grey image so the first upload does not pay for memory allocation."""
-        self.analyse_image(Image.new("RGB", (self.predictor.input_size,) * 2, (128, 128, 128)), name="warm-up")
+        """Run one prediction and heatmap on a grey image so the first upload does not pay for memory
+        allocation."""
+        grey = Image.new("RGB", (self.predictor.input_size,) * 2, (128, 128, 128))
+        analysis = self.analyse_image(grey, name="warm-up")
+        self.explain(analysis, analysis.prediction.top_code).overlay(0.4)
 
     @property
     def metadata(self) -> ModelMetadata:
@@ -226,26 +193,28 @@ class ClassifierService:
                       tta: bool | None = None, original_size: tuple[int, int] | None = None) -> Analysis:
         """Check and predict for an already decoded RGB image (``tta``: average the 8 dihedral views of
         the model input; default: the model's ``test_time_augmentation`` setting)."""
-        batch = self.predictor.model_input([image])
-        (verdict,) = self.verdicts(batch, tta)
+        tta = self.metadata.test_time_augmentation if tta is None else tta
+        out = self.predictor.run(self.predictor.model_input([image]), tta, feature_maps=True)
+        (verdict,) = self._verdicts(out.probabilities, out.features, tta)
         return Analysis(name=name, digest=digest, image=display_copy(image), view=centre_square(image),
-                        model_input=batch, verdict=verdict, original_size=original_size or image.size)
+                        feature_map=out.feature_maps[0], verdict=verdict,
+                        original_size=original_size or image.size)
 
     def verdicts(self, model_input: np.ndarray, tta: bool | None = None) -> list[Verdict]:
         """The verdict on each image of a preprocessed batch, from one pass of the network (``tta``: average
         the 8 dihedral views; default: the model's ``test_time_augmentation`` setting)."""
-        if tta is None:
-            tta = self.metadata.test_time_augmentation
+        tta = self.metadata.test_time_augmentation if tta is None else tta
         probs, features = self.predictor.outputs(model_input, tta)
+        return self._verdicts(probs, features, tta)
+
+    def _verdicts(self, probs: np.ndarray, features: np.ndarray | None, tta: bool) -> list[Verdict]:
         checks = self._ood_gate.check(features) if self._ood_gate is not None else [None] * len(probs)
         return [Verdict(self.predictor.prediction_of(p), ood, self.ood_status, tta) for p, ood in zip(probs, checks)]
 
     def explain(self, analysis: Analysis, class_code: str, method: str = "gradcam") -> Explanation:
-        """Grad-CAM (``"gradcam"``) or Grad-CAM++ (``"gradcam++"``) for ``class_code``; waits for the
-        Keras model to load the first time (re-raises its loading error if it failed)."""
+        """Grad-CAM (``"gradcam"``) or Grad-CAM++ (``"gradcam++"``) for ``class_code``, from the analysis'
+        feature map (of the identity view, also with test-time augmentation)."""
         if method not in METHODS:
             raise ValueError(f"Unknown method {method!r}; choose from {list(METHODS)}")
-        explainer = self.load_explainer().result()
-        with self._explain_lock:
-            heatmap = explainer.heatmap(analysis.model_input, class_index(class_code), method)
+        heatmap = self.explainer.heatmap(analysis.feature_map, class_index(class_code), method)
         return Explanation(method=method, class_code=class_code, heatmap=heatmap, view=analysis.view)

@@ -17,6 +17,10 @@ from skin_model.serving.ood import OodResult
 NOT_DERMOSCOPIC = "not a dermatoscopic image: do not rely on the result"
 UNSURE = "unsure: refer for assessment"
 REFER = "malignant probability at or above the referral threshold: refer"
+#: The share of malignant validation images the referral threshold is chosen to reach: the target of
+#: ``evaluation.metrics.choose_referral_threshold``, which imports it from here, so that the pages explain the
+#: cue without importing the evaluation code and scikit-learn.
+REFERRAL_TARGET_SENSITIVITY = 0.90
 
 
 @dataclass(frozen=True)
