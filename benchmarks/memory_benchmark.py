@@ -12,8 +12,8 @@ Figures (printed and written to benchmarks/results/memory.json):
   worst case), test-time augmentation on and off. Goal: <= 400 MB above idle for 50 megapixels.
 * ``server``: ``streamlit run app.py`` (the project's config, plus ``server.disconnectedSessionTTL`` = 10 s
   so a closed tab's session is dropped within the run instead of after the default 120 s) and one
-  Chromium page (Playwright). First one small upload on the Batch page (loads TensorFlow for Grad-CAM, as
-  any real use does), tab closed: ``idle_mb``. Then 8 PNGs of 50 megapixels on the Batch page: the
+  Chromium page (Playwright). First one small upload on the Batch page (loads the model and draws its
+  Grad-CAM, as any real use does), tab closed: ``idle_mb``. Then 8 PNGs of 50 megapixels on the Batch page: the
   server's RSS sampled every 0.25 s until the table and the Grad-CAM overlay are shown (``peak_during_mb``),
   the tab closed, RSS 40 s later (``after_close_mb``). Bounded by ``--server-timeout``.
 
@@ -206,7 +206,7 @@ def server_run(weights: Path, folder: Path, timeout_s: float) -> dict:
             browser = p.chromium.launch(executable_path=str(CHROMIUM),
                                         args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
             started = proc_status_mb("VmRSS", process.pid)
-            batch_upload(browser, url, [small], timeout_ms)  # loads the model and TensorFlow (Grad-CAM)
+            batch_upload(browser, url, [small], timeout_ms)  # loads the model and draws its Grad-CAM
             time.sleep(SESSION_TTL_S + 10)
             idle = proc_status_mb("VmRSS", process.pid)
             sampler.reset()

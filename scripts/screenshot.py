@@ -12,7 +12,7 @@ Needs: ``python3 -m pip install -r requirements-dev.txt`` (Playwright), ``bash s
 (/usr/bin/chromium), and the served LiteRT copy ``weights/model.tflite`` (``make app`` or
 ``python3 -m skin_model.cli.lite --weights weights``). The default image, ISIC_0024372 (actinic keratosis), is
 in the shipped model's test split, so the picture shows the model on an image it was not trained on.
-The first Grad-CAM of a fresh server loads TensorFlow: seconds on an idle machine, minutes on a busy one.
+The page's first result takes about a second on an idle machine, longer when a training run shares the cores.
 """
 
 from __future__ import annotations
@@ -20,25 +20,22 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from skin_model import config  # noqa: E402  (paths and environment variables only; no TensorFlow)
+from skin_model.serving.app_process import start_app  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 DEFAULT_IMAGE = "ISIC_0024372.jpg"
 DEFAULT_OUT = PROJECT_ROOT / "docs" / "classify.png"
 START_TIMEOUT_S = 180
-#: The first Grad-CAM loads TensorFlow and the Keras model: minutes when a training run shares the cores.
+#: Upper bound on the first result and overlay, generous for a machine busy with a training run.
 RESULT_TIMEOUT_MS = 600_000
 #: Streamlit scrolls inside its own container, so a tall viewport is what lays out the whole page.
 TALL_VIEWPORT = 3200
@@ -56,43 +53,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-kb", type=int, default=400,
                    help="above this size the PNG is reduced to a 256-colour palette (default 400)")
     return p.parse_args(argv)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_healthy(url: str, process: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited with status {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"streamlit did not answer on {url} within {timeout} s")
-
-
-def start_server(weights: Path, port: int, log_file) -> subprocess.Popen:
-    env = {**os.environ, "SKIN_WEIGHTS_DIR": str(weights), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=PROJECT_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def capture(url: str, image: Path, width: int) -> bytes:
@@ -153,19 +113,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.weights}/model.tflite is missing: run `python3 -m skin_model.cli.lite --weights "
               f"{args.weights}`", file=sys.stderr)
         return 2
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", prefix="screenshot-server-", suffix=".log", delete=False) as log_file:
-        process = start_server(args.weights, port, log_file)
+        server = None
         try:
-            wait_healthy(url, process, START_TIMEOUT_S)
-            png = capture(url, args.image.resolve(), args.width)
+            server = start_app(args.weights, START_TIMEOUT_S, log_file)
+            png = capture(server.url, args.image.resolve(), args.width)
         except Exception:
             print(f"failed; the server's log is {log_file.name}", file=sys.stderr)
             raise
         finally:
-            stop_server(process)
+            if server is not None:
+                server.stop()
     os.unlink(log_file.name)
     png = shrink(png, args.max_kb)
     args.out.write_bytes(png)

@@ -177,16 +177,18 @@ def test_a_run_parked_during_fine_tuning_resumes_from_its_epoch_backup(synthetic
         def on_epoch_end(self, epoch, logs=None):
             raise KeyboardInterrupt("the session ended")
 
-    interrupted = train_module()
-    real_callbacks = interrupted.stage_callbacks
-    interrupted.stage_callbacks = lambda work_dir, stage, *a, **k: [
-        *real_callbacks(work_dir, stage, *a, **k), *([SessionEnds()] if stage == "finetune" else [])]
-    stopped = tmp_path / "stopped"
-    with pytest.raises(KeyboardInterrupt):
-        interrupted.main([*args, "--output-dir", str(stopped)])
+    from skin_model.training import stages
+
+    real_callbacks = stages.stage_callbacks
+    with pytest.MonkeyPatch.context() as patch:  # train.py imports the stages' names when main() runs
+        patch.setattr(stages, "stage_callbacks", lambda work_dir, stage, *a, **k: [
+            *real_callbacks(work_dir, stage, *a, **k), *([SessionEnds()] if stage == "finetune" else [])])
+        stopped = tmp_path / "stopped"
+        with pytest.raises(KeyboardInterrupt):
+            train_module().main([*args, "--output-dir", str(stopped)])
     first_epoch = (stopped / "checkpoints" / "history_finetune.csv").read_text()
     head_history = (stopped / "checkpoints" / "history_head.csv").read_text()
-    park(stopped, tmp_path / "runs" / "mid", args[:8])
+    park(stopped, tmp_path / "runs" / "mid", args[:9])
     run = tmp_path / "next_machine"
     unpark(tmp_path / "runs" / "mid", run)
     assert train_module().main([*args, "--output-dir", str(run), "--resume"]) == 0

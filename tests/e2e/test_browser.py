@@ -8,16 +8,12 @@ referral cue for a high-malignant case, and the batch CSV's model version column
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from skin_model.serving.app_process import start_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -32,26 +28,6 @@ NEEDS_REAL_CASES = pytest.mark.real_data(
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
                                 reason="/usr/bin/chromium is missing: run `bash scripts/install_browser.sh`")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_healthy(url: str, process: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {process.returncode}: {process.stdout.read()}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"streamlit did not answer on {url} within {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -79,23 +55,12 @@ def loaded_libraries(pid: int) -> set[str]:
 
 @pytest.fixture(scope="module")
 def server(weights_for_e2e: Path):
-    port = free_port()
-    env = {**os.environ, "SKIN_WEIGHTS_DIR": str(weights_for_e2e), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    SERVER_PIDS[url] = process.pid
+    app = start_app(weights_for_e2e, START_TIMEOUT_S)
+    SERVER_PIDS[app.url] = app.pid
     try:
-        wait_healthy(url, process, START_TIMEOUT_S)
-        yield url
+        yield app.url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        app.stop()
 
 
 @pytest.fixture(scope="module")
