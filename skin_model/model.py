@@ -115,7 +115,7 @@ HAM10000_KNOWN_LIMITS: tuple[str, ...] = (
     "(`benchmarks/lesion_scale_probe.py`).",
 )
 
-#: The known limit on the clinics a model has seen, by whether it was trained on the ISIC Archive images too.
+#: The known limit on the clinics a model has seen, by whether it was trained on sources beyond HAM10000.
 ONE_DATA_SET_LIMIT = (
     "One data set: trained and tested on HAM10000 only. On external dermoscopy from other clinics the model of "
     "2026-11-26 missed most melanomas (sensitivity 0.27-0.60); the held-out-source figures ('Other clinics') are "
@@ -131,7 +131,9 @@ FEW_CLINICS_LIMIT = (
 
 def known_limits(trained_sources: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """The model card's known limits for a model trained on ``trained_sources`` (the ``dataset`` values)."""
-    clinics = FEW_CLINICS_LIMIT if {"isic2017", "isic_archive"} & set(trained_sources) else ONE_DATA_SET_LIMIT
+    from skin_model.data.dataset import HAM10000
+
+    clinics = FEW_CLINICS_LIMIT if set(trained_sources) - set(HAM10000.sources) else ONE_DATA_SET_LIMIT
     return (*HAM10000_KNOWN_LIMITS[:4], clinics, *HAM10000_KNOWN_LIMITS[4:])
 
 

@@ -48,10 +48,11 @@ class Collection:
 
 
 #: The collections the project knows; a folder of other sources is credited as "see its SOURCES.md".
+HAM10000 = Collection("HAM10000", ("rosendahl", "vidir_modern", "vidir_molemax", "vienna_dias"),
+                      "Tschandl et al. 2018, doi:10.1038/sdata.2018.161 (ViDIR Group, Medical University of "
+                      "Vienna; Cliff Rosendahl, Queensland)", "CC BY-NC-SA 4.0")
 COLLECTIONS = (
-    Collection("HAM10000", ("rosendahl", "vidir_modern", "vidir_molemax", "vienna_dias"),
-               "Tschandl et al. 2018, doi:10.1038/sdata.2018.161 (ViDIR Group, Medical University of Vienna; "
-               "Cliff Rosendahl, Queensland)", "CC BY-NC-SA 4.0"),
+    HAM10000,
     Collection("ISIC Archive", ("isic2017", "isic_archive"),
                "International Skin Imaging Collaboration; ISIC 2017 challenge: Codella et al., ISBI 2018, "
                "arXiv:1710.05006", "CC-0 (ISIC 2017 challenge) or CC BY-NC, per image"),

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from skin_model.data.dataset import COLLECTIONS, SOURCE_COLUMN, collections_named
+from skin_model.data.dataset import HAM10000, SOURCE_COLUMN, collections_named
 from skin_model.labels import MELANOMA
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def trained_sources(metadata) -> tuple[str, ...]:
     if folders:
         return tuple(sorted(s["source"] for f in folders for s in f["sources"] if s["counts"].get("train")))
     held_out = set((metadata.data or {}).get("held_out_sources", []))
-    return tuple(s for s in COLLECTIONS[0].sources if s not in held_out)
+    return tuple(s for s in HAM10000.sources if s not in held_out)
 
 
 def report_file(sources: tuple[str, ...]) -> str:
