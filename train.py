@@ -336,7 +336,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # 6. Evaluate and save the bundle -----------------------------------------------------------------
     version = f"{__version__}+{datetime.now(timezone.utc):%Y%m%d%H%M}"
-    model_info = {"version": version, "temperature": temperature, "referral_threshold": referral_threshold}
+    model_info = {"version": version, "temperature": temperature, "referral_threshold": referral_threshold,
+                  "tta": False}  # how the report's probabilities were predicted
+    served_info = {**model_info, "tta": use_tta}
     reports = {}
     for s, description in (("val", "used for checkpoint selection and calibration: optimistic"),
                            ("test", "held out, never used for any choice")):
@@ -357,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             name = collections_named(parts["test"].loc[rows, SOURCE_COLUMN].unique())
             evaluate_probabilities(
                 labels["test"][rows], served_test[rows], list(parts["test"].loc[rows, "image_id"]),
-                temperature=temperature, model=model_info,
+                temperature=temperature, model=served_info,
                 dataset={"name": f"{name} test split", "split": "test", "split_method": "lesion-grouped, stratified",
                          "seed": args.seed, "tta": use_tta, "n_lesions": int(parts["test"].loc[rows, "lesion_id"].nunique()),
                          "description": f"the {name} images of the test split (folder {folder}), as served"}
@@ -367,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         served_held_out = served_probabilities(served(temperature), images[HELD_OUT], tta=use_tta)
         reports[HELD_OUT] = evaluate_probabilities(
             labels[HELD_OUT], served_held_out, list(parts[HELD_OUT]["image_id"]), temperature=temperature,
-            model=model_info,
+            model=served_info,
             dataset=held_out_dataset(holdout, recipe, use_tta))
         reports[HELD_OUT].to_json(out_dir / EVALUATIONS_DIR / report_file(holdout.sources))
         held_out = reports[HELD_OUT]

@@ -3,7 +3,8 @@
 # on each other:
 #   1. the served LiteRT copy, unless up to date    -> BUNDLE/model.tflite (the reports predict through it;
 #      it is not committed, so a trained folder carried in git has none)
-#   2. 8-view TTA reports on validation and test  -> BUNDLE/evaluations/ham10000_{val,test}_tta.json
+#   2. 8-view TTA reports on validation and test  -> BUNDLE/evaluations/{val,test}_tta.json (every source
+#      the bundle was trained on; train.py's evaluations/test_<folder>.json hold each folder's test images)
 #   3. the out-of-distribution gate, then its rates -> BUNDLE/ood.npz, BUNDLE/ood_figures.json
 #   4. Grad-CAM localisation on the test split      -> BUNDLE/localisation_test.json
 #   5. metadata fields the reports determine (referral threshold, test-TTA metrics, known limits)
@@ -23,7 +24,7 @@ python3 -m skin_model.cli.lite --weights "$bundle"
 mkdir -p "$bundle/evaluations"
 for split in val test; do
     python3 -m skin_model.cli.evaluate --weights "$bundle" --images "$data" --labels "$bundle/split.csv" \
-        --split "$split" --tta --name ham10000 --out "$bundle/evaluations/ham10000_${split}_tta.json"
+        --split "$split" --tta --name "the model's sources" --out "$bundle/evaluations/${split}_tta.json"
 done
 python3 -m skin_model.cli.ood fit --weights "$bundle" --data-dir "$data" "$@"
 python3 -m skin_model.cli.ood measure --weights "$bundle" --data-dir "$data"

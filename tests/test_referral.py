@@ -120,7 +120,7 @@ def shipped_meta(shipped_bundle: Path) -> ModelMetadata:
 
 
 def test_shipped_referral_threshold_is_the_one_chosen_on_validation_as_served(shipped_bundle, shipped_meta):
-    name = "evaluations/ham10000_val_tta.json" if shipped_meta.test_time_augmentation else "evaluation_val.json"
+    name = "evaluations/val_tta.json" if shipped_meta.test_time_augmentation else "evaluation_val.json"
     val = EvaluationReport.from_json(shipped_bundle / name)
     assert val.dataset["split"] == "val" and bool(val.model.get("tta")) is shipped_meta.test_time_augmentation
     labels, probs = val.labels_and_probs()
@@ -135,7 +135,7 @@ def test_metadata_update_cli_fills_the_fields_and_leaves_the_model(shipped_bundl
 
     bundle = tmp_path / "bundle"
     (bundle / "evaluations").mkdir(parents=True)
-    for name in ("evaluations/ham10000_val_tta.json", "evaluations/ham10000_test_tta.json"):
+    for name in ("evaluations/val_tta.json", "evaluations/test_tta.json"):
         shutil.copy(shipped_bundle / name, bundle / name)
     meta = json.loads((shipped_bundle / "metadata.json").read_text())
     meta = {k: v for k, v in meta.items() if k not in ("referral_threshold", "known_limits")}
@@ -144,11 +144,11 @@ def test_metadata_update_cli_fills_the_fields_and_leaves_the_model(shipped_bundl
     assert main(["--weights", str(bundle)]) == 0
     updated = ModelMetadata.from_json(bundle / "metadata.json")
     assert updated.referral_threshold == shipped_meta.referral_threshold
-    test = EvaluationReport.from_json(bundle / "evaluations/ham10000_test_tta.json")
+    test = EvaluationReport.from_json(bundle / "evaluations/test_tta.json")
     assert updated.metrics["test_tta"] == pytest.approx(test.headline())
     assert updated.model_sha256 == shipped_meta.model_sha256 == sha256_of(shipped_bundle / "model.keras")
     # A report for another model is refused.
-    val = json.loads((bundle / "evaluations/ham10000_val_tta.json").read_text())
+    val = json.loads((bundle / "evaluations/val_tta.json").read_text())
     val["model"]["model_sha256"] = "0" * 64
-    (bundle / "evaluations/ham10000_val_tta.json").write_text(json.dumps(val))
+    (bundle / "evaluations/val_tta.json").write_text(json.dumps(val))
     assert main(["--weights", str(bundle)]) == 1

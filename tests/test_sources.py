@@ -170,15 +170,18 @@ def test_a_pooled_run_trains_on_both_folders_and_records_them(pooled_run, synthe
     held_out = json.loads((pooled_run / "evaluations" / "heldout_isic2017.json").read_text())
     assert "isic_archive" in held_out["dataset"]["trained_on"]
     assert "--extra-data" not in held_out["dataset"]["recipe"], "the data is recorded as trained_on, not as recipe"
+    assert held_out["model"]["tta"] == metadata["test_time_augmentation"]
 
 
 def test_a_pooled_run_reports_each_folders_test_images(pooled_run, synthetic_ham, synthetic_isic):
+    metadata = json.loads((pooled_run / "metadata.json").read_text())
     split = pd.read_csv(pooled_run / "split.csv")
     test = split[split["split"] == "test"]
     for folder in (synthetic_ham, synthetic_isic):
         report = json.loads((pooled_run / "evaluations" / f"test_{folder.name}.json").read_text())
         assert sorted(p["image_id"] for p in report["predictions"]) == sorted(test.loc[test["folder"] == folder.name,
                                                                                        "image_id"])
+        assert report["model"]["tta"] == metadata["test_time_augmentation"], "predicted as served, and says how"
 
 
 # ---------------------------------------------------------------------------------------------- squashed copies

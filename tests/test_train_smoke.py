@@ -218,7 +218,7 @@ def test_finish_bundle_adds_reports_gate_and_localisation_for_this_model(trained
     split = pd.read_csv(bundle / "split.csv")
     metadata = json.loads((bundle / "metadata.json").read_text())
     for s in ("val", "test"):
-        report = json.loads((bundle / "evaluations" / f"ham10000_{s}_tta.json").read_text())
+        report = json.loads((bundle / "evaluations" / f"{s}_tta.json").read_text())
         assert report["n_images"] == int((split["split"] == s).sum())
         assert report["model"]["tta"] is True and report["model"]["model_sha256"] == metadata["model_sha256"]
     assert metadata["ood_sha256"] == sha256_of(bundle / "ood.npz")

@@ -30,6 +30,12 @@ def evaluation_file(split: str) -> str:
     return f"evaluation_{split}.json"
 
 
+def tta_report_file(split: str) -> str:
+    """The 8-view TTA report of one split over every source of the bundle (scripts/finish_bundle.sh):
+    ``evaluations/<split>_tta.json``."""
+    return f"{EVALUATIONS_DIR}/{split}_tta.json"
+
+
 def localisation_file(split: str) -> str:
     """The Grad-CAM localisation figures of one split: ``localisation_<split>.json`` (bundle.extras)."""
     return f"localisation_{split}.json"

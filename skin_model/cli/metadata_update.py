@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from skin_model.bundle import EVALUATIONS_DIR, evaluation_file, read_metadata, write_metadata
+from skin_model.bundle import evaluation_file, read_metadata, tta_report_file, write_metadata
 from skin_model.config import DEFAULT_WEIGHTS_DIR
 from skin_model.evaluation.metadata_update import check_report_matches, update_metadata
 from skin_model.evaluation.metrics import EvaluationReport
@@ -21,10 +21,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      description="Fill metadata.json fields that stored evaluations determine.")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR, help="model bundle folder")
     parser.add_argument("--val-report", type=Path, default=None,
-                        help="validation evaluation JSON as served (default: evaluations/ham10000_val_tta.json "
+                        help="validation evaluation JSON as served (default: evaluations/val_tta.json "
                              "for a TTA model, else evaluation_val.json)")
     parser.add_argument("--test-report", type=Path, default=None,
-                        help="test evaluation JSON with TTA (default: evaluations/ham10000_test_tta.json)")
+                        help="test evaluation JSON with TTA (default: evaluations/test_tta.json)")
     return parser.parse_args(argv)
 
 
@@ -33,9 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     metadata = read_metadata(args.weights)
     tta = metadata.test_time_augmentation
-    val_path = args.val_report or (args.weights / EVALUATIONS_DIR / "ham10000_val_tta.json" if tta
-                                   else args.weights / evaluation_file("val"))
-    test_path = args.test_report or args.weights / EVALUATIONS_DIR / "ham10000_test_tta.json"
+    val_path = args.val_report or args.weights / (tta_report_file("val") if tta else evaluation_file("val"))
+    test_path = args.test_report or args.weights / tta_report_file("test")
     val = EvaluationReport.from_json(val_path)
     test = EvaluationReport.from_json(test_path) if tta and test_path.is_file() else None
     try:

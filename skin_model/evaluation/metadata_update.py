@@ -2,7 +2,7 @@
 ``python -m skin_model.cli.metadata_update [--weights DIR] [--val-report FILE] [--test-report FILE]``).
 
 - ``referral_threshold``: ``metrics.choose_referral_threshold`` on the validation probabilities as the
-  model is served (the per-image predictions of ``--val-report``, e.g. ``evaluations/ham10000_val_tta.json``
+  model is served (the per-image predictions of ``--val-report``, e.g. ``evaluations/val_tta.json``
   for a model served with 8-view TTA), as train.py does for new models;
 - ``metrics["test_tta"]``: the headline of ``--test-report`` (test split with TTA) for the model card;
 - ``known_limits``: ``model.known_limits`` of a HAM10000-only model when the list is empty.
