@@ -2,7 +2,7 @@
 and a bounded load run; for this tree and, beside it in the same run, a previous implementation.
 
     python benchmarks/serve_benchmark.py [--weights DIR] [--images N] [--load-seconds 60] [--sessions 8]
-                                         [--warm-uploads 10] [--baseline REV] [--skip-app]
+                                         [--warm-uploads 10] [--cold-starts 3] [--baseline REV] [--skip-app]
 
 Every figure is measured in fresh processes started in the tree under test (this one, or with ``--baseline REV``
 also the project as of git revision REV, extracted with ``git archive`` into a temporary folder and serving a
@@ -25,6 +25,9 @@ written to benchmarks/results/serve.json):
   another in the same tab: upload to overlay on screen and server CPU per upload; ``load`` = a fresh server,
   warmed by one upload, then ``--sessions`` pages uploading real images for ``--load-seconds``: uploads, errors,
   upload-to-overlay times, the server's RSS every 5 s and its CPU per upload.
+* ``floor``: the same cold start (``--cold-starts`` times, median) of a minimal Streamlit page that shows what a
+  result needs at the least (an uploader, the photo, one plotly bar chart, a second image): what this host and
+  Streamlit cost before any of the app's own work. ``cold_start_s.page`` marks the first page on screen.
 * ``bars``: this tree's figures against the serving goals, with the previous implementation's beside them.
 
 Network traffic goes to 127.0.0.1 only. Nothing here is a test; run it on an otherwise idle machine for
@@ -61,6 +64,23 @@ from skin_model.config import DEFAULT_DATA_DIR, DEFAULT_WEIGHTS_DIR, display_pat
 RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "serve.json"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+#: The floor: a page with the least a result shows, written with the texts ``upload_and_wait`` waits for.
+FLOOR_APP = """
+import plotly.graph_objects as go
+import streamlit as st
+from PIL import Image
+
+st.title("Classify a skin lesion")
+upload = st.file_uploader("Dermatoscopic image")
+if upload is not None:
+    image = Image.open(upload).convert("RGB")
+    st.image(image, caption=f"{upload.name} ({image.width}x{image.height} px)", output_format="JPEG")
+    st.markdown("Differential (top 3)")
+    st.plotly_chart(go.Figure(go.Bar(x=[0.7, 0.2, 0.1], y=["nv", "mel", "bkl"], orientation="h")))
+    st.markdown("Overlay (opacity 0.4)")
+    st.image(image.crop((75, 0, 525, 450)), output_format="JPEG",
+             alt=f"The centre square of {upload.name} that the model classified")
+"""
 #: Goals: (figure in ``bars``, largest value that meets it).
 GOALS = {
     "rss_after_first_overlay_mb": 400.0,
@@ -324,23 +344,71 @@ async def upload_and_wait(page, image: Path, timeout_ms: int = RESULT_TIMEOUT_MS
     return await flagged.is_visible()
 
 
+async def _cold_start(server: StreamlitServer, browser, image: Path):
+    """Open the freshly started ``server``'s page and upload ``image``: (seconds from the server process's start
+    to the first page, the result and the overlay on screen; the page)."""
+    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    await page.goto(server.url)
+    await page.get_by_text("Classify a skin lesion").wait_for(timeout=RESULT_TIMEOUT_MS)
+    marks = {"page": time.perf_counter() - server.started_at}
+    await upload_and_wait(page, image, on_result=lambda: marks.setdefault(
+        "first_result", time.perf_counter() - server.started_at))
+    marks["overlay"] = time.perf_counter() - server.started_at
+    return marks, page
+
+
+async def _cold_starts(browser, implementation: Implementation, image: Path, repeats: int) -> list[dict]:
+    """The marks of ``repeats`` cold starts, each of a fresh server."""
+    runs = []
+    for _ in range(repeats):
+        with StreamlitServer(implementation) as server:
+            marks, page = await _cold_start(server, browser, image)
+            await page.close()
+        runs.append(marks)
+    return runs
+
+
+def medians(runs: list[dict]) -> dict[str, float]:
+    return {mark: float(np.median([r[mark] for r in runs])) for mark in runs[0]}
+
+
+async def _floor_runs(implementation: Implementation, image: Path, repeats: int) -> list[dict]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        runs = await _cold_starts(browser, implementation, image, repeats)
+        await browser.close()
+    return runs
+
+
+def floor_cold_start(image: Path, repeats: int) -> dict:
+    """Cold starts of ``FLOOR_APP`` (in a temporary folder, with this project's Streamlit configuration)."""
+    with tempfile.TemporaryDirectory(prefix="serve_floor_") as workdir:
+        root = Path(workdir)
+        (root / "app.py").write_text(FLOOR_APP)
+        shutil.copytree(PROJECT_ROOT / ".streamlit", root / ".streamlit")
+        runs = asyncio.run(_floor_runs(Implementation("floor", root, root), image, repeats))
+    return {"runs": runs, "median_s": medians(runs),
+            "description": "a minimal Streamlit page: uploader, the photo, one plotly bar chart, a second image; "
+                           "same host, browser and upload as the app's cold start"}
+
+
 async def _app_runs(implementation: Implementation, images: list[Path], load_seconds: float, sessions: int,
-                    warm_uploads: int) -> dict:
+                    warm_uploads: int, cold_starts: int) -> dict:
     from playwright.async_api import async_playwright
 
     result: dict = {}
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         # Cold start: server process start -> first upload's overlay visible. The browser is already running.
+        # The last of them goes on to the memory and warm figures; the median of all is the cold start.
+        runs = await _cold_starts(browser, implementation, images[0], cold_starts - 1)
         with StreamlitServer(implementation) as server:
-            page = await browser.new_page(viewport={"width": 1400, "height": 1000})
-            await page.goto(server.url)
-            await page.get_by_text("Classify a skin lesion").wait_for(timeout=RESULT_TIMEOUT_MS)
-            marks: dict[str, float] = {}
-            await upload_and_wait(page, images[0], on_result=lambda: marks.setdefault(
-                "first_result", time.perf_counter() - server.started_at))
-            marks["overlay"] = time.perf_counter() - server.started_at
-            result["cold_start_s"] = marks
+            marks, page = await _cold_start(server, browser, images[0])
+            runs.append(marks)
+            result["cold_start_s"] = medians(runs)
+            result["cold_start_runs_s"] = runs
             result["cold_start_server_cpu_s"] = server.cpu()  # CPU the server used until then: load-independent
             result["after_first_overlay"] = {"rss_mb": server.rss(),
                                              "tensorflow_libraries": server.tensorflow_libraries()}
@@ -442,7 +510,7 @@ def measure(implementation: Implementation, images: list[Path], args: argparse.N
         log.info("%s: app cold start, %d warm uploads and a %s s load run with %d sessions...", implementation.name,
                  args.warm_uploads, args.load_seconds, args.sessions)
         figures["app"] = asyncio.run(_app_runs(implementation, images, args.load_seconds, args.sessions,
-                                               args.warm_uploads))
+                                               args.warm_uploads, args.cold_starts))
     return figures
 
 
@@ -485,9 +553,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm-uploads", type=int, default=10, help="sequential uploads on a warm server")
     parser.add_argument("--baseline", metavar="REV",
                         help="also measure the project as of this git revision (the previous implementation)")
+    parser.add_argument("--cold-starts", type=int, default=3,
+                        help="fresh servers per cold-start figure (the median is reported)")
     parser.add_argument("--skip-app", action="store_true", help="library-level figures only")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if args.cold_starts < 1:
+        parser.error("--cold-starts must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not (args.weights / "metadata.json").is_file():
         raise SystemExit(f"No model bundle in {args.weights}: train one (python train.py) or pass --weights DIR")
@@ -510,6 +582,9 @@ def main(argv: list[str] | None = None) -> int:
             previous["root"] = f"git archive {args.baseline} (a temporary folder)"
             previous["weights"] = f"a copy of {display_path(args.weights)} (a temporary folder)"
             report["implementations"]["previous"] = previous
+    if not args.skip_app and CHROMIUM.exists():
+        log.info("floor: %d cold starts of a minimal Streamlit page...", args.cold_starts)
+        report["floor"] = floor_cold_start(images[0], args.cold_starts)
     report["machine"]["load_average_at_end"] = os.getloadavg()
     report["bars"] = bars(report["implementations"]["current"], previous)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -536,8 +611,8 @@ def print_report(r: dict, out: Path) -> None:
             print(f"  app: {app}")
             continue
         cold, first = app["cold_start_s"], app["after_first_overlay"]
-        print(f"  app cold start (streamlit start -> first result / overlay in the browser): "
-              f"{cold['first_result']:.2f} s / {cold['overlay']:.2f} s ({app['cold_start_server_cpu_s']:.2f} s of "
+        print(f"  app cold start (streamlit start -> page / first result / overlay in the browser, median): "
+              f"{cold.get('page', float('nan')):.2f} s / {cold['first_result']:.2f} s / {cold['overlay']:.2f} s ({app['cold_start_server_cpu_s']:.2f} s of "
               f"server CPU); then server RSS {first['rss_mb']:.0f} MB, TensorFlow libraries mapped: "
               f"{len(first['tensorflow_libraries']) or 'none'}")
         warm = app["warm"]
@@ -554,6 +629,10 @@ def print_report(r: dict, out: Path) -> None:
                   f"{load['server_rss_mb']['end']:.0f} MB (max {load['server_rss_mb']['max']:.0f}); server CPU "
                   f"{load['server_cpu_s_per_upload']:.3f} s per upload ({100 * load['server_cpu_share']:.0f}% of "
                   f"the machine); OOD-flagged uploads {load['ood_flagged_uploads']}")
+    if "floor" in r:
+        floor = r["floor"]["median_s"]
+        print(f"\nfloor ({r['floor']['description']}): page {floor['page']:.2f} s, result {floor['first_result']:.2f} s, "
+              f"overlay {floor['overlay']:.2f} s after the server's start (median of {len(r['floor']['runs'])})")
     print("\nGoals (this tree; previous implementation beside it):")
     for name, bar in r["bars"].items():
         value, previous = (v if not isinstance(v, list) else f"{len(v)} libraries"
