@@ -214,11 +214,15 @@ def test_restored_aspect_changes_only_the_squashed_sources(synthetic_isic, synth
 
 
 def test_evaluate_can_restore_the_aspect_of_squashed_sources(tiny_bundle, synthetic_isic, tmp_path):
+    from skin_model.cli.evaluate import main
     from skin_model.evaluation.evaluate import evaluate_folder
+    from skin_model.evaluation.metrics import EvaluationReport
 
     plain = evaluate_folder(synthetic_isic, synthetic_isic / "metadata.csv", tiny_bundle, source="isic2017")
-    restored = evaluate_folder(synthetic_isic, synthetic_isic / "metadata.csv", tiny_bundle, source="isic2017",
-                               restore_aspect=True)
+    out = tmp_path / "restored.json"
+    assert main(["--images", str(synthetic_isic), "--labels", str(synthetic_isic / "metadata.csv"), "--weights",
+                 str(tiny_bundle), "--source", "isic2017", "--restore-aspect", "--out", str(out)]) == 0
+    restored = EvaluationReport.from_json(out)
     assert restored.dataset["restore_aspect"] and "stretched back" in restored.dataset["recipe"]
     assert [p["image_id"] for p in plain.predictions] == [p["image_id"] for p in restored.predictions]
     assert any(a["probs"] != b["probs"] for a, b in zip(plain.predictions, restored.predictions))

@@ -1,5 +1,5 @@
 """``python -m skin_model.cli.evaluate --images DIR --labels CSV [--weights DIR] [--out FILE] [--name NAME]
-[--split S] [--source NAME]``:
+[--split S] [--source NAME] [--restore-aspect]``:
 metrics of the model bundle on any labelled image folder, predicted as the app serves
 (``skin_model.evaluation.evaluate``); the report is printed and written as JSON. Exit status: 0 ok, 2 for a usage or
 data error.
@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--source", help="keep only the labels whose 'dataset' column (the source) equals this (e.g. "
                                          "isic2017); a source the model was not trained on gives a held-out report "
                                          "(the report page's 'Other clinics')")
+    parser.add_argument("--restore-aspect", action="store_true",
+                        help="stretch the images of sources published squashed to squares (isic2017, isic_archive) "
+                             "back to 4:3 before the centre crop")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         report = evaluate_folder(args.images, args.labels, args.weights, args.name, args.batch_size,
-                                 tta=args.tta, split=args.split, source=args.source)
+                                 tta=args.tta, split=args.split, source=args.source, restore_aspect=args.restore_aspect)
     except EvaluationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
