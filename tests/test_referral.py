@@ -152,3 +152,20 @@ def test_metadata_update_cli_fills_the_fields_and_leaves_the_model(shipped_bundl
     val["model"]["model_sha256"] = "0" * 64
     (bundle / "evaluations/val_tta.json").write_text(json.dumps(val))
     assert main(["--weights", str(bundle)]) == 1
+
+
+def test_metadata_update_states_the_limits_of_the_sources_the_model_saw(shipped_bundle, shipped_meta):
+    import copy
+
+    from skin_model.evaluation.metadata_update import update_metadata
+
+    val = EvaluationReport.from_json(shipped_bundle / "evaluations/val_tta.json")
+    ham_only = update_metadata(copy.deepcopy(shipped_meta), val, None)
+    assert any(limit.startswith("One data set") for limit in ham_only.known_limits)
+    pooled = copy.deepcopy(shipped_meta)
+    pooled.known_limits = ["an old wording"]
+    pooled.data = {**pooled.data, "folders": [
+        {"folder": "ham10000", "sources": [{"source": "rosendahl", "counts": {"train": {"nv": 5}}}]},
+        {"folder": "isic_archive", "sources": [{"source": "isic2017", "counts": {"train": {"mel": 5}}}]}]}
+    limits = update_metadata(pooled, val, None).known_limits
+    assert any(limit.startswith("Few clinics") for limit in limits) and "an old wording" not in limits

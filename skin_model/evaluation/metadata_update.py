@@ -5,7 +5,8 @@
   model is served (the per-image predictions of ``--val-report``, e.g. ``evaluations/val_tta.json``
   for a model served with 8-view TTA), as train.py does for new models;
 - ``metrics["test_tta"]``: the headline of ``--test-report`` (test split with TTA) for the model card;
-- ``known_limits``: ``model.known_limits`` of a HAM10000-only model when the list is empty.
+- ``known_limits``: ``model.known_limits`` of the sources the model was trained on (``holdout.trained_sources``),
+  so a bundle states today's wording of its limits.
 
 Each report must be for this model (its ``model_sha256`` or version) and predicted the way the model is
 served (its ``tta`` flag); ``model.keras`` and its sha256 are not touched.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from skin_model.evaluation.holdout import trained_sources
 from skin_model.evaluation.metrics import EvaluationReport, choose_referral_threshold
 from skin_model.bundle import ModelMetadata
 from skin_model.model import known_limits
@@ -46,6 +48,5 @@ def update_metadata(metadata: ModelMetadata, val: EvaluationReport, test: Evalua
     metadata.referral_threshold = choose_referral_threshold(*val.labels_and_probs())
     if test is not None and metadata.test_time_augmentation:
         metadata.metrics = {**metadata.metrics, "test_tta": test.headline()}
-    if not metadata.known_limits:
-        metadata.known_limits = list(known_limits(()))
+    metadata.known_limits = list(known_limits(trained_sources(metadata)))
     return metadata
