@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
@@ -13,6 +14,9 @@ from skin_model.bundle import ModelIntegrityError
 from skin_model.config import display_path
 from skin_model.safe_text import escape_markdown
 from skin_model.serving.service import ClassifierService
+
+if TYPE_CHECKING:  # the evaluation code loads scikit-learn, which the Classify and Batch pages do not need
+    from skin_model.evaluation.holdout import ServedRecipe
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +82,9 @@ def served_service_or_error() -> ClassifierService | None:
     return None
 
 
-def other_clinics_ui(weights: Path, key: str, served_recipe: str | None) -> None:
+def other_clinics_ui(weights: Path, key: str, served_recipe: ServedRecipe | None) -> None:
     """The "Other clinics" section: held-out-source figures of every recipe with a report in the bundle's
-    evaluations folder (the served model's recipe, ``served_recipe`` from its metadata, marked, and the
+    evaluations folder (the rows of the served model's recipe and data, ``served_recipe``, marked, and the
     baseline beside it), and what the protocol can and cannot tell."""
     # Imported here: the evaluation code loads scikit-learn, which the Classify and Batch pages do not need.
     from skin_model.evaluation.holdout import PROTOCOL_NOTE, YARDSTICK_SOURCES, held_out_rows, rows_frame
@@ -95,7 +99,7 @@ def other_clinics_ui(weights: Path, key: str, served_recipe: str | None) -> None
         columns = {c: number for c in ("balanced acc.", "melanoma AUC", "melanoma sens.", "macro AUC", "ECE",
                                        "referral sens.", "referral spec.")}
         columns["served"] = st.column_config.CheckboxColumn(
-            help="a held-out run of the recipe the served model was trained with")
+            help="a held-out run of the recipe and data the served model was trained with")
         st.dataframe(rows_frame(rows, served_recipe), hide_index=True, key=f"{key}_other_clinics",
                      column_config=columns)
         if served_recipe is None:

@@ -14,6 +14,7 @@ import streamlit as st
 from skin_model import config
 from skin_model.labels import MALIGNANT_LABEL
 from skin_model.config import display_path
+from skin_model.evaluation.holdout import ServedRecipe
 from skin_model.evaluation.metrics import REFERRAL_TARGET_SENSITIVITY
 from skin_model.bundle import METADATA_FILE, BundleFileError, ModelMetadata, sha256_of
 from skin_model.report.evaluation_tables import target_lines
@@ -253,7 +254,7 @@ def model_card_page() -> None:
     preprocessing_ui(meta)
     training_ui(meta)
     metrics_ui(meta)
-    other_clinics_ui(weights, key="card", served_recipe=meta.training.get("recipe"))
+    other_clinics_ui(weights, key="card", served_recipe=ServedRecipe.of(meta))
     limits_ui(meta)
 
 

@@ -13,6 +13,7 @@ from skin_model.bundle import (HISTORY_FILE, METADATA_FILE, SPLIT_FILE, TRAINING
                                localisation_file, read_localisation, read_ood_figures)
 from skin_model.config import display_path, reports_dir, safety_results_path
 from skin_model.labels import MALIGNANT_LABEL
+from skin_model.evaluation.holdout import ServedRecipe
 from skin_model.evaluation.metrics import EvaluationReport
 from skin_model.evaluation.published import IMAGE_SPLIT_NOTE, REFERENCES
 from skin_model.report.evaluation_files import file_description, list_evaluation_files, load_report, served_file_index
@@ -395,11 +396,11 @@ def evaluation_ui(weights: Path) -> None:
     comparison_ui(report)
 
 
-def served_recipe(weights: Path) -> str | None:
-    """The served model's recipe (``training.recipe`` in its metadata); None when unreadable or not recorded
+def served_recipe(weights: Path) -> ServedRecipe | None:
+    """The served model's recipe and data (``holdout.ServedRecipe``); None when unreadable or not recorded
     (the metadata's own problems are reported where the page uses it)."""
     try:
-        return cached("metadata", weights / METADATA_FILE).training.get("recipe")
+        return ServedRecipe.of(cached("metadata", weights / METADATA_FILE))
     except BundleFileError:
         return None
 

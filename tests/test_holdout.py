@@ -4,14 +4,16 @@ held-out source is trained on, and the run writes a held-out report the report p
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from skin_model.evaluation.holdout import (HELD_OUT, SPLIT_METHOD, HoldoutError, held_out_rows, hold_out_sources, recipe_flags,
-                                report_file, rows_frame)
+from skin_model.bundle import ModelMetadata
+from skin_model.evaluation.holdout import (HELD_OUT, SPLIT_METHOD, HoldoutError, ServedRecipe, held_out_rows,
+                                           hold_out_sources, recipe_flags, report_file, rows_frame)
 
 
 def toy_catalogue() -> pd.DataFrame:
@@ -116,8 +118,11 @@ def test_run_writes_the_held_out_report_as_served(held_out_run: Path):
     assert len(problems) == 1 and problems[0].startswith("heldout_broken.json"), "a broken held-out report is named"
     assert rows[0].source == "rosendahl" and rows[0].balanced_accuracy == pytest.approx(report.balanced_accuracy)
     assert rows_frame(rows).loc[0, "melanoma AUC"] == report.per_class["mel"]["auc"]
-    assert rows_frame(rows, served_recipe=report.dataset["recipe"]).loc[0, "served"]
-    assert not rows_frame(rows, served_recipe="today's recipe").loc[0, "served"]
+    served = ServedRecipe.of(ModelMetadata.from_json(held_out_run / "metadata.json"))
+    assert served.recipe == report.dataset["recipe"] and rows_frame(rows, served).loc[0, "served"]
+    assert not rows_frame(rows, replace(served, recipe="today's recipe")).loc[0, "served"]
+    assert not rows_frame(rows, replace(served, collections="HAM10000 + ISIC Archive")).loc[0, "served"], \
+        "the same flags on other data are another recipe"
     assert not rows_frame(rows).loc[0, "served"], "no recipe recorded: nothing is marked"
 
 

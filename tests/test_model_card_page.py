@@ -102,6 +102,7 @@ def test_other_clinics_marks_the_served_recipe(bundle):
     for recipe in ("today's recipe", TRAINING["recipe"]):
         evaluate_probabilities(labels, probs, [f"i{i}" for i in range(len(labels))], model={"version": "t"},
                                dataset={"split_method": "held-out source", "sources": ["rosendahl"],
+                                        "trained_on": ["vidir_modern", "vidir_molemax", "vienna_dias"],
                                         "recipe": recipe}).to_json(bundle / "evaluations" / f"heldout_{len(recipe)}.json")
     (table,) = tables(open_card(), "held-out source")
     assert dict(zip(table["recipe"], table["served"])) == {"today's recipe": False, TRAINING["recipe"]: True}

@@ -371,7 +371,8 @@ def test_other_clinics_section_lists_held_out_reports_side_by_side(weights: Path
     for recipe, shift in (("today's recipe", 0), ("--colour-constancy shades-of-grey", 1)):
         report = evaluate_probabilities(labels, np.roll(probs, shift, axis=0), [p["image_id"] for p in source.predictions],
                                         dataset={"name": "held out", "split_method": "held-out source",
-                                                 "sources": ["rosendahl"], "recipe": recipe},
+                                                 "sources": ["rosendahl"], "recipe": recipe,
+                                                 "trained_on": ["vidir_modern", "vidir_molemax", "vienna_dias"]},
                                         model={"version": "t", "referral_threshold": 0.2 + 0.1 * shift})
         report.to_json(folder / f"heldout_rosendahl_{shift}.json")
     source.to_json(folder / "other.json")

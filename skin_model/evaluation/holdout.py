@@ -203,10 +203,29 @@ def held_out_rows(paths: list[Path]) -> tuple[list[HeldOutRow], list[str]]:
 
 
 
-def rows_frame(rows: list[HeldOutRow], served_recipe: str | None = None) -> pd.DataFrame:
+@dataclass(frozen=True)
+class ServedRecipe:
+    """What a held-out row shares with the served model when it measures the served model's recipe: the
+    training flags (``training.recipe`` in its metadata) and the collections trained on (a row trains on them
+    less its held-out source)."""
+
+    recipe: str
+    collections: str
+
+    @classmethod
+    def of(cls, metadata) -> ServedRecipe | None:
+        """The served model's (``ModelMetadata``); None when its metadata predates ``training.recipe``."""
+        recipe = (metadata.training or {}).get("recipe")
+        return None if recipe is None else cls(recipe, collections_named(trained_sources(metadata)))
+
+    def measured_by(self, row: HeldOutRow) -> bool:
+        return row.recipe == self.recipe and collections_named(row.trained_on) == self.collections
+
+
+def rows_frame(rows: list[HeldOutRow], served: ServedRecipe | None = None) -> pd.DataFrame:
     """The rows as a table for a page: one line per source and recipe; "served" marks the rows measuring the
-    recipe the served model was trained with (``served_recipe``, its metadata's ``training.recipe``)."""
-    return pd.DataFrame([{"served": served_recipe is not None and r.recipe == served_recipe,
+    served model's recipe and data (``served``)."""
+    return pd.DataFrame([{"served": served is not None and served.measured_by(r),
                           "held-out source": r.source, "trained on": collections_named(r.trained_on),
                           "recipe": r.recipe, "images": r.n_images,
                           "classes": r.classes_present, "balanced acc.": r.balanced_accuracy,
