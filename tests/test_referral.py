@@ -160,8 +160,10 @@ def test_metadata_update_states_the_limits_of_the_sources_the_model_saw(shipped_
     from skin_model.evaluation.metadata_update import update_metadata
 
     val = EvaluationReport.from_json(shipped_bundle / "evaluations/val_tta.json")
-    ham_only = update_metadata(copy.deepcopy(shipped_meta), val, None)
-    assert any(limit.startswith("One data set") for limit in ham_only.known_limits)
+    ham_only = copy.deepcopy(shipped_meta)
+    ham_only.data = {**ham_only.data, "folders": [
+        {"folder": "ham10000", "sources": [{"source": "rosendahl", "counts": {"train": {"nv": 5}}}]}]}
+    assert any(limit.startswith("One data set") for limit in update_metadata(ham_only, val, None).known_limits)
     pooled = copy.deepcopy(shipped_meta)
     pooled.known_limits = ["an old wording"]
     pooled.data = {**pooled.data, "folders": [
