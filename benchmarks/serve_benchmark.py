@@ -612,7 +612,8 @@ def print_report(r: dict, out: Path) -> None:
             continue
         cold, first = app["cold_start_s"], app["after_first_overlay"]
         print(f"  app cold start (streamlit start -> page / first result / overlay in the browser, median): "
-              f"{cold.get('page', float('nan')):.2f} s / {cold['first_result']:.2f} s / {cold['overlay']:.2f} s ({app['cold_start_server_cpu_s']:.2f} s of "
+              f"{cold.get('page', float('nan')):.2f} s / {cold['first_result']:.2f} s / {cold['overlay']:.2f} s "
+              f"({app['cold_start_server_cpu_s']:.2f} s of "
               f"server CPU); then server RSS {first['rss_mb']:.0f} MB, TensorFlow libraries mapped: "
               f"{len(first['tensorflow_libraries']) or 'none'}")
         warm = app["warm"]
@@ -631,8 +632,8 @@ def print_report(r: dict, out: Path) -> None:
                   f"the machine); OOD-flagged uploads {load['ood_flagged_uploads']}")
     if "floor" in r:
         floor = r["floor"]["median_s"]
-        print(f"\nfloor ({r['floor']['description']}): page {floor['page']:.2f} s, result {floor['first_result']:.2f} s, "
-              f"overlay {floor['overlay']:.2f} s after the server's start (median of {len(r['floor']['runs'])})")
+        print(f"\nfloor ({r['floor']['description']}): page {floor['page']:.2f} s, "
+              f"result {floor['first_result']:.2f} s, overlay {floor['overlay']:.2f} s after the server's start (median of {len(r['floor']['runs'])})")
     print("\nGoals (this tree; previous implementation beside it):")
     for name, bar in r["bars"].items():
         value, previous = (v if not isinstance(v, list) else f"{len(v)} libraries"

@@ -15,7 +15,7 @@ from skin_model.config import display_path
 from skin_model.safe_text import escape_markdown
 from skin_model.serving.service import ClassifierService
 
-if TYPE_CHECKING:  # the evaluation code loads scikit-learn, which the Classify and Batch pages do not need
+if TYPE_CHECKING:  # imported where used (other_clinics_ui), as below
     from skin_model.evaluation.holdout import ServedRecipe
 
 log = logging.getLogger(__name__)

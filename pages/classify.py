@@ -201,8 +201,8 @@ def how_to_read_ui() -> None:
     with st.expander("How to read this", icon=ICONS["help"]):
         st.markdown(
             "- **Calibrated probability.** The percentages are temperature-calibrated on validation images: among "
-            "dermoscopic images like the training data given 70% for a category, about 70% belong to it. They describe this "
-            "model on images like its training data, not your patient's risk, and they are not a diagnosis.\n"
+            "dermoscopic images like the training data given 70% for a category, about 70% belong to it. They "
+            "describe this model on images like its training data, not your patient's risk, and they are not a diagnosis.\n"
             "- **Unsure.** Below the model's unsure threshold the top category is too uncertain to lean on: refer.\n"
             "- **Malignant roll-up and referral cue.** The malignant probability is the sum of melanoma, basal cell "
             "carcinoma and actinic keratosis / Bowen's. At or above the referral threshold the app says *refer*, "

@@ -124,8 +124,8 @@ ONE_DATA_SET_LIMIT = (
 FEW_CLINICS_LIMIT = (
     "Few clinics: trained on HAM10000 (two practices, Vienna and Queensland) and ISIC Archive images (Memorial "
     "Sloan Kettering and other ISIC partners; almost all naevi, melanomas and benign keratoses, squashed to "
-    "squares at 180-256 pixels). Photos from other clinics, cameras and skin types may still be misread; the held-out-source "
-    "figures ('Other clinics') measure the recipe on a source left out of training. Evaluate it with "
+    "squares at 180-256 pixels). Photos from other clinics, cameras and skin types may still be misread; the "
+    "held-out-source figures ('Other clinics') measure the recipe on a source left out of training. Evaluate it with "
     "`python -m skin_model.cli.evaluate` on such data before relying on it.")
 
 

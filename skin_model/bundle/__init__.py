@@ -16,7 +16,8 @@ from skin_model.bundle.extras import (LocalisationFigures, OodCategory, OodFigur
 from skin_model.bundle.files import (CHECKPOINTS_DIR, EVALUATIONS_DIR, HEAD_FILE, HISTORY_FILE, LITE_FILE,
                                      LITE_INFO_FILE, METADATA_FILE, MODEL_FILE, OOD_FIGURES_FILE, OOD_FILE, SPLIT_FILE,
                                      TRAINING_REPORTS, BundleFileError, ModelIntegrityError, checked_file,
-                                     evaluation_file, localisation_file, tta_report_file, read_json, sha256_of, write_json)
+                                     evaluation_file, localisation_file, read_json, sha256_of, tta_report_file,
+                                     write_json)
 from skin_model.bundle.head import HEAD_STRUCTURE, DenseHead, UnsupportedHeadError, read_head, write_head
 from skin_model.bundle.metadata import (ModelMetadata, metadata_from_file, read_metadata, update_metadata,
                                         write_metadata)
@@ -28,6 +29,6 @@ __all__ = [
     "BundleFileError", "DenseHead", "LocalisationFigures", "ModelIntegrityError", "ModelMetadata", "OodCategory",
     "OodFigures", "UnsupportedHeadError", "checked_file", "evaluation_file", "is_rate", "localisation_file",
     "metadata_from_file", "read_head", "read_json", "read_localisation", "read_metadata", "read_ood_figures",
-    "read_split", "sha256_of", "split_path", "tta_report_file", "update_metadata", "write_head", "write_json", "write_localisation",
-    "write_metadata", "write_ood_figures", "write_split",
+    "read_split", "sha256_of", "split_path", "tta_report_file", "update_metadata", "write_head", "write_json",
+    "write_localisation", "write_metadata", "write_ood_figures", "write_split",
 ]
