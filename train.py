@@ -63,8 +63,8 @@ from skin_model.config import (DEFAULT_BACKBONE_WEIGHTS, DEFAULT_DATA_DIR, DEFAU
                                display_path)
 from skin_model.data.choices import AUGMENT_ADDITIONS, COLOUR_CONSTANCY_METHODS
 from skin_model.data.dataset import (FOLDER_COLUMN, SOURCE_COLUMN, SPLITS, collection_of, collections_named,
-                                     describe_sources, find_metadata, licence_text, load_arrays, load_sources,
-                                     source_aspects, split_by_lesion, subsample)
+                                     describe_sources, find_metadata, image_copies, licence_text, load_arrays,
+                                     load_sources, source_aspects, split_by_lesion, subsample)
 from skin_model.data.pipeline import (INPUTS, SAMPLING, ImageFiles, choose_input, decoded_gib, make_tf_dataset,
                                       sampling_groups)
 from skin_model.evaluation.holdout import HELD_OUT, held_out_dataset, hold_out_sources, recipe_flags, report_file
@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
                          for s in parts},
               "lesions": {s: int(parts[s]["lesion_id"].nunique()) for s in parts},
               "held_out_sources": list(holdout.sources) if holdout is not None else [],
-              "image_copies": catalogue["path"].map(lambda p: Path(p).parent.name).value_counts().to_dict()},
+              "image_copies": image_copies(catalogue["path"].tolist())},
         backbone={"architecture": "MobileNetV2 alpha 1.0", "source": backbone_path.name if backbone_path.is_file()
                   else args.backbone_weights,
                   "sha256": sha256_of(backbone_path) if backbone_path.is_file() else None},

@@ -72,13 +72,32 @@ def load_metadata(path: Path) -> ModelMetadata | None:
     return None
 
 
-def copy_resolution(folder: str) -> int | None:
-    """Side in pixels of the centre square of images in a folder named like images_200x150 or images_crop224."""
+def copy_sides(folder: str, entry: int | dict) -> tuple[int, dict[int | None, int]]:
+    """Images and images per short side (the centre square's side, None when unknown) of one ``image_copies``
+    entry: recorded from the files' headers, or, in older bundles, a count and a folder named like
+    images_200x150 or images_crop224."""
+    if isinstance(entry, dict):
+        sides = {int(side) if side.isdigit() else None: int(n) for side, n in entry.get("short_sides", {}).items()}
+        return int(entry.get("images", sum(sides.values()))), sides
+    side = None
     if match := re.search(r"(\d+)x(\d+)", folder):
-        return min(int(match.group(1)), int(match.group(2)))
-    if match := re.search(r"crop(\d+)", folder):
-        return int(match.group(1))
-    return None
+        side = min(int(match.group(1)), int(match.group(2)))
+    elif match := re.search(r"crop(\d+)", folder):
+        side = int(match.group(1))
+    return int(entry), {side: int(entry)}
+
+
+def copy_detail(sides: dict[int | None, int], input_size: int) -> str:
+    """'centre square 150 px, upsampled to the input size' or, for mixed sizes, each side with its count."""
+    def one(side: int | None) -> str:
+        if side is None:
+            return "resolution unknown"
+        return f"{side} px" + (", upsampled to the input size" if side < input_size else "")
+    if len(sides) == 1:
+        (side,) = sides
+        return "resolution unknown" if side is None else f"centre square {one(side)}"
+    ordered = sorted(sides.items(), key=lambda item: -item[1])
+    return "centre squares " + "; ".join(f"{n:,} of {one(side)}" for side, n in ordered)
 
 
 def folder_names(value: Any) -> Any:
@@ -224,14 +243,9 @@ def limits_ui(meta: ModelMetadata) -> None:
     copies = meta.data.get("image_copies") or {}
     if copies:
         parts = []
-        for folder, count in copies.items():
-            side = copy_resolution(folder)
-            if side is None:
-                detail = "resolution unknown"
-            else:
-                detail = f"centre square {side} px" + (", upsampled to the input size" if side < meta.input_size
-                                                       else "")
-            parts.append(f"{count:,} from `{folder}` ({detail})")
+        for folder, entry in copies.items():
+            count, sides = copy_sides(folder, entry)
+            parts.append(f"{count:,} from `{folder}` ({copy_detail(sides, meta.input_size)})")
         resolution = (f"Most training images are reduced public copies rather than the 600×450 originals: "
                       f"{'; '.join(parts)}. Detail finer than these copies was never seen in training.")
     else:

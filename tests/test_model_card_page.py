@@ -124,6 +124,14 @@ def test_known_limits_use_the_recorded_image_copies(bundle):
     assert "No patient context" not in text, "no limit is written in the page itself"
 
 
+def test_known_limits_give_each_size_of_a_mixed_folder(bundle):
+    meta = json.loads((bundle / "metadata.json").read_text())
+    meta["data"]["image_copies"] = {"isic_archive/images": {"images": 30, "short_sides": {"256": 20, "64": 10}}}
+    (bundle / "metadata.json").write_text(json.dumps(meta))
+    text = text_of(open_card())
+    assert "30 from `isic_archive/images` (centre squares 20 of 256 px; 10 of 64 px, upsampled" in text
+
+
 def test_shipped_card_opens_on_the_served_configuration(shipped_bundle, monkeypatch):
     """The shipped model is served with TTA: its test-with-TTA row comes first; its limits come from its
     metadata; no absolute machine path is shown."""

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from skin_model.data.dataset import (FOLDER_COLUMN, SOURCE_COLUMN, DatasetError, describe_sources, licence_text,
-                                load_catalogue, load_sources, split_by_lesion)
+from skin_model.data.dataset import (FOLDER_COLUMN, SOURCE_COLUMN, DatasetError, describe_sources, image_copies,
+                                licence_text, load_catalogue, load_sources, split_by_lesion)
 from skin_model.evaluation.holdout import (HELD_OUT, SPLIT_METHOD, hold_out_sources, held_out_rows, rows_frame,
                                 trained_sources)
 from skin_model.labels import CODES
@@ -112,6 +112,21 @@ def test_metadata_records_every_source_with_its_credit(pooled, synthetic_ham, sy
     assert "HAM10000 (CC BY-NC-SA 4.0) and ISIC Archive" in licence_text(["rosendahl", "isic2017"])
 
 
+def test_image_copies_count_each_folders_images_by_their_short_side(tmp_path):
+    from PIL import Image
+    sizes = {"a/images_200x150": [(200, 150)] * 3, "b/images": [(256, 256)] * 2 + [(180, 180)]}
+    paths = []
+    for folder, shapes in sizes.items():
+        (tmp_path / folder).mkdir(parents=True)
+        for i, shape in enumerate(shapes):
+            Image.new("RGB", shape).save(tmp_path / folder / f"ISIC_{i}.jpg")
+            paths.append(tmp_path / folder / f"ISIC_{i}.jpg")
+    (tmp_path / "b" / "images" / "broken.jpg").write_bytes(b"not an image")
+    copies = image_copies(paths + [tmp_path / "b" / "images" / "broken.jpg"])
+    assert copies == {"b/images": {"images": 4, "short_sides": {"256": 2, "180": 1, "unknown": 1}},
+                      "a/images_200x150": {"images": 3, "short_sides": {"150": 3}}}
+
+
 # ---------------------------------------------------------------------------------------------- protocol
 def test_any_source_of_any_folder_can_be_held_out(pooled):
     holdout = hold_out_sources(pooled, ["isic2017"])
@@ -171,6 +186,10 @@ def test_a_pooled_run_trains_on_both_folders_and_records_them(pooled_run, synthe
     assert "isic_archive" in held_out["dataset"]["trained_on"]
     assert "--extra-data" not in held_out["dataset"]["recipe"], "the data is recorded as trained_on, not as recipe"
     assert held_out["model"]["tta"] == metadata["test_time_augmentation"]
+    copies = metadata["data"]["image_copies"]
+    trained_or_evaluated = (split["split"] != HELD_OUT).sum()
+    assert sum(c["images"] for c in copies.values()) == trained_or_evaluated, "held-out images are not counted"
+    assert {key.split("/")[0] for key in copies} == {synthetic_ham.name, synthetic_isic.name}
 
 
 def test_a_pooled_run_reports_each_folders_test_images(pooled_run, synthetic_ham, synthetic_isic):

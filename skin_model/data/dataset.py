@@ -103,12 +103,32 @@ def find_image_files(data_dir: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES)
     return best
 
 
-def _pixel_count(path: Path) -> int:
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the file's header; None when unreadable (reported by name when it is loaded)."""
     try:
-        with Image.open(path) as im:  # reads the header only
-            return im.width * im.height
-    except Exception:  # an unreadable copy is never preferred; it is reported when loaded if chosen
-        return -1
+        with Image.open(path) as im:
+            return im.size
+    except Exception:
+        return None
+
+
+def _pixel_count(path: Path) -> int:
+    size = _header_size(path)
+    return size[0] * size[1] if size else -1  # an unreadable copy is never preferred
+
+
+def image_copies(paths: Sequence[Path]) -> dict[str, dict]:
+    """What metadata.json records of the image files a model was trained on: per copy folder (``collection
+    folder/subfolder``), the number of images and how many have each short side in pixels (the side of the
+    centre square the model sees), read from the files' headers."""
+    copies: dict[str, dict] = {}
+    for path in map(Path, paths):
+        entry = copies.setdefault(f"{path.parent.parent.name}/{path.parent.name}", {"images": 0, "short_sides": {}})
+        entry["images"] += 1
+        size = _header_size(path)
+        side = str(min(size)) if size else "unknown"
+        entry["short_sides"][side] = entry["short_sides"].get(side, 0) + 1
+    return dict(sorted(copies.items(), key=lambda item: -item[1]["images"]))
 
 
 def licence_text(sources: Sequence[str]) -> str:
