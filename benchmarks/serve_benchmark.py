@@ -633,7 +633,8 @@ def print_report(r: dict, out: Path) -> None:
     if "floor" in r:
         floor = r["floor"]["median_s"]
         print(f"\nfloor ({r['floor']['description']}): page {floor['page']:.2f} s, "
-              f"result {floor['first_result']:.2f} s, overlay {floor['overlay']:.2f} s after the server's start (median of {len(r['floor']['runs'])})")
+              f"result {floor['first_result']:.2f} s, overlay {floor['overlay']:.2f} s after the server's start "
+              f"(median of {len(r['floor']['runs'])})")
     print("\nGoals (this tree; previous implementation beside it):")
     for name, bar in r["bars"].items():
         value, previous = (v if not isinstance(v, list) else f"{len(v)} libraries"

@@ -95,7 +95,7 @@ def copy_detail(sides: dict[int | None, int], input_size: int) -> str:
         return f"{side} px" + (", upsampled to the input size" if side < input_size else "")
     if len(sides) == 1:
         (side,) = sides
-        return "resolution unknown" if side is None else f"centre square {one(side)}"
+        return one(side) if side is None else f"centre square {one(side)}"
     ordered = sorted(sides.items(), key=lambda item: -item[1])
     return "centre squares " + "; ".join(f"{n:,} of {one(side)}" for side, n in ordered)
 
