@@ -28,8 +28,8 @@ written to benchmarks/results/serve.json):
 * ``floor``: the same cold start (``--cold-starts`` times, median) of a minimal Streamlit page that shows what a
   result needs at the least (an uploader, the photo, one plotly bar chart, a second image): what this host and
   Streamlit cost before any of the app's own work. ``cold_start_s.page`` marks the first page on screen and
-  ``cold_start_s.all_drawn`` every element of the result drawn, its charts included (the Classify page sends
-  them last, so they can come after the overlay).
+  ``cold_start_s.all_drawn`` every element of the result drawn, its charts included (the overlay mark does not
+  wait for the charts, which the browser may draw later).
 * ``bars``: this tree's figures against the serving goals, with the previous implementation's beside them.
 
 Network traffic goes to 127.0.0.1 only. Nothing here is a test; run it on an otherwise idle machine for
