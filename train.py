@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="stretch images of sources published squashed to squares back to 4:3 (isic2017, ...)")
     data.add_argument("--max-images", type=int, default=0, metavar="N", help="train on a stratified subset (0 = all)")
     data.add_argument("--seed", type=int, default=42, metavar="N", help="seed of the split, shuffling and init (default 42)")
+    data.add_argument("--split-seed", type=int, default=None, metavar="N",
+                      help="seed of the split alone, to train a second seed on the same split (default: --seed)")
     data.add_argument("--backbone-weights", default=str(DEFAULT_BACKBONE_WEIGHTS), metavar="FILE",
                       help="ImageNet MobileNetV2 no-top weights (default in ../shared/weights)")
 
@@ -165,6 +167,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def split_seed(args: argparse.Namespace) -> int:
+    """The seed of the lesion-grouped split (and of ``--max-images``' subset): ``--split-seed``, else ``--seed``."""
+    return args.seed if args.split_seed is None else args.split_seed
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -201,13 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     data_dirs = [args.data_dir, *args.extra_data]
     catalogue = load_sources(data_dirs)
     if args.max_images:
-        catalogue = subsample(catalogue, args.max_images, args.seed)
+        catalogue = subsample(catalogue, args.max_images, split_seed(args))
     holdout = hold_out_sources(catalogue, args.holdout_source) if args.holdout_source else None
     if holdout is not None:
         catalogue = holdout.kept
         log.info("Holding out source(s) %s: %d images; training on %s", ", ".join(holdout.sources),
                  len(holdout.held_out), ", ".join(holdout.kept_sources))
-    catalogue = split_by_lesion(catalogue, seed=args.seed)
+    catalogue = split_by_lesion(catalogue, seed=split_seed(args))
     data_name = collections_named(catalogue[SOURCE_COLUMN].unique())  # "HAM10000 + ISIC Archive"
     parts = {s: catalogue[catalogue["split"] == s].reset_index(drop=True) for s in SPLITS}
     if holdout is not None:
@@ -345,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         reports[s] = evaluate_probabilities(
             labels[s], calibrated[s], list(parts[s]["image_id"]), temperature=temperature, model=model_info,
             dataset={"name": f"{data_name} {s} split", "split": s, "split_method": "lesion-grouped, stratified",
-                     "seed": args.seed, "n_lesions": int(parts[s]["lesion_id"].nunique()),
+                     "seed": split_seed(args), "n_lesions": int(parts[s]["lesion_id"].nunique()),
                      "description": f"{data_name} {s} split ({description})"})
         reports[s].to_json(out_dir / evaluation_file(s))
         log.info("%s: balanced accuracy %.3f, macro AUC %.3f, melanoma sensitivity %.3f, ECE %.3f", s,
@@ -361,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                 labels["test"][rows], served_test[rows], list(parts["test"].loc[rows, "image_id"]),
                 temperature=temperature, model=served_info,
                 dataset={"name": f"{name} test split", "split": "test", "split_method": "lesion-grouped, stratified",
-                         "seed": args.seed, "tta": use_tta, "n_lesions": int(parts["test"].loc[rows, "lesion_id"].nunique()),
+                         "seed": split_seed(args), "tta": use_tta, "n_lesions": int(parts["test"].loc[rows, "lesion_id"].nunique()),
                          "description": f"the {name} images of the test split (folder {folder}), as served"}
             ).to_json(out_dir / EVALUATIONS_DIR / f"test_{folder}.json")
     recipe = recipe_flags(vars(args), vars(build_parser().parse_args([])))  # the flags that differ from today's
@@ -401,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         data={"source": "; ".join(f"{c.name} ({c.credit}), {c.licence}" for c in collections),
               "data_dir": display_path(args.data_dir), "extra_data": [display_path(d) for d in args.extra_data],
               "folders": describe_sources(pd.concat(parts.values()), data_dirs),
-              "split_seed": args.seed, "split_file": SPLIT_FILE,
+              "split_seed": split_seed(args), "split_file": SPLIT_FILE,
               "metadata_sha256": sha256_of(find_metadata(args.data_dir)),
               "split_sha256": sha256_of(out_dir / SPLIT_FILE),
               "counts": {s: parts[s]["dx"].value_counts().reindex(CODES, fill_value=0).astype(int).to_dict()

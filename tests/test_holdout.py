@@ -145,3 +145,16 @@ def test_tracking_the_held_out_source_needs_one():
     with pytest.raises(SystemExit):
         train_module().parse_args(["--track-heldout"])
     assert train_module().parse_args(["--track-heldout", "--holdout-source", "rosendahl"]).track_heldout
+
+
+def test_the_split_seed_follows_the_seed_unless_given():
+    from test_train_smoke import train_module
+
+    train = train_module()
+    assert train.split_seed(train.parse_args([])) == 42
+    assert train.split_seed(train.parse_args(["--seed", "43"])) == 43
+    second_seed = train.parse_args(["--seed", "43", "--split-seed", "42"])
+    assert train.split_seed(second_seed) == 42 and second_seed.seed == 43
+    defaults = vars(train.build_parser().parse_args([]))
+    assert recipe_flags(vars(second_seed), defaults) == "--seed 43 --split-seed 42"
+    assert recipe_flags(vars(train.parse_args(["--seed", "43"])), defaults) == "--seed 43"

@@ -245,3 +245,25 @@ def test_evaluate_can_restore_the_aspect_of_squashed_sources(tiny_bundle, synthe
     assert restored.dataset["restore_aspect"] and "stretched back" in restored.dataset["recipe"]
     assert [p["image_id"] for p in plain.predictions] == [p["image_id"] for p in restored.predictions]
     assert any(a["probs"] != b["probs"] for a, b in zip(plain.predictions, restored.predictions))
+
+
+def test_evaluate_sees_squashed_sources_as_the_model_was_trained_on_them(tiny_bundle, synthetic_isic, tmp_path):
+    from skin_model.cli.evaluate import main
+    from skin_model.evaluation.evaluate import evaluate_folder
+    from skin_model.evaluation.metrics import EvaluationReport
+
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    metadata = json.loads((bundle / "metadata.json").read_text())
+    metadata["training"] = {**(metadata.get("training") or {}), "restore_aspect": True}
+    (bundle / "metadata.json").write_text(json.dumps(metadata))
+    labels = synthetic_isic / "metadata.csv"
+    by_default = evaluate_folder(synthetic_isic, labels, bundle, source="isic2017")
+    stretched = evaluate_folder(synthetic_isic, labels, tiny_bundle, source="isic2017", restore_aspect=True)
+    assert by_default.dataset.get("restore_aspect") is True
+    assert [p["probs"] for p in by_default.predictions] == [p["probs"] for p in stretched.predictions]
+    out = tmp_path / "published.json"
+    assert main(["--images", str(synthetic_isic), "--labels", str(labels), "--weights", str(bundle),
+                 "--source", "isic2017", "--no-restore-aspect", "--out", str(out)]) == 0
+    published = EvaluationReport.from_json(out)
+    assert "restore_aspect" not in published.dataset
+    assert any(a["probs"] != b["probs"] for a, b in zip(published.predictions, by_default.predictions))

@@ -1,5 +1,5 @@
 """``python -m skin_model.cli.evaluate --images DIR --labels CSV [--weights DIR] [--out FILE] [--name NAME]
-[--split S] [--source NAME] [--restore-aspect]``:
+[--split S] [--source NAME] [--restore-aspect|--no-restore-aspect]``:
 metrics of the model bundle on any labelled image folder, predicted as the app serves
 (``skin_model.evaluation.evaluate``); the report is printed and written as JSON. Exit status: 0 ok, 2 for a usage or
 data error.
@@ -42,9 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--source", help="keep only the labels whose 'dataset' column (the source) equals this (e.g. "
                                          "isic2017); a source the model was not trained on gives a held-out report "
                                          "(the report page's 'Other clinics')")
-    parser.add_argument("--restore-aspect", action="store_true",
+    parser.add_argument("--restore-aspect", action=argparse.BooleanOptionalAction, default=None,
                         help="stretch the images of sources published squashed to squares (isic2017, isic_archive) "
-                             "back to 4:3 before the centre crop")
+                             "back to 4:3 before the centre crop; default: as the model was trained "
+                             "(training.restore_aspect in its metadata)")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")

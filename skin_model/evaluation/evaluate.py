@@ -198,14 +198,15 @@ def verdict_counts(ids: list[str], verdicts: list[Verdict], ood_status: str) -> 
 def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFAULT_WEIGHTS_DIR,
                     name: str | None = None, batch_size: int = 32, service=None,
                     tta: bool | None = None, split: str | None = None,
-                    source: str | None = None, restore_aspect: bool = False) -> EvaluationReport:
+                    source: str | None = None, restore_aspect: bool | None = None) -> EvaluationReport:
     """EvaluationReport of the model bundle in ``weights_dir`` (or a loaded ``service``) on the images
     of ``images_dir`` labelled in ``labels_csv``, predicted as the app serves them: with the bundle's
     LiteRT model and, unless ``tta`` says otherwise, the model's ``test_time_augmentation`` setting.
     With ``source`` only that source's images are evaluated; when the model was not trained on it, the report
     is a held-out report of the leave-source-out protocol (``skin_model.evaluation.holdout``). With
     ``restore_aspect`` the images of sources published squashed (``dataset.SQUASHED_SOURCES``, by the labels'
-    ``dataset`` column) are stretched back before prediction, as ``train.py --restore-aspect`` trains.
+    ``dataset`` column) are stretched back before prediction, as ``train.py --restore-aspect`` trains; by
+    default (None) as the model's own training saw them (``training.restore_aspect`` in its metadata).
 
     Raises EvaluationError for a bad labels file or folder, a model that cannot be loaded, or when no
     labelled image can be evaluated.
@@ -234,6 +235,8 @@ def evaluate_folder(images_dir: Path, labels_csv: Path, weights_dir: Path = DEFA
             raise EvaluationError(f"cannot load the model from {weights_dir}: {exc}") from exc
     if tta is None:
         tta = service.metadata.test_time_augmentation
+    if restore_aspect is None:
+        restore_aspect = bool((service.metadata.training or {}).get("restore_aspect"))
 
     aspects = None
     if restore_aspect:
