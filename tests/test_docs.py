@@ -107,7 +107,8 @@ def train_options() -> set[str]:
 
 
 #: Options of other commands that docs/training.md may name, on a line that names the command too.
-OTHER_COMMANDS_OPTIONS = {"--nodes": "sbatch", "--ntasks-per-node": "sbatch"}
+OTHER_COMMANDS_OPTIONS = {"--nodes": "sbatch", "--ntasks-per-node": "sbatch",
+                          "--no-restore-aspect": "skin_model.cli.evaluate"}
 
 
 def test_training_doc_names_only_real_train_options():
