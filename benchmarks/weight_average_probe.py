@@ -105,11 +105,14 @@ def main(argv: list[str] | None = None) -> int:
             entry["against_a"] = differences_dict(paired_bootstrap(pair, args.resamples), 0.95, args.resamples,
                                                   "lesion")
         results["models"][name] = entry
-        log.info("%s: %s", name, json.dumps({view: entry[view] for view in VIEWS}))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"validation, {len(ids)} images: {args.run_a} = a ({meta_a.version}), {args.run_b} = b ({meta_b.version})")
+    print(f"{'model':<16}{'view':<13}" + "".join(f"{k:>22}" for k in ("melanoma_auc", *FIGURES)))
+    for name, entry in results["models"].items():
+        for view in VIEWS:
+            print(f"{name:<16}{view:<13}" + "".join(f"{v:>22.3f}" for v in entry[view].values()))
     log.info("Wrote %s", args.output)
-    print(json.dumps(results, indent=1))
     return 0
 
 
