@@ -8,7 +8,7 @@ Each network is run through its LiteRT copy, its temperature refitted on validat
 ensemble averages the two calibrated outputs. Printed and written to benchmarks/results/weight_average.json:
 balanced accuracy, melanoma AUC and sensitivity, macro AUC and ECE, single view and 8-view TTA, and a
 lesion-paired bootstrap of each candidate against RUN_A in the view RUN_A serves. Validation only: this chooses
-what to ship, so the test split is not looked at. About 6 minutes on 2 cores.
+what to ship, so the test split is not looked at. About 8 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def averaged_weights(first, second):
+def averaged_weights(first: "keras.Model", second: "keras.Model") -> "keras.Model":
     """A copy of ``first`` whose every weight (batch-norm statistics included) is the mean of both networks'."""
     import keras
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if not split_a[["image_id", "split"]].equals(split_b[["image_id", "split"]]):
         sys.exit(f"{args.run_a} and {args.run_b} hold different splits: train the second with --split-seed")
     (net_a, meta_a), (net_b, meta_b) = load_bundle(args.run_a), load_bundle(args.run_b)
-    val = read_split(args.run_a, "val").merge(load_sources(args.data_dirs)[["image_id", "path"]], on="image_id")
+    val = split_a[split_a["split"] == "val"].merge(load_sources(args.data_dirs)[["image_id", "path"]], on="image_id")
     labels, ids, lesions = val["label"].astype(int).to_numpy(), list(val["image_id"]), val["lesion_id"].to_numpy()
     images = load_arrays(list(val["path"]), meta_a.input_size, progress=False)
 
